@@ -1,0 +1,21 @@
+{
+  "targets": [
+    {
+      "target_name": "lockmem",
+      "sources": [
+        "native/addon.cc",
+        "native/inject.cc",
+        "native/arch_x86_64.cc",
+        "native/rlimit.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-fexceptions"],
+      "conditions": [
+        ["target_arch!='x64'", { "sources!": ["native/arch_x86_64.cc"] }]
+      ]
+    }
+  ]
+}
