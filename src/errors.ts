@@ -1,0 +1,69 @@
+// One error type for everything that goes wrong on a host: a program can act on `code`,
+// a person reads `message` and `hint`.
+
+export type LockErrorCode =
+  | "EPERM" // not allowed (ptrace denied, no CAP_IPC_LOCK, ...)
+  | "ENOMEM" // RLIMIT_MEMLOCK too low, or the kernel refused the range
+  | "EAGAIN"
+  | "ESRCH" // no such process, or it exited while we worked
+  | "EBUSY" // someone else traces it, or another lockmem holds it
+  | "ESECCOMP" // its seccomp filter would deny or kill the call
+  | "ENOTARGET" // the target spec matched nothing
+  | "EAMBIGUOUS" // the target spec matched several processes and match is "one"
+  | "EUSAGE" // bad input
+  | "EARCH" // unsupported architecture or target ABI
+  | "ETIMEDOUT"
+  | "EPROTO" // agent protocol mismatch
+  | "EINTERNAL";
+
+export interface LockErrorInit {
+  code: LockErrorCode;
+  message: string;
+  hint?: string;
+  errno?: number;
+  syscall?: string;
+  pid?: number;
+  stage?: string;
+  /** For EUSAGE: the input field that is wrong, e.g. "target.cmdline". */
+  field?: string;
+}
+
+export class LockError extends Error {
+  readonly code: LockErrorCode;
+  readonly hint?: string;
+  readonly errno?: number;
+  readonly syscall?: string;
+  readonly pid?: number;
+  readonly stage?: string;
+  readonly field?: string;
+
+  constructor(init: LockErrorInit) {
+    super(init.message);
+    this.name = "LockError";
+    this.code = init.code;
+    this.hint = init.hint;
+    this.errno = init.errno;
+    this.syscall = init.syscall;
+    this.pid = init.pid;
+    this.stage = init.stage;
+    this.field = init.field;
+  }
+
+  toJSON(): LockErrorInit {
+    return {
+      code: this.code,
+      message: this.message,
+      hint: this.hint,
+      errno: this.errno,
+      syscall: this.syscall,
+      pid: this.pid,
+      stage: this.stage,
+      field: this.field,
+    };
+  }
+}
+
+/** Bad input: names the field and the fix. */
+export function usageError(field: string, message: string, hint?: string): LockError {
+  return new LockError({ code: "EUSAGE", field, message: `${field}: ${message}`, hint });
+}
