@@ -1,0 +1,67 @@
+// Architecture-specific part of the injector: register layout, the system call
+// instruction, and the kernel's syscall-restart conventions. One implementation per
+// architecture (arch_x86_64.cc today; aarch64 would use `svc #0` and NT_PRSTATUS).
+#pragma once
+
+#include <sys/types.h>
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__x86_64__)
+#include <sys/user.h>
+#endif
+
+namespace lockmem {
+namespace arch {
+
+#if defined(__x86_64__)
+struct Regs {
+  user_regs_struct r;
+};
+#else
+#error "lockmem's injector supports x86_64 only (aarch64 is planned: svc #0 + NT_PRSTATUS)"
+#endif
+
+const char* name();
+
+// System call numbers of the target architecture.
+long nrMlock2();
+long nrMunlock();
+long nrMlockall();
+long nrMunlockall();
+
+// ptrace register access; return false with errno set.
+bool getRegs(pid_t tid, Regs* regs);
+bool setRegs(pid_t tid, const Regs& regs);
+
+// True when the stopped thread runs the native 64-bit ABI (not a compat 32-bit task).
+bool isNativeAbi(const Regs& regs);
+
+// Finds the system call instruction in a copy of the target's [vdso]; returns its
+// offset in `code`, or -1.
+long findSyscallInstruction(const uint8_t* code, size_t len);
+// Length of that instruction (the kernel rewinds the pc by this much to restart).
+size_t syscallInstructionLength();
+// True when `bytes` (syscallInstructionLength() of them) are the syscall instruction.
+bool isSyscallInstruction(const uint8_t* bytes);
+
+// Registers that make the thread execute `nr(args...)` at `insnAddr`. The "current
+// syscall" register is set to -1 so that the kernel never applies its restart fixup
+// (pc -= insn length) to our injected state.
+Regs prepareSyscall(const Regs& base, uint64_t insnAddr, long nr, const uint64_t args[6]);
+// The raw return register after the syscall-exit stop.
+int64_t syscallReturn(const Regs& regs);
+
+uint64_t pc(const Regs& regs);
+// The syscall the thread was in when it stopped, or -1 when it was not at a syscall exit.
+long currentSyscall(const Regs& regs);
+// The saved return value register (meaningful when currentSyscall() >= 0).
+int64_t returnValue(const Regs& regs);
+// Registers at a syscall-entry stop that make the kernel skip the call.
+Regs cancelSyscall(const Regs& regs);
+// Re-issue the interrupted call on resume: pc back onto the syscall instruction and the
+// syscall number back into the number register.
+Regs rearmSyscall(const Regs& regs);
+
+}  // namespace arch
+}  // namespace lockmem

@@ -1,0 +1,472 @@
+// The injection state machine. Read DESIGN.md ("Kernel facts") first.
+//
+// One session: seize one thread, interrupt it, save its registers, then for each call
+// point the pc at a `syscall` instruction in the target's [vdso], resume with
+// PTRACE_SYSCALL to the entry stop and again to the exit stop, and read the result.
+// Finally put the saved registers back and detach.
+//
+// Why PTRACE_SYSCALL and not single-stepping: a single-step trap is raised with
+// force_sig(SIGTRAP), which resets the target's SIGTRAP handler to SIG_DFL if the target
+// blocks or ignores SIGTRAP. Syscall stops raise no signal.
+//
+// Signals: a signal that arrives while we hold the thread is reported as a
+// signal-delivery stop, before our injected call starts. It is delivered right there
+// with the thread's own registers put back (so the kernel builds the handler frame and
+// applies its restart rules exactly as without us), then we interrupt the thread again
+// and carry on. No signal is dropped and none is delayed past our session.
+//
+// Restart: when the thread was stopped inside a call, the kernel decides whether to
+// restart it (ERESTART* codes) only on the signal-handling path. If our last stop was a
+// syscall-exit stop, we go back to that path (PTRACE_INTERRUPT) before detaching.
+// Calls that return EINTR on any stop (epoll_wait and the others in signal(7)) are
+// re-issued instead, unless a real signal is pending that would interrupt them anyway.
+#include "inject.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "arch.h"
+
+namespace lockmem {
+namespace {
+
+constexpr size_t kMaxVdsoBytes = 1 << 20;
+// A thread that receives signals faster than we can run one call makes us give up
+// (cleanly) instead of spinning for ever.
+constexpr int kMaxSignalRetries = 1000;
+
+// Kernel-internal return codes that ask for a restart (include/linux/errno.h).
+constexpr int64_t kERestartSys = -512;
+constexpr int64_t kERestartNoIntr = -513;
+constexpr int64_t kERestartNoHand = -514;
+constexpr int64_t kERestartRestartBlock = -516;
+
+uint64_t nowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+bool isStopSignal(int sig) {
+  return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
+}
+
+bool isRestartCode(int64_t v) {
+  return v == kERestartSys || v == kERestartNoIntr || v == kERestartNoHand ||
+         v == kERestartRestartBlock;
+}
+
+uint64_t sigbit(int sig) { return 1ull << (sig - 1); }
+
+// What waitpid reported.
+enum class StopKind { Exited, SyscallStop, SignalDelivery, EventStop };
+
+struct Stop {
+  StopKind kind = StopKind::Exited;
+  int sig = 0;
+};
+
+// Where the stopped thread is, which decides how it may be resumed and detached.
+enum class Where {
+  NotAttached,
+  Running,       // seized (or resumed) and not yet stopped
+  SignalPath,    // stopped inside get_signal(): interrupt, group stop, or signal delivery
+  SyscallEntry,  // stopped at the entry of one of our calls
+  SyscallExit,   // stopped at the exit of one of our calls
+  Gone,          // the thread or process exited
+};
+
+class Session {
+ public:
+  Session(const BatchSpec& spec, BatchOutcome* out, InjectError* error)
+      : spec_(spec), out_(out), error_(error), tid_(spec.tid) {}
+
+  bool run() {
+    if (!attach()) return false;
+    if (!waitForSignalPathStop("interrupt")) return cleanup();
+    pauseStart_ = nowNs();
+    if (!saveRegisters()) return cleanup();
+    if (!findSyscallInstruction()) return cleanup();
+
+    bool ok = true;
+    for (size_t i = 0; i < spec_.ops.size(); i++) {
+      SyscallOutcome res;
+      if (!runCall(spec_.ops[i].call, &res)) {
+        ok = false;
+        break;
+      }
+      out_->results.push_back(res);
+      if (res.err != 0 && spec_.stopOnError) {
+        ok = undoBefore(i);
+        break;
+      }
+    }
+    if (!ok) return cleanup();
+    if (!finish()) return false;
+    return true;
+  }
+
+ private:
+  bool fail(const char* stage, int err, const std::string& message) {
+    if (error_->stage.empty()) {
+      error_->stage = stage;
+      error_->err = err;
+      error_->message = message;
+    }
+    return false;
+  }
+
+  bool failErrno(const char* stage, const char* what) {
+    int err = errno;
+    if (err == ESRCH) return failGone(stage);
+    std::ostringstream msg;
+    msg << what << " on thread " << tid_ << " of process " << spec_.pid << ": " << strerror(err);
+    return fail(stage, err, msg.str());
+  }
+
+  bool failGone(const char* stage) {
+    where_ = Where::Gone;
+    std::ostringstream msg;
+    msg << "process " << spec_.pid << " (thread " << tid_ << ") exited while lockmem held it";
+    return fail(stage, ESRCH, msg.str());
+  }
+
+  bool attach() {
+    if (ptrace(PTRACE_SEIZE, tid_, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) != 0) {
+      return failErrno("attach", "PTRACE_SEIZE");
+    }
+    where_ = Where::Running;
+    if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) {
+      return failErrno("interrupt", "PTRACE_INTERRUPT");
+    }
+    return true;
+  }
+
+  bool waitStop(Stop* stop) {
+    int status = 0;
+    for (;;) {
+      pid_t r = waitpid(tid_, &status, __WALL);
+      if (r == tid_) break;
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && errno == ECHILD) return failGone("wait");
+      return failErrno("wait", "waitpid");
+    }
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+      where_ = Where::Gone;
+      stop->kind = StopKind::Exited;
+      return true;
+    }
+    int sig = WSTOPSIG(status);
+    int event = status >> 16;
+    stop->sig = sig;
+    if (event == PTRACE_EVENT_STOP) {
+      stop->kind = StopKind::EventStop;
+      where_ = Where::SignalPath;
+    } else if (sig == (SIGTRAP | 0x80)) {
+      stop->kind = StopKind::SyscallStop;
+      where_ = Where::SyscallExit;  // refined by the caller for entry stops
+    } else {
+      stop->kind = StopKind::SignalDelivery;
+      where_ = Where::SignalPath;
+    }
+    return true;
+  }
+
+  // Waits until the thread stops in the signal path after a PTRACE_INTERRUPT, letting
+  // through any signal that is delivered first.
+  bool waitForSignalPathStop(const char* stage) {
+    for (;;) {
+      Stop stop;
+      if (!waitStop(&stop)) return false;
+      switch (stop.kind) {
+        case StopKind::Exited:
+          return failGone(stage);
+        case StopKind::EventStop:
+          if (isStopSignal(stop.sig)) groupStopped_ = true;
+          return true;
+        case StopKind::SignalDelivery:
+          if (!resume(PTRACE_CONT, stop.sig, stage)) return false;
+          out_->signalsDelivered++;
+          continue;
+        case StopKind::SyscallStop:
+          // Not expected before our first call; keep the thread moving.
+          if (!resume(PTRACE_CONT, 0, stage)) return false;
+          continue;
+      }
+    }
+  }
+
+  bool resume(enum __ptrace_request how, int sig, const char* stage) {
+    if (ptrace(how, tid_, nullptr, reinterpret_cast<void*>(static_cast<long>(sig))) != 0) {
+      return failErrno(stage, how == PTRACE_SYSCALL ? "PTRACE_SYSCALL" : "PTRACE_CONT");
+    }
+    where_ = Where::Running;
+    return true;
+  }
+
+  bool setRegs(const arch::Regs& regs, const char* stage) {
+    if (!arch::setRegs(tid_, regs)) return failErrno(stage, "PTRACE_SETREGS");
+    return true;
+  }
+
+  bool saveRegisters() {
+    if (!arch::getRegs(tid_, &saved_)) return failErrno("getregs", "PTRACE_GETREGS");
+    haveSaved_ = true;
+    if (!arch::isNativeAbi(saved_)) {
+      std::ostringstream msg;
+      msg << "thread " << tid_ << " of process " << spec_.pid << " runs a 32-bit (compat) ABI; only "
+          << arch::name() << " targets are supported";
+      return fail("arch", ENOEXEC, msg.str());
+    }
+    if (!out_->wasStopped && groupStopped_ && !everResumed_) out_->wasStopped = true;
+    return true;
+  }
+
+  bool findSyscallInstruction() {
+    if (spec_.vdsoStart == 0 || spec_.vdsoEnd <= spec_.vdsoStart ||
+        spec_.vdsoEnd - spec_.vdsoStart > kMaxVdsoBytes) {
+      return fail("arch", ENOEXEC, "the target has no usable [vdso] mapping to borrow a syscall instruction from");
+    }
+    std::string code(spec_.vdsoEnd - spec_.vdsoStart, '\0');
+    iovec local{&code[0], code.size()};
+    iovec remote{reinterpret_cast<void*>(spec_.vdsoStart), code.size()};
+    ssize_t n = process_vm_readv(spec_.pid, &local, 1, &remote, 1, 0);
+    if (n <= 0) return failErrno("arch", "reading the target's [vdso]");
+    long off = arch::findSyscallInstruction(reinterpret_cast<const uint8_t*>(code.data()),
+                                            static_cast<size_t>(n));
+    if (off < 0) return fail("arch", ENOEXEC, "no syscall instruction found in the target's [vdso]");
+    insnAddr_ = spec_.vdsoStart + static_cast<uint64_t>(off);
+    return true;
+  }
+
+  // Runs one call; false only when the session itself failed.
+  bool runCall(const Syscall& call, SyscallOutcome* res) {
+    int retries = 0;
+    for (;;) {
+      arch::Regs regs = arch::prepareSyscall(saved_, insnAddr_, call.nr, call.args);
+      if (!setRegs(regs, "inject")) return false;
+      regsChanged_ = true;
+      if (!resume(PTRACE_SYSCALL, 0, "inject")) return false;
+      everResumed_ = true;
+      Stop stop;
+      if (!waitStop(&stop)) return false;
+      if (stop.kind == StopKind::Exited) return failGone("inject");
+      if (stop.kind == StopKind::SyscallStop) {  // entry stop of our call
+        where_ = Where::SyscallEntry;
+        break;
+      }
+      if (++retries > kMaxSignalRetries) {
+        return fail("inject", EAGAIN, "the target receives signals or stops too fast to run a call between them");
+      }
+      if (stop.kind == StopKind::EventStop) {
+        // A group stop (someone sent SIGSTOP) or a leftover interrupt trap: keep going;
+        // the kernel puts the thread back into the group stop when we detach.
+        if (isStopSignal(stop.sig)) groupStopped_ = true;
+        continue;
+      }
+      // A signal arrived before our call started: deliver it with the thread's own
+      // registers, then take the thread again.
+      if (!deliverSignal(stop.sig)) return false;
+    }
+    uint64_t entered = nowNs();
+    if (!resume(PTRACE_SYSCALL, 0, "inject")) return false;
+    Stop stop;
+    if (!waitStop(&stop)) return false;
+    if (stop.kind == StopKind::Exited) return failGone("inject");
+    if (stop.kind != StopKind::SyscallStop) {
+      std::ostringstream msg;
+      msg << "unexpected stop (signal " << stop.sig << ") instead of the syscall exit of call " << call.nr;
+      return fail("inject", EIO, msg.str());
+    }
+    res->ns = nowNs() - entered;
+    arch::Regs after;
+    if (!arch::getRegs(tid_, &after)) return failErrno("inject", "PTRACE_GETREGS");
+    int64_t ret = arch::syscallReturn(after);
+    res->ret = ret;
+    res->err = (ret < 0 && ret >= -4095) ? static_cast<int>(-ret) : 0;
+    where_ = Where::SyscallExit;
+    return true;
+  }
+
+  bool deliverSignal(int sig) {
+    // A signal that interrupts calls by itself gets the thread's registers as they were;
+    // one that does not (ignored, or default-ignore, queued only because we trace the
+    // thread) must not turn our stop into an EINTR.
+    if (!setRegs(signalInterrupts(sig) ? saved_ : finalRegisters(), "inject")) return false;
+    regsChanged_ = false;
+    if (!resume(PTRACE_CONT, sig, "inject")) return false;
+    out_->signalsDelivered++;
+    if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return failErrno("interrupt", "PTRACE_INTERRUPT");
+    if (!waitForSignalPathStop("interrupt")) return false;
+    return saveRegisters();
+  }
+
+  bool undoBefore(size_t failed) {
+    for (size_t j = failed; j-- > 0;) {
+      const BatchOp& op = spec_.ops[j];
+      if (!op.hasUndo || out_->results[j].err != 0) continue;
+      SyscallOutcome res;
+      if (!runCall(op.undo, &res)) return false;
+      out_->undoResults.push_back(res);
+    }
+    return true;
+  }
+
+  struct SignalState {
+    bool known = false;
+    uint64_t pending = 0, blocked = 0, caught = 0;
+  };
+
+  SignalState readSignalState() {
+    SignalState st;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/status", spec_.pid, tid_);
+    std::ifstream in(path);
+    if (!in) return st;
+    uint64_t pnd = 0, shd = 0, blk = 0, cgt = 0;
+    std::string line;
+    while (std::getline(in, line)) {
+      auto field = [&](const char* key, uint64_t* v) {
+        size_t n = strlen(key);
+        if (line.compare(0, n, key) == 0) *v = strtoull(line.c_str() + n, nullptr, 16);
+      };
+      field("SigPnd:", &pnd);
+      field("ShdPnd:", &shd);
+      field("SigBlk:", &blk);
+      field("SigCgt:", &cgt);
+    }
+    st.known = true;
+    st.pending = pnd | shd;
+    st.blocked = blk;
+    st.caught = cgt;
+    return st;
+  }
+
+  static uint64_t interruptingMask(const SignalState& st) {
+    return st.caught | sigbit(SIGSTOP) | sigbit(SIGTSTP) | sigbit(SIGTTIN) | sigbit(SIGTTOU);
+  }
+
+  // True when `sig`, about to be delivered, interrupts a blocking call by itself.
+  bool signalInterrupts(int sig) {
+    SignalState st = readSignalState();
+    return !st.known || (sigbit(sig) & interruptingMask(st)) != 0;
+  }
+
+  // True when a signal is pending that would interrupt a blocking call by itself
+  // (caught, or a stop signal), so an EINTR the thread saw is not only our doing.
+  bool interruptingSignalPending() {
+    SignalState st = readSignalState();
+    if (!st.known) return true;  // cannot tell: do not re-issue
+    return (st.pending & ~st.blocked & interruptingMask(st)) != 0;
+  }
+
+  bool precededBySyscallInstruction(uint64_t pc) {
+    size_t len = arch::syscallInstructionLength();
+    uint8_t bytes[16] = {0};
+    iovec local{bytes, len};
+    iovec remote{reinterpret_cast<void*>(pc - len), len};
+    return process_vm_readv(spec_.pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(len) &&
+           arch::isSyscallInstruction(bytes);
+  }
+
+  // The registers to put back: the saved ones, or the saved ones re-issuing a call that
+  // returned EINTR only because we stopped the thread.
+  arch::Regs finalRegisters() {
+    long nr = arch::currentSyscall(saved_);
+    if (nr >= 0 && arch::returnValue(saved_) == -EINTR && !interruptingSignalPending() &&
+        precededBySyscallInstruction(arch::pc(saved_))) {
+      out_->rearmed = true;
+      return arch::rearmSyscall(saved_);
+    }
+    return saved_;
+  }
+
+  bool finish() { return restoreAndDetach(); }
+
+  // Puts the thread's registers back (re-issuing an EINTR'd call if we caused it) and
+  // detaches, from whichever stop the thread is in.
+  bool restoreAndDetach() {
+    if (!haveSaved_) return detach();
+    if (where_ == Where::SyscallEntry && !leaveSyscallEntry()) return false;
+    arch::Regs final = finalRegisters();
+    bool needsKernelRestart =
+        arch::currentSyscall(final) >= 0 && isRestartCode(arch::returnValue(final));
+    if (!setRegs(final, "restore")) return false;
+    regsChanged_ = false;
+    if (where_ == Where::SyscallExit && needsKernelRestart) {
+      // Go back to the signal path so the kernel applies its restart rules (and delivers
+      // any pending signal) to the thread's own registers.
+      if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return failErrno("restore", "PTRACE_INTERRUPT");
+      if (!resume(PTRACE_CONT, 0, "restore")) return false;
+      if (!waitForSignalPathStop("restore")) return false;
+    }
+    return detach();
+  }
+
+  bool detach() {
+    out_->pauseNs = pauseStart_ ? nowNs() - pauseStart_ : 0;
+    if (ptrace(PTRACE_DETACH, tid_, nullptr, nullptr) != 0) return failErrno("detach", "PTRACE_DETACH");
+    where_ = Where::NotAttached;
+    return true;
+  }
+
+  // At the entry of one of our calls, registers put back now would make the kernel run
+  // the thread's own interrupted call again with its saved arguments. Cancel ours and go
+  // on to the exit stop first.
+  bool leaveSyscallEntry() {
+    arch::Regs regs;
+    if (!arch::getRegs(tid_, &regs)) return failErrno("restore", "PTRACE_GETREGS");
+    if (!setRegs(arch::cancelSyscall(regs), "restore")) return false;
+    if (!resume(PTRACE_SYSCALL, 0, "restore")) return false;
+    Stop stop;
+    if (!waitStop(&stop)) return false;
+    if (stop.kind == StopKind::Exited) return failGone("restore");
+    where_ = Where::SyscallExit;
+    return true;
+  }
+
+  // Error path: put the thread back as it was and let it go; the first error is the one
+  // reported. Returns false so callers can `return cleanup();`.
+  bool cleanup() {
+    if (where_ == Where::NotAttached || where_ == Where::Gone) return false;
+    if (where_ == Where::Running) {
+      // Only reachable when an interrupt or resume could not be completed; wait for the
+      // thread to stop so it can be detached (it is never left traced).
+      if (!waitForSignalPathStop("interrupt")) return false;
+    }
+    restoreAndDetach();
+    return false;
+  }
+
+  const BatchSpec& spec_;
+  BatchOutcome* out_;
+  InjectError* error_;
+  pid_t tid_;
+  Where where_ = Where::NotAttached;
+  arch::Regs saved_{};
+  bool haveSaved_ = false;
+  bool regsChanged_ = false;
+  bool groupStopped_ = false;
+  bool everResumed_ = false;
+  uint64_t insnAddr_ = 0;
+  uint64_t pauseStart_ = 0;
+};
+
+}  // namespace
+
+bool runBatch(const BatchSpec& spec, BatchOutcome* outcome, InjectError* error) {
+  Session session(spec, outcome, error);
+  return session.run();
+}
+
+}  // namespace lockmem

@@ -1,0 +1,26 @@
+#include "rlimit.h"
+
+#include <sys/resource.h>
+
+namespace lockmem {
+
+bool getMemlockLimit(pid_t pid, MemlockLimit* out) {
+  struct rlimit cur;
+  if (prlimit(pid, RLIMIT_MEMLOCK, nullptr, &cur) != 0) return false;
+  out->soft = cur.rlim_cur;
+  out->hard = cur.rlim_max;
+  return true;
+}
+
+bool setMemlockLimit(pid_t pid, const MemlockLimit& limit, MemlockLimit* old) {
+  struct rlimit next;
+  next.rlim_cur = limit.soft;
+  next.rlim_max = limit.hard;
+  struct rlimit prev;
+  if (prlimit(pid, RLIMIT_MEMLOCK, &next, &prev) != 0) return false;
+  old->soft = prev.rlim_cur;
+  old->hard = prev.rlim_max;
+  return true;
+}
+
+}  // namespace lockmem

@@ -1,0 +1,18 @@
+#pragma once
+
+#include <sys/types.h>
+#include <cstdint>
+
+namespace lockmem {
+
+struct MemlockLimit {
+  uint64_t soft = 0;
+  uint64_t hard = 0;
+};
+
+// RLIMIT_MEMLOCK of another process (prlimit(2)); false with errno set on failure.
+bool getMemlockLimit(pid_t pid, MemlockLimit* out);
+// Sets it and returns the previous value in `old`.
+bool setMemlockLimit(pid_t pid, const MemlockLimit& limit, MemlockLimit* old);
+
+}  // namespace lockmem
