@@ -1,0 +1,186 @@
+// Which mappings a SelectionSpec chooses, and which of those the kernel cannot lock.
+import { Minimatch } from "minimatch";
+import { LockError, usageError } from "./errors";
+import { pathWithoutDeleted } from "./proc/smaps";
+import { Mapping, MappingKind, SelectionSpec } from "./types";
+
+/** As Solaris' tool did: code (r-x) and writable code (rwx, JIT). */
+export const defaultSelection: SelectionSpec = { permissions: ["r-x", "rwx"] };
+
+export const MAPPING_KINDS: readonly MappingKind[] = ["file", "anon", "heap", "stack", "shmem", "vdso", "vvar", "vsyscall"];
+const KNOWN_FIELDS = new Set<string>(["permissions", "paths", "kinds", "all"]);
+const PERMISSION = /^[r-][w-][x-][ps]?$/;
+
+// minimatch options for path globs: "libssl*" (no slash) matches the file name anywhere
+// (matchBase), and "**" also walks into hidden directories (dot).
+const GLOB_OPTIONS = { matchBase: true, dot: true } as const;
+
+/**
+ * minimatch accepts almost any string, silently reading a typo as a pattern that matches
+ * nothing; these are the mistakes we can name.
+ */
+function globProblem(pattern: string): string | undefined {
+  if (pattern === "") return "must not be empty";
+  if (pattern.includes("/") && !pattern.startsWith("/") && !pattern.startsWith("*")) {
+    return `${JSON.stringify(pattern)} contains a '/' but does not start with '/' or '**/': it is matched against absolute paths and would match nothing`;
+  }
+  for (let i = 0; i < pattern.length; i++) {
+    if (pattern[i] === "\\") {
+      i++;
+      continue;
+    }
+    if (pattern[i] !== "[") continue;
+    // A class ends at the first ']' after at least one character ("[]a]" holds ']').
+    const close = pattern.indexOf("]", i + 2);
+    if (close < 0) return `${JSON.stringify(pattern)} has an unclosed '[' (write \\[ for a literal bracket, e.g. \\[heap\\])`;
+    const body = pattern.slice(i + 1, close).replace(/^[!^]/, "");
+    for (const range of body.matchAll(/(.)-(.)/g)) {
+      if (range[1] > range[2]) return `${JSON.stringify(pattern)} has a reversed range ${range[0]}`;
+    }
+    i = close;
+  }
+  if (new Minimatch(pattern, GLOB_OPTIONS).makeRe() === false) return `${JSON.stringify(pattern)} is not a valid glob`;
+  return undefined;
+}
+
+function listProblem(value: unknown, field: string): LockError | undefined {
+  if (!Array.isArray(value)) return usageError(field, "must be a list");
+  if (value.length === 0) return usageError(field, "an empty list selects nothing; leave the field out instead");
+  const notString = value.findIndex((item) => typeof item !== "string");
+  if (notString >= 0) return usageError(`${field}[${notString}]`, "must be a string");
+  return undefined;
+}
+
+/**
+ * Checks a selection without touching the system; the first problem as an EUSAGE LockError
+ * naming the field, or undefined.
+ *
+ * How fields combine: each given criterion filters, so a mapping is selected when it
+ * matches ALL given criteria (permissions AND paths AND kinds) and, within one list, ANY
+ * entry (e.g. "r-x" OR "rwx"). With no criterion at all, defaultSelection applies.
+ * `all: true` means every mapping (mlockall / munlockall) and may not be combined with
+ * criteria, since the kernel call would lock more than they say.
+ */
+export function validateSelection(spec: SelectionSpec, fieldPrefix = "mappings"): LockError | undefined {
+  const field = (key: string): string => `${fieldPrefix}.${key}`;
+  if (typeof spec !== "object" || spec === null || Array.isArray(spec)) {
+    return usageError(fieldPrefix, "must be an object with permissions, paths, kinds or all");
+  }
+  const unknown = Object.keys(spec).find((key) => !KNOWN_FIELDS.has(key));
+  if (unknown !== undefined) return usageError(field(unknown), `unknown field; expected one of ${[...KNOWN_FIELDS].join(", ")}`);
+  if (spec.all !== undefined && typeof spec.all !== "boolean") return usageError(field("all"), "must be true or false");
+  if (spec.all === true) {
+    const combined = (["permissions", "paths", "kinds"] as const).filter((key) => spec[key] !== undefined);
+    if (combined.length > 0) {
+      return usageError(
+        field("all"),
+        `all locks every mapping (mlockall) and cannot be combined with ${combined.join(", ")}`,
+        "drop all to lock only the matching mappings, or drop the other fields",
+      );
+    }
+  }
+  if (spec.permissions !== undefined) {
+    const problem = listProblem(spec.permissions, field("permissions"));
+    if (problem) return problem;
+    const bad = spec.permissions.findIndex((perm) => !PERMISSION.test(perm));
+    if (bad >= 0) {
+      return usageError(
+        `${field("permissions")}[${bad}]`,
+        `${JSON.stringify(spec.permissions[bad])} is not a permission string like "r-x", "rw-" or "r-xp"`,
+        "three letters r/-, w/-, x/- in that order, optionally followed by p (private) or s (shared)",
+      );
+    }
+  }
+  if (spec.paths !== undefined) {
+    const problem = listProblem(spec.paths, field("paths"));
+    if (problem) return problem;
+    for (let i = 0; i < spec.paths.length; i++) {
+      const globError = globProblem(spec.paths[i]);
+      if (globError) return usageError(`${field("paths")}[${i}]`, globError);
+    }
+  }
+  if (spec.kinds !== undefined) {
+    const problem = listProblem(spec.kinds, field("kinds"));
+    if (problem) return problem;
+    const bad = spec.kinds.findIndex((kind) => !MAPPING_KINDS.includes(kind));
+    if (bad >= 0) {
+      return usageError(`${field("kinds")}[${bad}]`, `unknown kind ${JSON.stringify(spec.kinds[bad])}; known: ${MAPPING_KINDS.join(", ")}`);
+    }
+  }
+  return undefined;
+}
+
+/** VmFlags `lo`: the VMA is mlocked (VM_LOCKED). */
+export function isLocked(mapping: Pick<Mapping, "vmFlags">): boolean {
+  return mapping.vmFlags.includes("lo");
+}
+
+/** VmFlags `lf`: locked on fault only (VM_LOCKONFAULT); not-yet-touched pages stay out of RAM. */
+export function isLockOnFault(mapping: Pick<Mapping, "vmFlags">): boolean {
+  return mapping.vmFlags.includes("lf");
+}
+
+// mm/mlock.c (mlock_fixup) leaves VM_SPECIAL (io, de, pf, mm in VmFlags) and hugetlb (ht) VMAs
+// alone: the call succeeds but the VMA is never marked locked.
+const UNLOCKABLE_FLAGS: Record<string, string> = {
+  io: "a device I/O mapping (VmFlags io)",
+  pf: "a raw page-frame mapping (VmFlags pf)",
+  mm: "a mixed page-frame mapping (VmFlags mm)",
+  de: "a special mapping that cannot grow (VmFlags de, e.g. a driver buffer)",
+  ht: "a hugetlb mapping (VmFlags ht), whose pages are never swapped anyway",
+};
+
+/** Why the kernel will not lock this mapping, or undefined when it will. */
+export function notLockableReason(mapping: Mapping): string | undefined {
+  if (mapping.perms.startsWith("---")) {
+    return "PROT_NONE (no access): mlock fails with ENOMEM and would leave the range marked locked";
+  }
+  if (mapping.kind === "vdso" || mapping.kind === "vvar") {
+    return `${mapping.path} is a kernel-provided page: mlock reports success but it stays unlocked`;
+  }
+  if (mapping.kind === "vsyscall") return "[vsyscall] lies outside the process's address space: mlock fails with ENOMEM";
+  for (const flag of mapping.vmFlags) {
+    const special = UNLOCKABLE_FLAGS[flag];
+    if (special) return `${special}: the kernel does not lock it`;
+  }
+  return undefined;
+}
+
+function permissionMatches(wanted: string, perms: string): boolean {
+  return wanted.length === 3 ? perms.startsWith(wanted) : perms === wanted;
+}
+
+function matchesCriteria(mapping: Mapping, spec: SelectionSpec, globs: Minimatch[]): boolean {
+  if (spec.all === true) return true;
+  if (spec.permissions && !spec.permissions.some((perm) => permissionMatches(perm, mapping.perms))) return false;
+  if (spec.kinds && !spec.kinds.includes(mapping.kind)) return false;
+  if (globs.length > 0) {
+    // Anonymous mappings have no path to match; a deleted file still matches its old path.
+    const filePath = pathWithoutDeleted(mapping.path);
+    if (filePath === "" || !globs.some((glob) => glob.match(filePath))) return false;
+  }
+  return true;
+}
+
+export interface Selection {
+  selected: Mapping[];
+  /** Chosen by the spec but left out because the kernel would not lock them. */
+  notLockable: { mapping: Mapping; reason: string }[];
+}
+
+/** The mappings spec chooses (see validateSelection for how fields combine), in address order. */
+export function selectMappings(mappings: Mapping[], spec: SelectionSpec): Selection {
+  const effective =
+    spec.all === true || spec.permissions !== undefined || spec.paths !== undefined || spec.kinds !== undefined
+      ? spec
+      : defaultSelection;
+  const globs = (effective.paths ?? []).map((pattern) => new Minimatch(pattern, GLOB_OPTIONS));
+  const result: Selection = { selected: [], notLockable: [] };
+  for (const mapping of mappings) {
+    if (!matchesCriteria(mapping, effective, globs)) continue;
+    const reason = notLockableReason(mapping);
+    if (reason) result.notLockable.push({ mapping, reason });
+    else result.selected.push(mapping);
+  }
+  return result;
+}
