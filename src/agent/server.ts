@@ -41,7 +41,7 @@ function loadCore(): AgentCore {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const api = require("../api") as AgentCore;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const target = require("../target") as Pick<AgentCore, "resolveTarget">;
+  const target = require("../target") as typeof import("../target");
   return {
     status: (r) => api.status(r),
     plan: (r) => api.plan(r),

@@ -1,0 +1,41 @@
+// Builds the agent the way hosts get it: one JS file (esbuild) with the native addon next
+// to it, plus a `lockmem` wrapper script, in a world-readable temp folder so that sshd
+// sessions of any test user can run it.
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+
+const REPO = path.resolve(__dirname, "..", "..");
+
+export interface AgentBundle {
+  /** Folder to put on PATH: holds the `lockmem` wrapper. */
+  binDir: string;
+  /** The wrapper: `lockmem agent` runs the agent. */
+  wrapper: string;
+  /** The single-file agent. */
+  js: string;
+  /** Removes the folder. */
+  remove(): void;
+}
+
+export function buildAgentBundle(): AgentBundle {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "lockmem-agent-"));
+  fs.chmodSync(root, 0o755);
+  const binDir = path.join(root, "bin");
+  fs.mkdirSync(binDir, { mode: 0o755 });
+  const js = path.join(root, "lockmem-agent.js");
+  const esbuild = path.join(REPO, "node_modules", ".bin", "esbuild");
+  const built = spawnSync(
+    esbuild,
+    [path.join(REPO, "src/agent/main.ts"), "--bundle", "--platform=node", "--target=node18", `--outfile=${js}`, "--log-level=error"],
+    { encoding: "utf8" },
+  );
+  if (built.status !== 0) throw new Error(`esbuild of the agent failed: ${built.stderr}`);
+  const addon = path.join(REPO, "build", "Release", "lockmem.node");
+  if (fs.existsSync(addon)) fs.copyFileSync(addon, path.join(root, "lockmem.node"));
+  const wrapper = path.join(binDir, "lockmem");
+  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ${process.execPath} ${js} "$@"\n`, { mode: 0o755 });
+  for (const f of fs.readdirSync(root)) fs.chmodSync(path.join(root, f), 0o755);
+  return { binDir, wrapper, js, remove: () => fs.rmSync(root, { recursive: true, force: true }) };
+}
