@@ -1,6 +1,20 @@
-// The host library: what the CLI and the agent call. Every function is JSON in, JSON out
-// (bigints are rendered as decimal strings), so the agent protocol is a thin wrapper.
-import { SelectionSpec, TargetSpec } from "./types";
+// The host library: what the CLI and the agent call. Every function takes and returns
+// JSON-able data (bigints are rendered as decimal strings), so the agent protocol is a
+// thin wrapper. Flow per process: resolve -> snapshot (/proc) -> plan -> check limits ->
+// apply in one ptrace session -> snapshot again to verify.
+import * as os from "os";
+import { cgroupHeadroom, readMemoryCgroup } from "./cgroup";
+import { LockError } from "./errors";
+import { toLockError, runInTarget, explainPtraceDenied } from "./inject";
+import { readLimitRecord, removeLimitRecord, writeLimitRecord } from "./limitStore";
+import { native } from "./native";
+import { Plan, planLock, planUnlock, TargetFacts } from "./plan";
+import { MemlockLimit, readMemlockLimit, RLIM_INFINITY } from "./proc/limits";
+import { readMappings } from "./proc/smaps";
+import { hasCapIpcLock, ProcessStatus, readStatus } from "./proc/status";
+import { isLocked, isLockOnFault, notLockableReason, selectMappings, validateSelection, defaultSelection } from "./select";
+import { readProcessRef, resolveTarget, sameProcess, validateTargetSpec } from "./target";
+import { Mapping, ProcessRef, SelectionSpec, TargetSpec } from "./types";
 
 export interface LockRequest {
   target: TargetSpec;
@@ -26,4 +40,626 @@ export interface StatusRequest {
   target: TargetSpec;
   /** When given, each mapping reports whether it is selected, and the totals of the selection. */
   mappings?: SelectionSpec;
+}
+
+// ---------------------------------------------------------------------------------------
+// Reports
+
+export interface MappingReport {
+  address: string;
+  end: string;
+  size: number;
+  rss: number;
+  anonymous: number;
+  /** smaps `Locked:`: resident bytes that are locked. */
+  locked: number;
+  mode: string;
+  mapping: string;
+  kind: string;
+  /** The VMA is marked locked (VmFlags lo). */
+  vmLocked: boolean;
+  onFault: boolean;
+  lockable: boolean;
+  reason?: string;
+  selected?: boolean;
+}
+
+export interface LimitReport {
+  /** Decimal bytes or "unlimited". */
+  soft: string;
+  hard: string;
+}
+
+export interface SelectionSummary {
+  mappings: number;
+  bytes: number;
+  lockedMappings: number;
+  /** Virtual bytes of selected mappings marked locked. */
+  lockedBytes: number;
+  /** Selected mappings not locked, by address. */
+  unlocked: string[];
+  inSync: boolean;
+}
+
+export interface ProcessReport {
+  pid: number;
+  startTime: string;
+  comm: string;
+  cmdline: string;
+  state: string;
+  capIpcLock: boolean;
+  seccomp: number;
+  memlockLimit: LimitReport;
+  vmSize: number;
+  vmLck: number;
+  vmRss: number;
+  totals: { size: number; rss: number; anonymous: number; locked: number };
+  mappings: MappingReport[];
+  selection?: SelectionSummary;
+}
+
+export interface ActionReport {
+  kind: "lock" | "unlock";
+  whole: boolean;
+  changedMappings: number;
+  changedBytes: number;
+  unchangedMappings: number;
+  notLockable: { address: string; mapping: string; reason: string }[];
+  residentBytes: number;
+  neededLimit: string;
+  syscalls: number;
+  thread?: { tid: number; reason: string };
+  pauseUs?: number;
+  rearmed?: boolean;
+  signalsDelivered?: number;
+  limitRaised?: { from: LimitReport; to: LimitReport };
+  limitRestored?: { from: LimitReport; to: LimitReport };
+}
+
+export interface ProcessResult extends ProcessReport {
+  action?: ActionReport;
+  warnings: string[];
+  error?: ReturnType<LockError["toJSON"]>;
+}
+
+export interface HostReport<P> {
+  host: string;
+  dryRun?: boolean;
+  processes: P[];
+}
+
+export interface DoctorCheck {
+  check: string;
+  ok: boolean;
+  detail: string;
+  hint?: string;
+}
+
+export interface DoctorProcess {
+  pid: number;
+  comm: string;
+  ok: boolean;
+  checks: DoctorCheck[];
+}
+
+// ---------------------------------------------------------------------------------------
+// Snapshots of a process
+
+interface Snapshot {
+  ref: ProcessRef;
+  status: ProcessStatus;
+  mappings: Mapping[];
+  limit: MemlockLimit;
+}
+
+function limitText(v: bigint): string {
+  return v === RLIM_INFINITY ? "unlimited" : v.toString();
+}
+
+function limitReport(l: MemlockLimit): LimitReport {
+  return { soft: limitText(l.soft), hard: limitText(l.hard) };
+}
+
+function hex(v: bigint): string {
+  return v.toString(16);
+}
+
+async function snapshot(ref: ProcessRef): Promise<Snapshot> {
+  try {
+    const [status, mappings, limit] = await Promise.all([readStatus(ref.pid), readMappings(ref.pid), readMemlockLimit(ref.pid)]);
+    const now = await readProcessRef(ref.pid);
+    if (!sameProcess(now, ref)) throw new Error("restarted");
+    return { ref, status, mappings, limit };
+  } catch (err) {
+    if (err instanceof LockError && err.code !== "ENOTARGET" && err.code !== "ESRCH") throw err;
+    throw new LockError({
+      code: "ESRCH",
+      pid: ref.pid,
+      message: `process ${ref.pid} (${ref.comm}) exited or was replaced while lockmem read it`,
+      hint: "run again: the target spec is resolved afresh",
+    });
+  }
+}
+
+function facts(snap: Snapshot): TargetFacts {
+  return { mappings: snap.mappings, vmLck: snap.status.vmLck, vmSize: snap.status.vmSize, capIpcLock: hasCapIpcLock(snap.status) };
+}
+
+function mappingReport(m: Mapping, selected?: Set<Mapping>): MappingReport {
+  const reason = notLockableReason(m);
+  return {
+    address: hex(m.start),
+    end: hex(m.end),
+    size: m.size,
+    rss: m.rss,
+    anonymous: m.anonymous,
+    locked: m.locked,
+    mode: m.perms,
+    mapping: m.path === "" ? "[ anon ]" : m.path,
+    kind: m.kind,
+    vmLocked: isLocked(m),
+    onFault: isLockOnFault(m),
+    lockable: reason === undefined,
+    ...(reason ? { reason } : {}),
+    ...(selected ? { selected: selected.has(m) } : {}),
+  };
+}
+
+function selectionSummary(mappings: Mapping[], spec: SelectionSpec): SelectionSummary {
+  const { selected } = selectMappings(mappings, spec);
+  const locked = selected.filter(isLocked);
+  const unlocked = selected.filter((m) => !isLocked(m));
+  return {
+    mappings: selected.length,
+    bytes: selected.reduce((a, m) => a + m.size, 0),
+    lockedMappings: locked.length,
+    lockedBytes: locked.reduce((a, m) => a + m.size, 0),
+    unlocked: unlocked.map((m) => hex(m.start)),
+    inSync: unlocked.length === 0,
+  };
+}
+
+function processReport(snap: Snapshot, spec?: SelectionSpec): ProcessReport {
+  const selected = spec ? new Set(selectMappings(snap.mappings, spec).selected) : undefined;
+  const totals = { size: 0, rss: 0, anonymous: 0, locked: 0 };
+  for (const m of snap.mappings) {
+    totals.size += m.size;
+    totals.rss += m.rss;
+    totals.anonymous += m.anonymous;
+    totals.locked += m.locked;
+  }
+  return {
+    pid: snap.ref.pid,
+    startTime: snap.ref.startTime,
+    comm: snap.ref.comm,
+    cmdline: snap.ref.cmdline,
+    state: snap.status.state,
+    capIpcLock: hasCapIpcLock(snap.status),
+    seccomp: snap.status.seccomp,
+    memlockLimit: limitReport(snap.limit),
+    vmSize: snap.status.vmSize,
+    vmLck: snap.status.vmLck,
+    vmRss: snap.status.vmRss,
+    totals,
+    mappings: snap.mappings.map((m) => mappingReport(m, selected)),
+    ...(spec ? { selection: selectionSummary(snap.mappings, spec) } : {}),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation and resolution
+
+function effectiveSelection(spec: SelectionSpec | undefined): SelectionSpec {
+  return spec ?? defaultSelection;
+}
+
+function validateRequest(req: { target: TargetSpec; mappings?: SelectionSpec }): void {
+  if (!req || typeof req !== "object" || !req.target || typeof req.target !== "object") {
+    throw new LockError({ code: "EUSAGE", field: "target", message: "target: required (one of pid, pidFile, systemdUnit, name, cmdline)" });
+  }
+  const targetProblem = validateTargetSpec(req.target);
+  if (targetProblem) throw targetProblem;
+  if (req.mappings !== undefined) {
+    const selectionProblem = validateSelection(req.mappings);
+    if (selectionProblem) throw selectionProblem;
+  }
+}
+
+async function resolve(req: { target: TargetSpec; mappings?: SelectionSpec }): Promise<ProcessRef[]> {
+  validateRequest(req);
+  return resolveTarget(req.target);
+}
+
+/** One failing process: throw its error; several: report each. */
+async function perProcess<P>(refs: ProcessRef[], work: (ref: ProcessRef) => Promise<P>, failed: (ref: ProcessRef, err: LockError) => P): Promise<P[]> {
+  if (refs.length === 1) {
+    try {
+      return [await work(refs[0])];
+    } catch (err) {
+      throw await toLockError(err, refs[0].pid);
+    }
+  }
+  const out: P[] = [];
+  for (const ref of refs) {
+    try {
+      out.push(await work(ref));
+    } catch (err) {
+      out.push(failed(ref, await toLockError(err, ref.pid)));
+    }
+  }
+  return out;
+}
+
+function failedResult(ref: ProcessRef, err: LockError): ProcessResult {
+  return {
+    pid: ref.pid,
+    startTime: ref.startTime,
+    comm: ref.comm,
+    cmdline: ref.cmdline,
+    state: "?",
+    capIpcLock: false,
+    seccomp: 0,
+    memlockLimit: { soft: "?", hard: "?" },
+    vmSize: 0,
+    vmLck: 0,
+    vmRss: 0,
+    totals: { size: 0, rss: 0, anonymous: 0, locked: 0 },
+    mappings: [],
+    warnings: [],
+    error: err.toJSON(),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Safety checks before any ptrace
+
+function refuseUnsafeTarget(snap: Snapshot): void {
+  const pid = snap.ref.pid;
+  if (snap.status.state === "Z" || snap.status.state === "X") {
+    throw new LockError({ code: "ESRCH", pid, message: `process ${pid} is a zombie: it has no memory to lock` });
+  }
+  if (snap.status.seccomp === 1) {
+    throw new LockError({
+      code: "ESECCOMP",
+      pid,
+      message: `process ${pid} runs in strict seccomp mode: calling mlock would kill it, so lockmem will not`,
+      hint: "strict mode allows only read, write, exit and sigreturn; lock the memory from inside the program",
+    });
+  }
+  if (snap.status.seccomp === 2) {
+    throw new LockError({
+      code: "ESECCOMP",
+      pid,
+      message: `process ${pid} runs under a seccomp filter, which may deny mlock or kill the process for calling it; lockmem will not make it call mlock`,
+      hint: "allow the @memlock syscalls in its filter (systemd: SystemCallFilter=@memlock) or lock from inside the program",
+    });
+  }
+  if (snap.status.tracerPid !== 0) {
+    throw new LockError({
+      code: "EBUSY",
+      pid,
+      message: `process ${pid} is already traced by process ${snap.status.tracerPid} (a debugger or strace?)`,
+      hint: "detach that tracer first; a process has one tracer at a time",
+    });
+  }
+}
+
+function bytes(n: number | bigint): string {
+  const v = Number(n);
+  if (v >= 1 << 30) return `${(v / (1 << 30)).toFixed(1)} GiB`;
+  if (v >= 1 << 20) return `${(v / (1 << 20)).toFixed(1)} MiB`;
+  if (v >= 1 << 10) return `${(v / (1 << 10)).toFixed(1)} KiB`;
+  return `${v} B`;
+}
+
+async function haveCapSysResource(): Promise<boolean> {
+  const own = await readStatus(process.pid);
+  return ((own.capEff >> 24n) & 1n) === 1n;
+}
+
+const PAGE = 4096n;
+
+/** The limit the target must get, or undefined when its current one suffices. */
+async function limitNeeded(snap: Snapshot, plan: Plan, raise: boolean): Promise<MemlockLimit | undefined> {
+  const pid = snap.ref.pid;
+  if (plan.neededLimit === 0n || plan.neededLimit <= snap.limit.soft) return undefined;
+  const need = ((plan.neededLimit + PAGE - 1n) / PAGE) * PAGE;
+  const what = plan.whole ? "mlockall(MCL_CURRENT) counts its whole virtual size" : "it needs its already locked memory plus the selection";
+  if (!raise) {
+    throw new LockError({
+      code: "ENOMEM",
+      pid,
+      syscall: plan.whole ? "mlockall" : "mlock2",
+      message: `process ${pid} (${snap.ref.comm}) lacks CAP_IPC_LOCK and its RLIMIT_MEMLOCK (${bytes(snap.limit.soft)}) is below the ${bytes(need)} this lock needs (${what})`,
+      hint: "pass --raise-limit (raiseMemlockLimit: true) to raise it for this process, raise LimitMEMLOCK= in its unit, or grant it CAP_IPC_LOCK",
+    });
+  }
+  if (need <= snap.limit.hard) return { soft: need, hard: snap.limit.hard };
+  if (await haveCapSysResource()) return { soft: need, hard: need };
+  throw new LockError({
+    code: "EPERM",
+    pid,
+    syscall: "prlimit",
+    message: `process ${pid} needs RLIMIT_MEMLOCK ${bytes(need)} but its hard limit is ${bytes(snap.limit.hard)}, and raising a hard limit needs CAP_SYS_RESOURCE, which lockmem does not hold`,
+    hint: "run lockmem with CAP_SYS_RESOURCE, raise LimitMEMLOCK= in the target's unit, or lock fewer mappings",
+  });
+}
+
+function explainCallFailure(errno: number, snap: Snapshot, plan: Plan, call: string): LockError {
+  const pid = snap.ref.pid;
+  const undone = "nothing stays locked from this attempt";
+  switch (errno) {
+    case 12: // ENOMEM
+      return new LockError({
+        code: "ENOMEM",
+        pid,
+        errno,
+        syscall: call,
+        message: hasCapIpcLock(snap.status)
+          ? `${call} in process ${pid} failed with ENOMEM: the kernel could not lock ${bytes(plan.bytes)} (out of memory, or a memory cgroup limit); ${undone}`
+          : `${call} in process ${pid} failed with ENOMEM: its RLIMIT_MEMLOCK (${limitReport(snap.limit).soft}) is too low and it lacks CAP_IPC_LOCK; ${undone}`,
+        hint: hasCapIpcLock(snap.status) ? "free memory or raise the cgroup's memory.max, or lock fewer mappings" : "pass --raise-limit, raise LimitMEMLOCK=, or grant CAP_IPC_LOCK",
+      });
+    case 1: // EPERM
+      return new LockError({
+        code: "EPERM",
+        pid,
+        errno,
+        syscall: call,
+        message: `${call} in process ${pid} failed with EPERM: it lacks CAP_IPC_LOCK and its RLIMIT_MEMLOCK is 0; ${undone}`,
+        hint: "pass --raise-limit, raise LimitMEMLOCK=, or grant CAP_IPC_LOCK",
+      });
+    case 11: // EAGAIN
+      return new LockError({
+        code: "EAGAIN",
+        pid,
+        errno,
+        syscall: call,
+        message: `${call} in process ${pid} failed with EAGAIN: some pages could not be locked; ${undone}`,
+        hint: "retry; if it persists, check memory pressure and the memory cgroup",
+      });
+    default:
+      return new LockError({ code: "EINTERNAL", pid, errno, syscall: call, message: `${call} in process ${pid} failed with errno ${errno}; ${undone}` });
+  }
+}
+
+function actionReport(plan: Plan): ActionReport {
+  return {
+    kind: plan.kind,
+    whole: plan.whole,
+    changedMappings: plan.changing.length,
+    changedBytes: plan.bytes,
+    unchangedMappings: plan.unchanged.length,
+    notLockable: plan.notLockable.map(({ mapping, reason }) => ({ address: hex(mapping.start), mapping: mapping.path || "[ anon ]", reason })),
+    residentBytes: plan.residentBytes,
+    neededLimit: plan.neededLimit.toString(),
+    syscalls: plan.ops.length,
+  };
+}
+
+function callName(nr: number): string {
+  const n = native().syscalls;
+  return nr === n.mlock2 ? "mlock2" : nr === n.munlock ? "munlock" : nr === n.mlockall ? "mlockall" : nr === n.munlockall ? "munlockall" : `syscall ${nr}`;
+}
+
+async function applyPlan(snap: Snapshot, plan: Plan, action: ActionReport): Promise<void> {
+  if (plan.ops.length === 0) return;
+  const { reply, thread } = await runInTarget(snap.ref.pid, snap.mappings, plan.ops);
+  action.thread = { tid: thread.tid, reason: thread.reason };
+  action.pauseUs = Math.round(reply.pauseNs / 1000);
+  action.rearmed = reply.rearmed;
+  action.signalsDelivered = reply.signalsDelivered;
+  const failedAt = reply.results.findIndex((r) => r.errno !== 0);
+  if (failedAt >= 0) {
+    throw explainCallFailure(reply.results[failedAt].errno, snap, plan, callName(plan.ops[failedAt].nr));
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Operations
+
+export async function status(req: StatusRequest): Promise<HostReport<ProcessReport>> {
+  const refs = await resolve(req);
+  const processes = await perProcess(
+    refs,
+    async (ref) => processReport(await snapshot(ref), req.mappings === undefined ? undefined : effectiveSelection(req.mappings)),
+    (ref, err) => failedResult(ref, err),
+  );
+  return { host: os.hostname(), processes };
+}
+
+async function lockOne(req: LockRequest, ref: ProcessRef): Promise<ProcessResult> {
+  const spec = effectiveSelection(req.mappings);
+  const snap = await snapshot(ref);
+  refuseUnsafeTarget(snap);
+  const plan = planLock(facts(snap), spec, { future: req.future, onFault: req.onFault }, native().syscalls);
+  const action = actionReport(plan);
+  const warnings: string[] = [];
+  const newLimit = await limitNeeded(snap, plan, req.raiseMemlockLimit === true);
+  const headroom = cgroupHeadroom(await readMemoryCgroup(ref.pid));
+  if (headroom !== undefined && plan.residentBytes > headroom) {
+    throw new LockError({
+      code: "ENOMEM",
+      pid: ref.pid,
+      message: `locking would make ${bytes(plan.residentBytes)} resident in process ${ref.pid}, but its memory cgroup has only ${bytes(headroom)} left before memory.max: the OOM killer would act`,
+      hint: "raise the cgroup's memory.max (systemd: MemoryMax=), use --on-fault, or lock fewer mappings",
+    });
+  }
+  if (req.dryRun) {
+    if (newLimit) action.limitRaised = { from: limitReport(snap.limit), to: limitReport(newLimit) };
+    return { ...processReport(snap, spec), action, warnings };
+  }
+  let raisedNow: MemlockLimit | undefined;
+  if (newLimit) {
+    const prior = await readLimitRecord(ref);
+    const previous = native().setMemlockLimit(ref.pid, newLimit);
+    raisedNow = previous;
+    await writeLimitRecord({
+      pid: ref.pid,
+      startTime: ref.startTime,
+      // Across several raises, the limit to restore is the one before the first.
+      original: prior ? prior.original : { soft: previous.soft.toString(), hard: previous.hard.toString() },
+      raisedTo: { soft: newLimit.soft.toString(), hard: newLimit.hard.toString() },
+      at: new Date().toISOString(),
+    });
+    action.limitRaised = { from: limitReport(previous), to: limitReport(newLimit) };
+    if (prior) raisedNow = undefined; // an earlier raise owns the record
+  }
+  try {
+    await applyPlan(snap, plan, action);
+  } catch (err) {
+    if (raisedNow) {
+      // Every failure path leaves the target as it was, its limit included.
+      native().setMemlockLimit(ref.pid, raisedNow);
+      await removeLimitRecord(ref);
+    }
+    throw err;
+  }
+  const after = await snapshot(ref);
+  const report = processReport(after, spec);
+  if (report.selection && !report.selection.inSync) {
+    warnings.push(`${report.selection.unlocked.length} selected mapping(s) are not locked after the call: ${report.selection.unlocked.join(", ")}`);
+  }
+  return { ...report, action, warnings };
+}
+
+/** A dry run of lock: what would change, how many bytes, what limit it needs. */
+export async function plan(req: LockRequest): Promise<HostReport<ProcessResult>> {
+  return lock({ ...req, dryRun: true });
+}
+
+export async function lock(req: LockRequest): Promise<HostReport<ProcessResult>> {
+  const refs = await resolve(req);
+  const processes = await perProcess(refs, (ref) => lockOne(req, ref), failedResult);
+  return { host: os.hostname(), ...(req.dryRun ? { dryRun: true } : {}), processes };
+}
+
+async function restoreLimit(ref: ProcessRef, after: Snapshot, action: ActionReport, warnings: string[]): Promise<void> {
+  const record = await readLimitRecord(ref);
+  if (!record) return;
+  const raised = { soft: BigInt(record.raisedTo.soft), hard: BigInt(record.raisedTo.hard) };
+  if (after.limit.soft !== raised.soft || after.limit.hard !== raised.hard) {
+    warnings.push(`RLIMIT_MEMLOCK of process ${ref.pid} was changed by someone else since lockmem raised it; left as it is`);
+    await removeLimitRecord(ref);
+    return;
+  }
+  const original = { soft: BigInt(record.original.soft), hard: BigInt(record.original.hard) };
+  const stillLocked = BigInt(after.status.vmLck);
+  if (stillLocked > original.soft) {
+    // Memory stays locked: keep the limit just high enough for it.
+    const keep = { soft: stillLocked, hard: raised.hard };
+    if (keep.soft < raised.soft) {
+      native().setMemlockLimit(ref.pid, keep);
+      await writeLimitRecord({ ...record, raisedTo: { soft: keep.soft.toString(), hard: keep.hard.toString() }, at: new Date().toISOString() });
+      action.limitRestored = { from: limitReport(raised), to: limitReport(keep) };
+    }
+    return;
+  }
+  native().setMemlockLimit(ref.pid, original);
+  await removeLimitRecord(ref);
+  action.limitRestored = { from: limitReport(raised), to: limitReport(original) };
+}
+
+async function unlockOne(req: UnlockRequest, ref: ProcessRef): Promise<ProcessResult> {
+  const spec = effectiveSelection(req.mappings);
+  const snap = await snapshot(ref);
+  const plan = planUnlock(facts(snap), spec, { future: req.future }, native().syscalls);
+  const action = actionReport(plan);
+  const warnings: string[] = [];
+  if (req.dryRun) return { ...processReport(snap, spec), action, warnings };
+  if (plan.ops.length > 0) {
+    refuseUnsafeTarget(snap);
+    await applyPlan(snap, plan, action);
+  }
+  const after = await snapshot(ref);
+  await restoreLimit(ref, after, action, warnings);
+  const final = action.limitRestored ? await snapshot(ref) : after;
+  const report = processReport(final, spec);
+  if (report.selection && report.selection.lockedMappings > 0) {
+    warnings.push(`${report.selection.lockedMappings} selected mapping(s) are still locked`);
+  }
+  return { ...report, action, warnings };
+}
+
+export async function unlock(req: UnlockRequest): Promise<HostReport<ProcessResult>> {
+  const refs = await resolve(req);
+  const processes = await perProcess(refs, (ref) => unlockOne(req, ref), failedResult);
+  return { host: os.hostname(), ...(req.dryRun ? { dryRun: true } : {}), processes };
+}
+
+// ---------------------------------------------------------------------------------------
+// doctor: every reason a lock could fail, checked without touching the target.
+
+async function doctorOne(req: StatusRequest, ref: ProcessRef): Promise<DoctorProcess> {
+  const snap = await snapshot(ref);
+  const checks: DoctorCheck[] = [];
+  const pid = ref.pid;
+  const own = await readStatus(process.pid);
+  const ptraceOk = ((own.capEff >> 19n) & 1n) === 1n && snap.status.tracerPid === 0;
+  if (ptraceOk) {
+    checks.push({ check: "ptrace", ok: true, detail: "lockmem holds CAP_SYS_PTRACE and nobody else traces the process" });
+  } else {
+    const why = await explainPtraceDenied(pid);
+    checks.push({ check: "ptrace", ok: false, detail: why.message, hint: why.hint });
+  }
+  checks.push(
+    process.arch === "x64"
+      ? { check: "architecture", ok: true, detail: "x86_64" }
+      : { check: "architecture", ok: false, detail: `${process.arch} is not supported yet`, hint: "lockmem injects on x86_64 only" },
+  );
+  const hasVdso = snap.mappings.some((m) => m.kind === "vdso");
+  checks.push(hasVdso ? { check: "vdso", ok: true, detail: "[vdso] present" } : { check: "vdso", ok: false, detail: "no [vdso] mapping", hint: "boot without vdso=0" });
+  const seccompText = ["disabled", "strict", "filter"][snap.status.seccomp];
+  checks.push(
+    snap.status.seccomp === 0
+      ? { check: "seccomp", ok: true, detail: "no seccomp" }
+      : {
+          check: "seccomp",
+          ok: false,
+          detail: `seccomp mode ${snap.status.seccomp} (${seccompText}): calling mlock may be denied or kill the process`,
+          hint: "allow @memlock in its filter (systemd: SystemCallFilter=@memlock)",
+        },
+  );
+  const cap = hasCapIpcLock(snap.status);
+  checks.push({
+    check: "CAP_IPC_LOCK",
+    ok: true,
+    detail: cap ? "the process holds CAP_IPC_LOCK: RLIMIT_MEMLOCK does not apply" : `missing privilege "ipc_lock" (euid = ${snap.status.uid.effective}): RLIMIT_MEMLOCK applies`,
+  });
+  const lockPlan = planLock(facts(snap), effectiveSelection(req.mappings), {}, native().syscalls);
+  if (cap || lockPlan.neededLimit <= snap.limit.soft) {
+    checks.push({ check: "RLIMIT_MEMLOCK", ok: true, detail: cap ? `${limitReport(snap.limit).soft} (not enforced)` : `${bytes(snap.limit.soft)} covers the ${bytes(lockPlan.neededLimit)} needed` });
+  } else {
+    checks.push({
+      check: "RLIMIT_MEMLOCK",
+      ok: false,
+      detail: `soft limit ${bytes(snap.limit.soft)} (hard ${limitReport(snap.limit).hard}) is below the ${bytes(lockPlan.neededLimit)} needed`,
+      hint: lockPlan.neededLimit <= snap.limit.hard ? "pass --raise-limit" : "raise LimitMEMLOCK= in its unit or grant CAP_IPC_LOCK (the hard limit is too low too)",
+    });
+  }
+  const cg = await readMemoryCgroup(pid);
+  const headroom = cgroupHeadroom(cg);
+  if (headroom === undefined) {
+    checks.push({ check: "memory cgroup", ok: true, detail: cg ? `${cg.path}: no memory.max` : "no memory cgroup limit found" });
+  } else {
+    const ok = lockPlan.residentBytes <= headroom;
+    checks.push({
+      check: "memory cgroup",
+      ok,
+      detail: `${cg?.path}: ${bytes(headroom)} left before memory.max; locking makes ${bytes(lockPlan.residentBytes)} resident`,
+      ...(ok ? {} : { hint: "raise memory.max (MemoryMax=) or use --on-fault" }),
+    });
+  }
+  return { pid, comm: ref.comm, ok: checks.every((c) => c.ok), checks };
+}
+
+export async function doctor(req: StatusRequest): Promise<HostReport<DoctorProcess>> {
+  const refs = await resolve(req);
+  const processes = await perProcess(refs, (ref) => doctorOne(req, ref), (ref, err) => ({
+    pid: ref.pid,
+    comm: ref.comm,
+    ok: false,
+    checks: [{ check: "process", ok: false, detail: err.message, hint: err.hint }],
+  }));
+  return { host: os.hostname(), processes };
 }

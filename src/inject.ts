@@ -1,0 +1,128 @@
+// Runs a planned batch in the target through the addon and turns native failures into
+// LockErrors that say what happened and what to do.
+import { promises as fs } from "fs";
+import { LockError } from "./errors";
+import { BatchReply, native, SyscallOp } from "./native";
+import { readThreads, pickInjectionThread, InjectionChoice } from "./proc/tasks";
+import { readStatus } from "./proc/status";
+import { Mapping } from "./types";
+
+export interface InjectionResult {
+  reply: BatchReply;
+  thread: InjectionChoice;
+}
+
+interface NativeFailure {
+  message: string;
+  code: string;
+  errno: number;
+  stage: string;
+}
+
+function isNativeFailure(err: unknown): err is NativeFailure {
+  return err instanceof Error && typeof (err as Partial<NativeFailure>).stage === "string";
+}
+
+async function readYamaScope(): Promise<number | undefined> {
+  try {
+    return Number((await fs.readFile("/proc/sys/kernel/yama/ptrace_scope", "utf8")).trim());
+  } catch {
+    return undefined;
+  }
+}
+
+/** Why PTRACE_SEIZE was refused, in the words of `ppriv -D`: which permission, which knob. */
+export async function explainPtraceDenied(pid: number): Promise<{ code: "EPERM" | "EBUSY"; message: string; hint: string }> {
+  const status = await readStatus(pid).catch(() => undefined);
+  if (status && status.tracerPid !== 0) {
+    return {
+      code: "EBUSY",
+      message: `process ${pid} is already traced by process ${status.tracerPid} (a debugger or strace?)`,
+      hint: `detach that tracer first; a process has one tracer at a time`,
+    };
+  }
+  const yama = await readYamaScope();
+  if (yama === 3) {
+    return {
+      code: "EPERM",
+      message: `ptrace of process ${pid} denied: kernel.yama.ptrace_scope is 3 (no attach at all)`,
+      hint: "ptrace_scope 3 can only be lowered by a reboot; lockmem cannot work on this host",
+    };
+  }
+  if (process.getuid && process.getuid() !== 0) {
+    return {
+      code: "EPERM",
+      message: `ptrace of process ${pid} denied: lockmem runs as uid ${process.getuid()} without CAP_SYS_PTRACE`,
+      hint: "run lockmem as root (or with sudo, or `sudo: true` on the connection)",
+    };
+  }
+  return {
+    code: "EPERM",
+    message: `ptrace of process ${pid} denied${yama !== undefined ? ` (kernel.yama.ptrace_scope=${yama})` : ""}`,
+    hint: "check for a security module (SELinux, AppArmor) or a container that forbids ptrace, and that lockmem runs with CAP_SYS_PTRACE",
+  };
+}
+
+export async function toLockError(err: unknown, pid: number): Promise<LockError> {
+  if (err instanceof LockError) return err;
+  if (!isNativeFailure(err)) {
+    return new LockError({ code: "EINTERNAL", pid, message: err instanceof Error ? err.message : String(err) });
+  }
+  if (err.code === "ESRCH") {
+    return new LockError({
+      code: "ESRCH",
+      pid,
+      stage: err.stage,
+      errno: err.errno,
+      message: `process ${pid} exited while lockmem worked on it`,
+      hint: "nothing was left behind; if it was restarted, run again to lock the new process",
+    });
+  }
+  if (err.stage === "attach" && err.code === "EPERM") {
+    const why = await explainPtraceDenied(pid);
+    return new LockError({ code: why.code, pid, stage: "attach", errno: err.errno, syscall: "ptrace", message: why.message, hint: why.hint });
+  }
+  if (err.stage === "arch") {
+    return new LockError({ code: "EARCH", pid, stage: err.stage, errno: err.errno, message: err.message });
+  }
+  return new LockError({
+    code: err.code === "EAGAIN" ? "EAGAIN" : "EINTERNAL",
+    pid,
+    stage: err.stage,
+    errno: err.errno,
+    syscall: "ptrace",
+    message: `${err.message} (stage ${err.stage})`,
+    hint: "the target was put back as it was; run again",
+  });
+}
+
+function vdsoOf(mappings: Mapping[], pid: number): Mapping {
+  const vdso = mappings.find((m) => m.kind === "vdso");
+  if (!vdso) {
+    throw new LockError({
+      code: "EARCH",
+      pid,
+      message: `process ${pid} has no [vdso] mapping (booted with vdso=0?), where lockmem finds its syscall instruction`,
+      hint: "lockmem needs the vDSO; boot without vdso=0",
+    });
+  }
+  return vdso;
+}
+
+/** Runs `ops` inside the target in one ptrace session. */
+export async function runInTarget(pid: number, mappings: Mapping[], ops: SyscallOp[]): Promise<InjectionResult> {
+  const vdso = vdsoOf(mappings, pid);
+  for (let attempt = 0; ; attempt++) {
+    const thread = pickInjectionThread(await readThreads(pid), pid);
+    if (!thread) throw new LockError({ code: "ESRCH", pid, message: `process ${pid} has no threads left` });
+    try {
+      const reply = await native().runBatch({ pid, tid: thread.tid, vdsoStart: vdso.start, vdsoEnd: vdso.end, ops, stopOnError: true });
+      return { reply, thread };
+    } catch (err) {
+      // The chosen thread may have exited between the choice and the attach: choose again.
+      const threadGone = isNativeFailure(err) && err.code === "ESRCH" && err.stage === "attach" && thread.tid !== pid;
+      if (threadGone && attempt < 3) continue;
+      throw await toLockError(err, pid);
+    }
+  }
+}

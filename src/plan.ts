@@ -1,0 +1,158 @@
+// Planning: which system calls to run in the target, as plain data. No effects here.
+import { MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, SyscallOp } from "./native";
+import { isLocked, isLockOnFault, selectMappings } from "./select";
+import { Mapping, SelectionSpec } from "./types";
+
+export interface SyscallNumbers {
+  mlock2: number;
+  munlock: number;
+  mlockall: number;
+  munlockall: number;
+}
+
+/** What the kernel will check and what we know about the target. */
+export interface TargetFacts {
+  mappings: Mapping[];
+  /** Virtual bytes already locked (VmLck). */
+  vmLck: number;
+  /** Virtual size (VmSize): what mlockall(MCL_CURRENT) is checked against. */
+  vmSize: number;
+  /** With CAP_IPC_LOCK the kernel ignores RLIMIT_MEMLOCK. */
+  capIpcLock: boolean;
+}
+
+export interface LockOptions {
+  future?: boolean;
+  onFault?: boolean;
+}
+
+export interface PlannedRange {
+  start: bigint;
+  end: bigint;
+  mappings: Mapping[];
+}
+
+export interface Plan {
+  kind: "lock" | "unlock";
+  /** mlockall / munlockall rather than per-range calls. */
+  whole: boolean;
+  ops: SyscallOp[];
+  /** Selected, lockable mappings. */
+  selected: Mapping[];
+  /** Selected mappings this plan changes. */
+  changing: Mapping[];
+  /** Selected mappings already in the wanted state. */
+  unchanged: Mapping[];
+  notLockable: { mapping: Mapping; reason: string }[];
+  /** Virtual bytes that change state. */
+  bytes: number;
+  /** Bytes that will become resident (locking faults in what is not resident yet). */
+  residentBytes: number;
+  /**
+   * RLIMIT_MEMLOCK (bytes) the target needs for this plan when it lacks CAP_IPC_LOCK,
+   * as the kernel computes it; 0 when no limit applies (unlock, or CAP_IPC_LOCK).
+   */
+  neededLimit: bigint;
+}
+
+/** Adjacent mappings merge into one range: one call instead of several. */
+export function mergeAdjacent(mappings: Mapping[]): PlannedRange[] {
+  const ranges: PlannedRange[] = [];
+  for (const m of [...mappings].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0))) {
+    const last = ranges[ranges.length - 1];
+    if (last && last.end === m.start) {
+      last.end = m.end;
+      last.mappings.push(m);
+    } else {
+      ranges.push({ start: m.start, end: m.end, mappings: [m] });
+    }
+  }
+  return ranges;
+}
+
+function sum(mappings: Mapping[], f: (m: Mapping) => number): number {
+  return mappings.reduce((acc, m) => acc + f(m), 0);
+}
+
+/** Whether a locked mapping is locked the way these options ask. */
+function lockedAsWanted(m: Mapping, onFault: boolean): boolean {
+  return isLocked(m) && isLockOnFault(m) === onFault;
+}
+
+export function planLock(facts: TargetFacts, selection: SelectionSpec, options: LockOptions, nr: SyscallNumbers): Plan {
+  const onFault = options.onFault === true;
+  const { selected, notLockable } = selectMappings(facts.mappings, selection);
+  if (selection.all === true) {
+    const flags = MCL_CURRENT | (options.future ? MCL_FUTURE : 0) | (onFault ? MCL_ONFAULT : 0);
+    const changing = selected.filter((m) => !lockedAsWanted(m, onFault));
+    return {
+      kind: "lock",
+      whole: true,
+      ops: [{ nr: nr.mlockall, args: [BigInt(flags)] }],
+      selected,
+      changing,
+      unchanged: selected.filter((m) => lockedAsWanted(m, onFault)),
+      notLockable,
+      bytes: sum(changing, (m) => m.size),
+      residentBytes: onFault ? 0 : sum(changing, (m) => Math.max(0, m.size - m.rss)),
+      // mm/mlock.c: mlockall(MCL_CURRENT) compares the whole VmSize with the limit.
+      neededLimit: facts.capIpcLock ? 0n : BigInt(facts.vmSize),
+    };
+  }
+  const changing = selected.filter((m) => !lockedAsWanted(m, onFault));
+  const ops: SyscallOp[] = mergeAdjacent(changing).map((r) => ({
+    nr: nr.mlock2,
+    args: [r.start, r.end - r.start, BigInt(onFault ? MLOCK_ONFAULT : 0)],
+    // Only ranges that were not locked at all are unlocked again on failure; a range that
+    // was locked the other way (on-fault or not) stays locked.
+    undo: r.mappings.every((m) => !isLocked(m)) ? { nr: nr.munlock, args: [r.start, r.end - r.start] } : undefined,
+  }));
+  if (options.future) {
+    // Last: mlockall(MCL_FUTURE) cannot be undone without munlockall, so it runs only once
+    // everything before it succeeded.
+    ops.push({ nr: nr.mlockall, args: [BigInt(MCL_FUTURE | (onFault ? MCL_ONFAULT : 0))] });
+  }
+  const newlyLocked = changing.filter((m) => !isLocked(m));
+  return {
+    kind: "lock",
+    whole: false,
+    ops,
+    selected,
+    changing,
+    unchanged: selected.filter((m) => lockedAsWanted(m, onFault)),
+    notLockable,
+    bytes: sum(changing, (m) => m.size),
+    residentBytes: onFault ? 0 : sum(changing, (m) => Math.max(0, m.size - m.rss)),
+    // mm/mlock.c (do_mlock): locked_vm + the new range must fit the limit.
+    neededLimit: facts.capIpcLock ? 0n : BigInt(facts.vmLck + sum(newlyLocked, (m) => m.size)),
+  };
+}
+
+export interface UnlockOptions {
+  /** Also clear MCL_FUTURE. */
+  future?: boolean;
+}
+
+export function planUnlock(facts: TargetFacts, selection: SelectionSpec, options: UnlockOptions, nr: SyscallNumbers): Plan {
+  const { selected, notLockable } = selectMappings(facts.mappings, selection);
+  const changing = selected.filter((m) => isLocked(m));
+  const unchanged = selected.filter((m) => !isLocked(m));
+  const base = { kind: "unlock" as const, selected, changing, unchanged, notLockable, bytes: sum(changing, (m) => m.size), residentBytes: 0, neededLimit: 0n };
+  if (selection.all === true) {
+    return { ...base, whole: true, ops: [{ nr: nr.munlockall, args: [] }] };
+  }
+  if (options.future) {
+    // Only munlockall clears MCL_FUTURE, and it unlocks everything: lock again what must
+    // stay locked, the way it was locked.
+    const changingSet = new Set(changing);
+    const keep = facts.mappings.filter((m) => isLocked(m) && !changingSet.has(m));
+    const relock: SyscallOp[] = [];
+    for (const flag of [0, MLOCK_ONFAULT]) {
+      const group = keep.filter((m) => isLockOnFault(m) === (flag === MLOCK_ONFAULT));
+      for (const r of mergeAdjacent(group)) relock.push({ nr: nr.mlock2, args: [r.start, r.end - r.start, BigInt(flag)] });
+    }
+    return { ...base, whole: false, ops: [{ nr: nr.munlockall, args: [] }, ...relock] };
+  }
+  const ops: SyscallOp[] = mergeAdjacent(changing).map((r) => ({ nr: nr.munlock, args: [r.start, r.end - r.start] }));
+  return { ...base, whole: false, ops };
+}
