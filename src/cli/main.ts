@@ -1,0 +1,309 @@
+// `lockmem`: the command line over the host library. Exit codes: 0 done, 1 failed, 2 bad usage.
+import { Command, CommanderError, Option } from "commander";
+import * as api from "../api";
+import { agentMain } from "../agent/server";
+import { LockError } from "../errors";
+import { formatBytes, formatMappingsTable } from "../format";
+import { Mapping, MappingKind, SelectionSpec, TargetSpec } from "../types";
+
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+
+interface TargetFlags {
+  pid?: string;
+  pidfile?: string;
+  unit?: string;
+  name?: string;
+  cmdline?: string;
+  allMatches?: boolean;
+}
+
+interface SelectionFlags {
+  perms?: string;
+  path?: string[];
+  kind?: string;
+  all?: boolean;
+}
+
+interface CommonFlags extends TargetFlags, SelectionFlags {
+  json?: boolean;
+  future?: boolean;
+  onFault?: boolean;
+  raiseLimit?: boolean;
+  dryRun?: boolean;
+}
+
+function list(value: string): string[] {
+  return value
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+}
+
+function targetOf(flags: TargetFlags): TargetSpec {
+  const spec: TargetSpec = {};
+  if (flags.pid !== undefined) {
+    if (!/^\d+$/.test(flags.pid)) throw new LockError({ code: "EUSAGE", field: "--pid", message: `--pid: ${JSON.stringify(flags.pid)} is not a pid` });
+    spec.pid = Number(flags.pid);
+  }
+  if (flags.pidfile !== undefined) spec.pidFile = flags.pidfile;
+  if (flags.unit !== undefined) spec.systemdUnit = flags.unit;
+  if (flags.name !== undefined) spec.name = flags.name;
+  if (flags.cmdline !== undefined) spec.cmdline = flags.cmdline;
+  if (flags.allMatches) spec.match = "all";
+  if (Object.keys(spec).filter((k) => k !== "match").length === 0) {
+    throw new LockError({ code: "EUSAGE", field: "target", message: "no target: give one of --pid, --pidfile, --unit, --name, --cmdline" });
+  }
+  return spec;
+}
+
+function selectionOf(flags: SelectionFlags): SelectionSpec | undefined {
+  const spec: SelectionSpec = {};
+  if (flags.perms !== undefined) spec.permissions = list(flags.perms);
+  if (flags.path !== undefined && flags.path.length > 0) spec.paths = flags.path;
+  if (flags.kind !== undefined) spec.kinds = list(flags.kind) as MappingKind[];
+  if (flags.all) spec.all = true;
+  return Object.keys(spec).length === 0 ? undefined : spec;
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function addTargetOptions(cmd: Command): Command {
+  return cmd
+    .option("--pid <pid>", "process id")
+    .option("--pidfile <path>", "file holding the process id")
+    .option("--unit <name>", "systemd unit (its MainPID)")
+    .option("--name <comm>", "process name, exact (as in /proc/PID/comm)")
+    .option("--cmdline <regex>", "regular expression over the command line")
+    .option("--all-matches", "act on every matching process (otherwise several matches are an error)");
+}
+
+function addSelectionOptions(cmd: Command): Command {
+  return cmd
+    .option("--perms <list>", "permissions, e.g. r-x,rwx (default r-x,rwx)")
+    .option("--path <glob>", "mapping path glob (repeatable)", collect)
+    .option("--kind <list>", "kinds: file,anon,heap,stack,shmem")
+    .option("--all", "every mapping (mlockall / munlockall)");
+}
+
+/** The report mapping back in the shape the table formatter takes. */
+function asMapping(m: api.MappingReport): Mapping {
+  return {
+    start: BigInt("0x" + m.address),
+    end: BigInt("0x" + m.end),
+    perms: m.mode,
+    offset: 0n,
+    dev: "",
+    inode: 0,
+    path: m.mapping === "[ anon ]" ? "" : m.mapping,
+    kind: m.kind as MappingKind,
+    size: m.size,
+    rss: m.rss,
+    anonymous: m.anonymous,
+    locked: m.locked,
+    vmFlags: [...(m.vmLocked ? ["lo"] : []), ...(m.onFault ? ["lf"] : [])],
+  };
+}
+
+function noteOf(m: api.MappingReport): string {
+  const state = m.vmLocked ? (m.onFault ? "locked-on-fault" : "locked") : m.lockable ? "" : "not-lockable";
+  return m.selected ? `*${state}` : state;
+}
+
+function printProcess(p: api.ProcessReport, out: string[]): void {
+  out.push(`${p.pid}:   ${p.cmdline || `[${p.comm}]`}`);
+  const byAddress = new Map(p.mappings.map((m) => [m.address, m]));
+  out.push(
+    formatMappingsTable(p.mappings.map(asMapping), {
+      noteHeader: "Lock",
+      note: (m) => noteOf(byAddress.get(m.start.toString(16)) as api.MappingReport),
+    }).trimEnd(),
+  );
+  out.push(
+    `VmLck ${formatBytes(p.vmLck)}, RLIMIT_MEMLOCK ${p.memlockLimit.soft === "unlimited" ? "unlimited" : formatBytes(BigInt(p.memlockLimit.soft))}` +
+      ` (hard ${p.memlockLimit.hard === "unlimited" ? "unlimited" : formatBytes(BigInt(p.memlockLimit.hard))}), CAP_IPC_LOCK ${p.capIpcLock ? "yes" : "no"}`,
+  );
+  if (p.selection) {
+    const s = p.selection;
+    out.push(`selection (* above): ${s.mappings} mappings, ${formatBytes(s.bytes)}; locked ${s.lockedMappings} (${formatBytes(s.lockedBytes)})${s.inSync ? "" : `, not locked: ${s.unlocked.length}`}`);
+  }
+}
+
+function printAction(p: api.ProcessResult, dryRun: boolean, out: string[]): void {
+  const a = p.action;
+  if (!a) return;
+  const verb = a.kind === "lock" ? (dryRun ? "would lock" : "locked") : dryRun ? "would unlock" : "unlocked";
+  const how = a.whole ? (a.kind === "lock" ? " (mlockall)" : " (munlockall)") : "";
+  out.push(
+    `${p.pid}: ${verb} ${a.changedMappings} mapping(s), ${formatBytes(a.changedBytes)}${how}; ${a.unchangedMappings} already ${a.kind === "lock" ? "locked" : "unlocked"}` +
+      (a.kind === "lock" ? `; ${formatBytes(a.residentBytes)} to become resident` : ""),
+  );
+  for (const n of a.notLockable) out.push(`  not lockable: ${n.address} ${n.mapping}: ${n.reason}`);
+  if (a.limitRaised) out.push(`  RLIMIT_MEMLOCK ${dryRun ? "would be raised" : "raised"}: ${a.limitRaised.from.soft} -> ${a.limitRaised.to.soft} bytes (restored on unlock)`);
+  if (a.limitRestored) out.push(`  RLIMIT_MEMLOCK restored: ${a.limitRestored.from.soft} -> ${a.limitRestored.to.soft} bytes`);
+  if (a.pauseUs !== undefined) out.push(`  target thread ${a.thread?.tid} held for ${a.pauseUs} us (${a.syscalls} syscall(s))`);
+  for (const w of p.warnings) out.push(`  warning: ${w}`);
+  if (p.error) out.push(`  error: ${p.error.message}${p.error.hint ? `\n  hint: ${p.error.hint}` : ""}`);
+}
+
+function printDoctor(report: api.HostReport<api.DoctorProcess>, out: string[]): void {
+  for (const p of report.processes) {
+    for (const c of p.checks) {
+      out.push(`lockmem[${p.pid}]: ${c.ok ? "ok     " : "MISSING"} ${c.check}: ${c.detail}`);
+      if (c.hint) out.push(`lockmem[${p.pid}]:         fix: ${c.hint}`);
+    }
+    out.push(`lockmem[${p.pid}]: ${p.ok ? "can be locked" : "cannot be locked as is"}`);
+  }
+}
+
+function anyFailed(report: api.HostReport<api.ProcessResult>): boolean {
+  return report.processes.some((p) => p.error !== undefined);
+}
+
+/** JSON output: bigints never reach here (the library renders them as strings). */
+function emit(json: boolean, value: unknown, human: () => string[]): void {
+  process.stdout.write(json ? JSON.stringify(value, null, 2) + "\n" : human().join("\n") + "\n");
+}
+
+// SIGINT/SIGTERM while a target is held: finish the current step (which always ends with
+// the target restored and detached), then exit. Dying in the middle would leave the
+// target running on our registers.
+let busy = false;
+let pendingSignal: NodeJS.Signals | undefined;
+
+function installSignalGuards(): void {
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.on(sig, () => {
+      if (!busy) process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGTERM" ? 15 : 1));
+      if (!pendingSignal) process.stderr.write(`lockmem: ${sig} received; finishing the current step so the target is left intact\n`);
+      pendingSignal = sig;
+    });
+  }
+}
+
+async function guarded<T>(work: () => Promise<T>): Promise<T> {
+  busy = true;
+  try {
+    return await work();
+  } finally {
+    busy = false;
+    if (pendingSignal) process.exit(128 + (pendingSignal === "SIGINT" ? 2 : pendingSignal === "SIGTERM" ? 15 : 1));
+  }
+}
+
+function reportError(err: unknown, json: boolean): number {
+  const e = err instanceof LockError ? err : new LockError({ code: "EINTERNAL", message: err instanceof Error ? err.message : String(err) });
+  if (json) {
+    process.stdout.write(JSON.stringify({ ok: false, error: e.toJSON() }, null, 2) + "\n");
+  } else {
+    process.stderr.write(`lockmem: ${e.message}\n`);
+    if (e.hint) process.stderr.write(`lockmem: hint: ${e.hint}\n`);
+  }
+  return e.code === "EUSAGE" ? EXIT_USAGE : EXIT_FAILED;
+}
+
+export function buildProgram(): Command {
+  const program = new Command("lockmem")
+    .description("Lock the memory of a running process in RAM (mlock through ptrace), and report it like pmap -X.")
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  const status = addSelectionOptions(addTargetOptions(program.command("status").description("show every mapping and its lock state")))
+    .option("--json", "one JSON object on stdout");
+  status.action(async (flags: CommonFlags) => {
+    const report = await api.status({ target: targetOf(flags), mappings: selectionOf(flags) });
+    emit(flags.json === true, report, () => {
+      const out: string[] = [];
+      report.processes.forEach((p) => printProcess(p, out));
+      return out;
+    });
+  });
+
+  const lock = addSelectionOptions(addTargetOptions(program.command("lock").description("lock the selected mappings (default r-x,rwx)")))
+    .option("--future", "also lock mappings created later (MCL_FUTURE)")
+    .option("--on-fault", "lock pages only as they become resident (MLOCK_ONFAULT)")
+    .option("--raise-limit", "raise the target's RLIMIT_MEMLOCK as needed (restored on unlock)")
+    .option("--dry-run", "show the plan, change nothing")
+    .option("--json", "one JSON object on stdout");
+  lock.action(async (flags: CommonFlags) => {
+    const report = await guarded(() =>
+      api.lock({
+        target: targetOf(flags),
+        mappings: selectionOf(flags),
+        future: flags.future,
+        onFault: flags.onFault,
+        raiseMemlockLimit: flags.raiseLimit,
+        dryRun: flags.dryRun,
+      }),
+    );
+    emit(flags.json === true, report, () => {
+      const out: string[] = [];
+      report.processes.forEach((p) => printAction(p, flags.dryRun === true, out));
+      return out;
+    });
+    if (anyFailed(report)) process.exitCode = EXIT_FAILED;
+  });
+
+  const unlock = addSelectionOptions(addTargetOptions(program.command("unlock").description("unlock the selected mappings (--all: everything)")))
+    .option("--future", "also clear MCL_FUTURE")
+    .option("--dry-run", "show the plan, change nothing")
+    .option("--json", "one JSON object on stdout");
+  unlock.action(async (flags: CommonFlags) => {
+    const report = await guarded(() =>
+      api.unlock({ target: targetOf(flags), mappings: selectionOf(flags), future: flags.future, dryRun: flags.dryRun }),
+    );
+    emit(flags.json === true, report, () => {
+      const out: string[] = [];
+      report.processes.forEach((p) => printAction(p, flags.dryRun === true, out));
+      return out;
+    });
+    if (anyFailed(report)) process.exitCode = EXIT_FAILED;
+  });
+
+  const doctor = addSelectionOptions(addTargetOptions(program.command("doctor").description("diagnose what would stop a lock (like ppriv -D)")))
+    .option("--json", "one JSON object on stdout");
+  doctor.action(async (flags: CommonFlags) => {
+    const report = await api.doctor({ target: targetOf(flags), mappings: selectionOf(flags) });
+    emit(flags.json === true, report, () => {
+      const out: string[] = [];
+      printDoctor(report, out);
+      return out;
+    });
+    if (report.processes.some((p) => !p.ok)) process.exitCode = EXIT_FAILED;
+  });
+
+  program
+    .command("agent")
+    .description("serve one JSON request on stdin (used by the Pulumi provider over SSH)")
+    .action(async () => {
+      await guarded(() => agentMain());
+    });
+
+  program.addOption(new Option("--version", "print the version").hideHelp());
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  installSignalGuards();
+  const program = buildProgram();
+  const json = argv.includes("--json");
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return typeof process.exitCode === "number" ? process.exitCode : EXIT_OK;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.exitCode === 0) return EXIT_OK;
+      return EXIT_USAGE;
+    }
+    return reportError(err, json);
+  }
+}
+
+if (require.main === module) {
+  void main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}
