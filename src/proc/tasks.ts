@@ -79,6 +79,10 @@ interface SyscallTable {
    * signal handler (epoll_wait, epoll_pwait, semop, semtimedop, sigtimedwait, sigwaitinfo).
    * io_getevents/io_pgetevents (fs/aio.c turns a pending-signal wake-up into -EINTR) and
    * epoll_pwait2 (same code as epoll_pwait) behave the same.
+   * Checked on Linux 6.18 x86_64 (PTRACE_SEIZE + PTRACE_INTERRUPT, restore the registers,
+   * detach): epoll_wait, semtimedop, rt_sigtimedwait, io_getevents and recvfrom with
+   * SO_RCVTIMEO stop with rax == -EINTR and the program sees EINTR; clock_nanosleep, read,
+   * futex, poll, wait4 and recvfrom without a timeout stop with -ERESTART* and complete normally.
    */
   eintrOnStop: Record<string, number>;
   /**
