@@ -1,0 +1,65 @@
+// A transport runs `lockmem agent` somewhere with one request and returns its reply.
+// Failures of the agent itself come back as error replies; failures to reach or run the
+// agent (connection, host key, auth, sudo, timeout) are thrown as TransportError.
+import { LockError } from "../../src/errors";
+import { AgentReply, AgentRequest } from "../../src/agent/protocol";
+
+export interface RunOptions {
+  /** Deadline of the whole operation, dialing included (default 120 s). */
+  timeoutMs?: number;
+}
+
+export interface Transport {
+  /** Where the agent runs, for messages: "local", "ssh root@db1:22". */
+  readonly where: string;
+  run(request: AgentRequest, opts?: RunOptions): Promise<AgentReply>;
+  /** Releases what this transport holds (a pooled SSH connection stays for other users of the pool). */
+  close(): Promise<void>;
+}
+
+export const DEFAULT_OPERATION_TIMEOUT_MS = 120_000;
+
+export type TransportErrorCode =
+  | "ECONNECT" // the host could not be reached (after every dial attempt)
+  | "EHOSTKEY" // the host key is unknown or does not match
+  | "EAUTH" // authentication failed
+  | "ESUDO" // sudo refused (password needed, not allowed)
+  | "ENOAGENT" // the agent command was not found on the host
+  | "EAGENT" // the agent ran but gave no usable reply
+  | "EPROTO" // the agent speaks another protocol version
+  | "ETIMEDOUT" // the operation's deadline passed
+  | "ECLOSED" // the connection dropped while the agent was running
+  | "EUSAGE"; // bad connection settings
+
+export interface TransportErrorInit {
+  code: TransportErrorCode;
+  /** "ssh root@127.0.0.2:2222", "local". */
+  where: string;
+  message: string;
+  hint?: string;
+}
+
+export class TransportError extends Error {
+  readonly code: TransportErrorCode;
+  readonly where: string;
+  readonly hint?: string;
+
+  constructor(init: TransportErrorInit) {
+    super(`${init.where}: ${init.message}`);
+    this.name = "TransportError";
+    this.code = init.code;
+    this.where = init.where;
+    this.hint = init.hint;
+  }
+
+  toJSON(): TransportErrorInit {
+    return { code: this.code, where: this.where, message: this.message, hint: this.hint };
+  }
+}
+
+/** The result of an ok reply, or the reply's error as a LockError (code and hint kept). */
+export function resultOf<T>(reply: AgentReply, where: string): T {
+  if (reply.ok) return reply.result as T;
+  const { message, ...rest } = reply.error;
+  throw new LockError({ ...rest, message: where === "local" ? message : `${where}: ${message}` });
+}
