@@ -168,7 +168,8 @@ async function snapshot(ref: ProcessRef): Promise<Snapshot> {
   try {
     const [status, mappings, limit] = await Promise.all([readStatus(ref.pid), readMappings(ref.pid), readMemlockLimit(ref.pid)]);
     const now = await readProcessRef(ref.pid);
-    if (!sameProcess(now, ref)) throw new Error("restarted");
+    // A zombie keeps its pid and start time but has no memory left.
+    if (!sameProcess(now, ref) || status.state === "Z" || status.state === "X" || mappings.length === 0) throw new Error("gone");
     return { ref, status, mappings, limit };
   } catch (err) {
     if (err instanceof LockError && err.code !== "ENOTARGET" && err.code !== "ESRCH") throw err;
@@ -352,6 +353,24 @@ function bytes(n: number | bigint): string {
   return `${v} B`;
 }
 
+/** prlimit on another process; EPERM explained (uids differ and no CAP_SYS_RESOURCE). */
+function setLimit(ref: ProcessRef, limit: MemlockLimit): MemlockLimit {
+  try {
+    return native().setMemlockLimit(ref.pid, limit);
+  } catch (err) {
+    if ((err as { code?: string }).code === "EPERM") {
+      throw new LockError({
+        code: "EPERM",
+        pid: ref.pid,
+        syscall: "prlimit",
+        message: `lockmem may not change RLIMIT_MEMLOCK of process ${ref.pid}: it runs as another user and lockmem lacks CAP_SYS_RESOURCE`,
+        hint: "run lockmem with CAP_SYS_RESOURCE (a normal root has it), or raise LimitMEMLOCK= in the target's unit",
+      });
+    }
+    throw err;
+  }
+}
+
 async function haveCapSysResource(): Promise<boolean> {
   const own = await readStatus(process.pid);
   return ((own.capEff >> 24n) & 1n) === 1n;
@@ -492,7 +511,7 @@ async function lockOne(req: LockRequest, ref: ProcessRef): Promise<ProcessResult
   let raisedNow: MemlockLimit | undefined;
   if (newLimit) {
     const prior = await readLimitRecord(ref);
-    const previous = native().setMemlockLimit(ref.pid, newLimit);
+    const previous = setLimit(ref, newLimit);
     raisedNow = previous;
     await writeLimitRecord({
       pid: ref.pid,
@@ -510,7 +529,7 @@ async function lockOne(req: LockRequest, ref: ProcessRef): Promise<ProcessResult
   } catch (err) {
     if (raisedNow) {
       // Every failure path leaves the target as it was, its limit included.
-      native().setMemlockLimit(ref.pid, raisedNow);
+      setLimit(ref, raisedNow);
       await removeLimitRecord(ref);
     }
     throw err;
@@ -549,13 +568,13 @@ async function restoreLimit(ref: ProcessRef, after: Snapshot, action: ActionRepo
     // Memory stays locked: keep the limit just high enough for it.
     const keep = { soft: stillLocked, hard: raised.hard };
     if (keep.soft < raised.soft) {
-      native().setMemlockLimit(ref.pid, keep);
+      setLimit(ref, keep);
       await writeLimitRecord({ ...record, raisedTo: { soft: keep.soft.toString(), hard: keep.hard.toString() }, at: new Date().toISOString() });
       action.limitRestored = { from: limitReport(raised), to: limitReport(keep) };
     }
     return;
   }
-  native().setMemlockLimit(ref.pid, original);
+  setLimit(ref, original);
   await removeLimitRecord(ref);
   action.limitRestored = { from: limitReport(raised), to: limitReport(original) };
 }

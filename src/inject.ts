@@ -19,8 +19,10 @@ interface NativeFailure {
   stage: string;
 }
 
+// Duck-typed: errors made by the addon belong to the main realm, so `instanceof Error`
+// fails for them inside a vm context (jest).
 function isNativeFailure(err: unknown): err is NativeFailure {
-  return err instanceof Error && typeof (err as Partial<NativeFailure>).stage === "string";
+  return typeof err === "object" && err !== null && typeof (err as Partial<NativeFailure>).stage === "string";
 }
 
 async function readYamaScope(): Promise<number | undefined> {

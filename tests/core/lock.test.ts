@@ -1,0 +1,279 @@
+// Lock and unlock real processes started by the tests; the kernel's view (smaps, status,
+// limits) is read independently of the code under test.
+import * as fs from "fs";
+import * as path from "path";
+import * as api from "../../src/api";
+import { LockError } from "../../src/errors";
+import { native } from "../../src/native";
+import { createDataFile, startTarget, stopAllTargets, Target, workDir } from "../support/target";
+import { isLockedVma, kernelMappings, lockFingerprint, memlockLimit, vmLckKb } from "../support/smaps";
+
+jest.setTimeout(120_000);
+afterAll(stopAllTargets);
+
+const stateDir = path.join(workDir(), `state-core-${process.pid}`);
+beforeAll(() => {
+  process.env.LOCKMEM_STATE_DIR = stateDir;
+});
+
+function lockedPaths(pid: number): string[] {
+  return kernelMappings(pid)
+    .filter(isLockedVma)
+    .map((m) => `${m.perms.slice(0, 3)} ${m.path}`);
+}
+
+function expectTargetHealthy(t: Target): void {
+  expect(t.isAlive()).toBe(true);
+  expect(t.state()).not.toBe("T");
+  expect(t.state()).not.toBe("t");
+  expect(fs.readFileSync(`/proc/${t.pid}/status`, "utf8")).toMatch(/^TracerPid:\s+0$/m);
+}
+
+async function expectError(p: Promise<unknown>, code: string, text?: RegExp): Promise<LockError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(LockError);
+    const e = err as LockError;
+    expect(e.code).toBe(code);
+    if (text) expect(e.message).toMatch(text);
+    return e;
+  }
+  throw new Error(`expected ${code}, but it succeeded`);
+}
+
+describe("selection changes exactly the chosen mappings", () => {
+  test("default r-x,rwx by pid: every executable mapping, nothing else; unlock restores", async () => {
+    const t = await startTarget({ mode: "idle", anonMb: 4 });
+    expect(lockedPaths(t.pid)).toEqual([]);
+    const report = await api.lock({ target: { pid: t.pid } });
+    const p = report.processes[0];
+    const kernel = kernelMappings(t.pid);
+    for (const m of kernel) {
+      const wanted = (m.perms.startsWith("r-x") || m.perms.startsWith("rwx")) && !/^\[(vdso|vsyscall)\]$/.test(m.path);
+      expect(`${m.start.toString(16)} ${m.perms} ${m.path} ${isLockedVma(m)}`).toBe(`${m.start.toString(16)} ${m.perms} ${m.path} ${wanted}`);
+      // Locked and faulted in (smaps Locked: is proportional for shared pages, so check Rss).
+      if (wanted) expect(m.rssKb * 1024).toBe(Number(m.end - m.start));
+    }
+    expect(p.selection?.inSync).toBe(true);
+    expect(p.action?.changedMappings).toBeGreaterThan(0);
+    expectTargetHealthy(t);
+
+    // A second lock has nothing to do.
+    const again = await api.lock({ target: { pid: t.pid } });
+    expect(again.processes[0].action?.syscalls).toBe(0);
+
+    await api.unlock({ target: { pid: t.pid } });
+    expect(lockedPaths(t.pid)).toEqual([]);
+    expect(vmLckKb(t.pid)).toBe(0);
+    expectTargetHealthy(t);
+  });
+
+  test("by path glob and kind, found by pid file, name and command line", async () => {
+    const data = createDataFile(256 * 1024);
+    const t = await startTarget({ mode: "idle", anonMb: 2, files: [data], comm: "lm-sel-test", tag: "sel-glob-kind-tag" });
+
+    await api.lock({ target: { pidFile: t.pidFile }, mappings: { paths: [`**/${path.basename(data)}`] } });
+    expect(lockedPaths(t.pid)).toEqual([`r-- ${data}`]);
+
+    await api.lock({ target: { name: "lm-sel-test" }, mappings: { kinds: ["heap", "stack"] } });
+    const locked = lockedPaths(t.pid);
+    expect(locked).toContain(`r-- ${data}`);
+    expect(locked.some((l) => l.endsWith("[stack]"))).toBe(true);
+    expect(locked.filter((l) => !l.endsWith("[stack]") && !l.endsWith("[heap]") && l !== `r-- ${data}`)).toEqual([]);
+
+    // Unlock only the file; heap and stack stay locked.
+    await api.unlock({ target: { cmdline: "sel-glob-kind-tag" }, mappings: { paths: [data] } });
+    expect(lockedPaths(t.pid)).not.toContain(`r-- ${data}`);
+    expect(lockedPaths(t.pid).some((l) => l.endsWith("[stack]"))).toBe(true);
+
+    await api.unlock({ target: { pid: t.pid }, mappings: { all: true } });
+    expect(lockedPaths(t.pid)).toEqual([]);
+    expectTargetHealthy(t);
+  });
+
+  test("all (mlockall) with PROT_NONE reservations; on-fault; future", async () => {
+    const t = await startTarget({ mode: "idle", anonMb: 2, protNoneMb: 16, inprocessMlock: true });
+    const onFault = await api.lock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] }, onFault: true });
+    expect(onFault.processes[0].action?.changedMappings).toBeGreaterThan(0);
+    const anon = kernelMappings(t.pid).filter((m) => m.path === "" && m.perms.startsWith("rw"));
+    expect(anon.length).toBeGreaterThan(0);
+    for (const m of anon) expect(m.flags).toEqual(expect.arrayContaining(["lo", "lf"]));
+    // PROT_NONE is never locked by a per-mapping selection.
+    for (const m of kernelMappings(t.pid).filter((m) => m.perms.startsWith("---"))) expect(isLockedVma(m)).toBe(false);
+
+    await api.lock({ target: { pid: t.pid }, mappings: { all: true }, future: true });
+    // mlockall locks every VMA; a mapping made afterwards is locked too (MCL_FUTURE).
+    expect(kernelMappings(t.pid).filter((m) => m.path === "[heap]" || m.path === "[stack]").every(isLockedVma)).toBe(true);
+    const reply = await t.control("mmap-anon 1");
+    expect(reply.ok).toBe(true);
+    const fresh = kernelMappings(t.pid).filter((m) => m.path === "" && m.perms.startsWith("rw") && !isLockedVma(m));
+    expect(fresh).toEqual([]);
+
+    await api.unlock({ target: { pid: t.pid }, mappings: { all: true } });
+    expect(vmLckKb(t.pid)).toBe(0);
+    await t.control("mmap-anon 1");
+    expect(vmLckKb(t.pid)).toBe(0); // MCL_FUTURE cleared
+    expectTargetHealthy(t);
+  });
+
+  test("all matches: several processes by command line", async () => {
+    const a = await startTarget({ mode: "idle", tag: "multi-match-tag" });
+    const b = await startTarget({ mode: "idle", tag: "multi-match-tag" });
+    await expectError(api.lock({ target: { cmdline: "multi-match-tag" } }), "EAMBIGUOUS", new RegExp(`${a.pid}[\\s\\S]*${b.pid}|${b.pid}[\\s\\S]*${a.pid}`));
+    expect(lockedPaths(a.pid)).toEqual([]);
+    const report = await api.lock({ target: { cmdline: "multi-match-tag", match: "all" } });
+    expect(report.processes.map((p) => p.pid).sort()).toEqual([a.pid, b.pid].sort());
+    expect(lockedPaths(a.pid).length).toBeGreaterThan(0);
+    expect(lockedPaths(b.pid).length).toBeGreaterThan(0);
+    await api.unlock({ target: { cmdline: "multi-match-tag", match: "all" }, mappings: { all: true } });
+    expect(vmLckKb(a.pid) + vmLckKb(b.pid)).toBe(0);
+  });
+});
+
+describe("the target keeps working", () => {
+  test("nanosleep lasts its full duration, threads keep running, never left stopped", async () => {
+    const t = await startTarget({ mode: "sleep", sleepMs: 50, threads: 3, threadMode: "spin", anonMb: 8 });
+    const before = await t.stats();
+    for (let i = 0; i < 20; i++) {
+      await api.lock({ target: { pid: t.pid }, mappings: { all: true } });
+      await api.unlock({ target: { pid: t.pid }, mappings: { all: true } });
+    }
+    const after = await t.waitForStats((s) => s.sleep.done > before.sleep.done + 3, "more sleeps");
+    expect(after.sleep.violations).toBe(0);
+    expect(after.sleep.eintr).toBe(0);
+    for (const th of after.threads) {
+      const prev = before.threads.find((x) => x.tid === th.tid);
+      expect(th.progress).toBeGreaterThan(prev ? prev.progress : 0);
+    }
+    expectTargetHealthy(t);
+  });
+
+  test("a reader blocked in read() gets the bytes written later", async () => {
+    const t = await startTarget({ mode: "pipe" });
+    for (let i = 0; i < 10; i++) {
+      await api.lock({ target: { pid: t.pid } });
+      await api.unlock({ target: { pid: t.pid } });
+    }
+    await t.writePipe(64);
+    const s = await t.waitForStats((x) => x.pipe.read >= 64, "pipe bytes");
+    expect(s.pipe.mismatches).toBe(0);
+    expect(s.pipe.eintr).toBe(0);
+    expect(s.pipe.ok).toBe(true);
+    expectTargetHealthy(t);
+  });
+
+  test("epoll_wait never returns EINTR, with and without a timeout, even when every thread waits in it", async () => {
+    for (const epollTimeoutMs of [-1, 5000]) {
+      const t = await startTarget({ mode: "epoll", epollTimeoutMs, epollTickMs: 0, controlEpoll: true });
+      let rearmed = 0;
+      for (let i = 0; i < 10; i++) {
+        const r = await api.lock({ target: { pid: t.pid } });
+        if (r.processes[0].action?.rearmed) rearmed++;
+        await api.unlock({ target: { pid: t.pid } });
+      }
+      const s = await t.stats();
+      expect(s.epoll.eintr).toBe(0);
+      expect(s.control.eintr).toBe(0);
+      expect(rearmed).toBeGreaterThan(0); // the path under test was taken
+      expectTargetHealthy(t);
+    }
+  });
+
+  test("a target stopped by SIGSTOP is locked and stays stopped", async () => {
+    const t = await startTarget({ mode: "spin", anonMb: 2 });
+    process.kill(t.pid, "SIGSTOP");
+    const deadline = Date.now() + 5000;
+    while (t.state() !== "T" && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(t.state()).toBe("T");
+    await api.lock({ target: { pid: t.pid } });
+    expect(lockedPaths(t.pid).length).toBeGreaterThan(0);
+    expect(t.state()).toBe("T");
+    process.kill(t.pid, "SIGCONT");
+    const s0 = await t.stats();
+    const s1 = await t.waitForStats((s) => s.main.progress > s0.main.progress, "progress after SIGCONT");
+    expect(s1.main.progress).toBeGreaterThan(s0.main.progress);
+  });
+});
+
+describe("refusals change nothing", () => {
+  test("seccomp target is never made to call mlock", async () => {
+    const t = await startTarget({ mode: "idle", seccomp: "kill-mlock" });
+    const before = lockFingerprint(t.pid);
+    const e = await expectError(api.lock({ target: { pid: t.pid } }), "ESECCOMP", /seccomp/);
+    expect(e.hint).toMatch(/memlock/);
+    expect(t.isAlive()).toBe(true);
+    expect(lockFingerprint(t.pid)).toBe(before);
+  });
+
+  test("unprivileged target: clear ENOMEM diagnosis; raise-limit locks and unlock restores the limit", async () => {
+    const t = await startTarget({ mode: "idle", anonMb: 4, dropPrivs: { uid: 65534, memlockKb: 8192 } });
+    // Lower the soft limit below what a 4 MiB selection needs (the hard limit stays 8 MiB).
+    native().setMemlockLimit(t.pid, { soft: 1024n * 1024n, hard: 8192n * 1024n });
+    const before = memlockLimit(t.pid);
+    expect(before).toEqual({ soft: "1048576", hard: "8388608" });
+    const status = fs.readFileSync(`/proc/${t.pid}/status`, "utf8");
+    expect(status).toMatch(/^Uid:\s+65534/m);
+
+    const fp = lockFingerprint(t.pid);
+    const e = await expectError(api.lock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } }), "ENOMEM", /RLIMIT_MEMLOCK/);
+    expect(e.hint).toMatch(/raise-limit/);
+    expect(lockFingerprint(t.pid)).toBe(fp);
+    expect(memlockLimit(t.pid)).toEqual(before);
+
+    const doctor = await api.doctor({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } });
+    const checks = Object.fromEntries(doctor.processes[0].checks.map((c) => [c.check, c]));
+    expect(checks["RLIMIT_MEMLOCK"].ok).toBe(false);
+    expect(checks["CAP_IPC_LOCK"].detail).toMatch(/missing privilege "ipc_lock"/);
+
+    // More than the hard limit: refused with the reason, nothing changed.
+    await expectError(api.lock({ target: { pid: t.pid }, mappings: { all: true }, raiseMemlockLimit: true }), "EPERM", /hard limit/);
+    expect(memlockLimit(t.pid)).toEqual(before);
+
+    const r = await api.lock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] }, raiseMemlockLimit: true });
+    expect(r.processes[0].action?.limitRaised?.from.soft).toBe("1048576");
+    expect(Number(memlockLimit(t.pid).soft)).toBeGreaterThan(4 * 1024 * 1024);
+    expect(vmLckKb(t.pid)).toBeGreaterThanOrEqual(4096);
+
+    const u = await api.unlock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } });
+    expect(u.processes[0].action?.limitRestored?.to.soft).toBe("1048576");
+    expect(memlockLimit(t.pid)).toEqual(before);
+    expect(vmLckKb(t.pid)).toBe(0);
+  });
+
+  test("bad input: no such pid, our own pid, bad regex, bad glob, bad permissions", async () => {
+    await expectError(api.lock({ target: { pid: 4194000 } }), "ENOTARGET");
+    await expectError(api.lock({ target: { pid: process.pid } }), "EUSAGE", /itself/);
+    const e = await expectError(api.lock({ target: { cmdline: "(" } }), "EUSAGE");
+    expect(e.field).toBe("target.cmdline");
+    const t = await startTarget({ mode: "idle" });
+    const fp = lockFingerprint(t.pid);
+    const g = await expectError(api.lock({ target: { pid: t.pid }, mappings: { paths: ["[heap"] } }), "EUSAGE");
+    expect(g.field).toMatch(/^mappings\.paths/);
+    const p = await expectError(api.lock({ target: { pid: t.pid }, mappings: { permissions: ["rx"] } }), "EUSAGE");
+    expect(p.field).toMatch(/^mappings\.permissions/);
+    await expectError(api.lock({ target: { pid: t.pid, name: "x" } }), "EUSAGE");
+    expect(lockFingerprint(t.pid)).toBe(fp);
+  });
+
+  test("a target that exits mid-operation: clear error, nothing left behind", async () => {
+    const t = await startTarget({ mode: "idle", protNoneMb: 0 });
+    // A large not-yet-resident mapping makes the lock take a while.
+    await t.control("mmap-anon 1536");
+    const pending = api.lock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } });
+    // Kill it while lockmem holds it (TracerPid is set), i.e. inside the mlock.
+    const traced = (): boolean => /^TracerPid:\s+[1-9]/m.test(fs.readFileSync(`/proc/${t.pid}/status`, "utf8"));
+    const deadline = Date.now() + 10_000;
+    while (!traced() && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+    expect(traced()).toBe(true);
+    process.kill(t.pid, "SIGKILL");
+    try {
+      await pending;
+    } catch (err) {
+      expect(err).toBeInstanceOf(LockError);
+      expect((err as LockError).code).toBe("ESRCH");
+      expect((err as LockError).message).toMatch(/exited/);
+    }
+    expect(t.isAlive()).toBe(false);
+  });
+});
