@@ -2,6 +2,7 @@
 // detectors (nanosleep violations, EINTR counts, pipe check, stalls) actually detect?
 // Everything is checked from /proc directly, never through lockmem's own readers.
 import * as fs from "fs";
+import * as net from "net";
 import { createDataFile, startTarget, stopAllTargets, Target, TargetMode, waitUntil } from "./support/target";
 
 afterEach(stopAllTargets);
@@ -78,11 +79,39 @@ describe("launcher", () => {
   test("the exit command ends the target", async () => {
     const t = await startTarget();
     expect(await t.control("exit")).toMatchObject({ ok: true });
-    await waitUntil(() => !t.isAlive(), "target to exit");
+    await t.waitForExit();
   });
 
   test("a setup error is reported and leaves nothing running", async () => {
     await expect(startTarget({ files: ["/nonexistent/file"] })).rejects.toThrow(/open \/nonexistent\/file/);
+  });
+
+  test("threadStates() sees one stopped thread among running ones", async () => {
+    const t = await startTarget({ mode: "sleep", threads: 2 });
+    const states = t.threadStates();
+    expect([...states.keys()].sort()).toEqual(fs.readdirSync(`/proc/${t.pid}/task`).map(Number).sort());
+    expect([...states.values()].every((s) => s !== "T" && s !== "t")).toBe(true);
+    process.kill(t.pid, "SIGSTOP");
+    await waitUntil(() => [...t.threadStates().values()].every((s) => s === "T"), "every thread stopped");
+    process.kill(t.pid, "SIGCONT");
+    await waitUntil(() => [...t.threadStates().values()].every((s) => s !== "T"), "every thread running");
+  });
+
+  test("a control client that hangs up before the reply does not hurt the target", async () => {
+    const t = await startTarget({ anonMb: 1 });
+    for (let i = 0; i < 20; i++) {
+      // Many commands, then close at once: the target's replies meet a closed socket (EPIPE).
+      await new Promise<void>((resolve) => {
+        const sock = net.createConnection({ path: t.controlPath }, () => {
+          sock.write("stats\n".repeat(50));
+          sock.destroy();
+        });
+        sock.on("close", () => resolve());
+        sock.on("error", () => undefined);
+      });
+    }
+    expect(t.isAlive()).toBe(true);
+    expect((await t.stats()).ok).toBe(true);
   });
 
   test("comm and tag are visible to target resolution", async () => {
@@ -284,14 +313,14 @@ describe("restrictions", () => {
     // munlockall is not filtered
     expect(await t.control("munlockall")).toMatchObject({ ok: true });
     await expect(t.control("mlockall", 3000)).rejects.toThrow();
-    await waitUntil(() => !t.isAlive(), "the seccomp filter to kill the target");
+    await t.waitForExit();
   });
 
   test("--seccomp-kill-mlock: mlock of one range kills too", async () => {
     const t = await startTarget({ seccomp: "kill-mlock", inprocessMlock: true, anonMb: 1 });
     const anon = (await t.stats()).mappings[0];
     await expect(t.control(`mlock ${anon.start} 4096`, 3000)).rejects.toThrow();
-    await waitUntil(() => !t.isAlive(), "the seccomp filter to kill the target");
+    await t.waitForExit();
   });
 
   test("--seccomp-errno-mlock: mlock, mlock2 and mlockall fail with EPERM and the target lives", async () => {

@@ -139,6 +139,13 @@ export interface Target {
   isAlive(): boolean;
   /** State letter of /proc/PID/stat (R, S, D, T, t, Z, ...), or null once the process is gone. */
   state(): string | null;
+  /**
+   * State letter of every thread (/proc/PID/task/TID/stat), by tid. ptrace stops one
+   * thread at a time, so "never left stopped" must look at all of them ('t' or 'T').
+   */
+  threadStates(): Map<number, string>;
+  /** Resolve once the process is gone (or a zombie); reject at the deadline. */
+  waitForExit(timeoutMs?: number): Promise<void>;
   /** SIGKILL (by pid, after checking the start time) and wait until the process is gone. */
   stop(timeoutMs?: number): Promise<void>;
 }
@@ -233,10 +240,10 @@ interface ProcStat {
   startTime: string;
 }
 
-function readProcStat(pid: number): ProcStat | null {
+function readProcStat(pid: number, tid?: number): ProcStat | null {
   let text: string;
   try {
-    text = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    text = fs.readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, "utf8");
   } catch {
     return null;
   }
@@ -287,10 +294,23 @@ function targetArgs(opts: TargetOptions, files: { control: string; pidFile: stri
 
 // ---------------------------------------------------------------- control channel
 
-function sendCommand(socketPath: string, command: string, timeoutMs: number): Promise<ControlReply> {
+async function sendCommand(socketPath: string, command: string, timeoutMs: number): Promise<ControlReply> {
   if (command.includes("\n")) {
     throw new TypeError(`control command must be one line: ${JSON.stringify(command)}`);
   }
+  // A full accept backlog makes connect() fail with EAGAIN on Unix sockets: retry until the deadline.
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await sendCommandOnce(socketPath, command, Math.max(deadline - Date.now(), 1));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EAGAIN" || Date.now() >= deadline) throw err;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+function sendCommandOnce(socketPath: string, command: string, timeoutMs: number): Promise<ControlReply> {
   return new Promise((resolve, reject) => {
     const sock = net.createConnection({ path: socketPath });
     let data = "";
@@ -314,9 +334,9 @@ function sendCommand(socketPath: string, command: string, timeoutMs: number): Pr
         reject(new Error(`control command "${command}": reply is not JSON: ${data.slice(0, nl)}`));
       }
     });
-    sock.on("error", (err) => {
+    sock.on("error", (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      reject(new Error(`control command "${command}" to ${socketPath}: ${err.message}`));
+      reject(Object.assign(new Error(`control command "${command}" to ${socketPath}: ${err.message}`), { code: err.code }));
     });
     sock.on("close", () => {
       clearTimeout(timer);
@@ -440,6 +460,28 @@ class TargetProcess implements Target {
   isAlive(): boolean {
     const s = this.state();
     return s !== null && s !== "Z" && s !== "X";
+  }
+
+  threadStates(): Map<number, string> {
+    const states = new Map<number, string>();
+    if (this.state() === null) {
+      return states;
+    }
+    let tids: string[];
+    try {
+      tids = fs.readdirSync(`/proc/${this.pid}/task`);
+    } catch {
+      return states;
+    }
+    for (const tid of tids) {
+      const stat = readProcStat(this.pid, Number(tid));
+      if (stat) states.set(Number(tid), stat.state);
+    }
+    return states;
+  }
+
+  async waitForExit(timeoutMs = 10_000): Promise<void> {
+    await waitUntil(() => !this.isAlive(), `target ${this.pid} to exit`, { timeoutMs });
   }
 
   async stop(timeoutMs = 10_000): Promise<void> {
