@@ -83,7 +83,16 @@ describe("launcher", () => {
   });
 
   test("a setup error is reported and leaves nothing running", async () => {
-    await expect(startTarget({ files: ["/nonexistent/file"] })).rejects.toThrow(/open \/nonexistent\/file/);
+    const tag = `setup-error-${process.pid}-${Date.now()}`;
+    await expect(startTarget({ files: ["/nonexistent/file"], tag })).rejects.toThrow(/open \/nonexistent\/file/);
+    const running = fs.readdirSync("/proc").filter((p) => {
+      try {
+        return /^\d+$/.test(p) && fs.readFileSync(`/proc/${p}/cmdline`, "utf8").includes(tag);
+      } catch {
+        return false; // exited meanwhile
+      }
+    });
+    expect(running).toEqual([]);
   });
 
   test("threadStates() sees one stopped thread among running ones", async () => {
