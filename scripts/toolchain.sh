@@ -198,7 +198,8 @@ _lockmem_toolchain() {
   node_v=$(node --version) || { _lockmem_tc_say "node does not run"; return 1; }
   pulumi_v=$(pulumi version 2>/dev/null) || { _lockmem_tc_say "pulumi does not run"; return 1; }
   # Read the file instead of starting node again: this runs on every test invocation.
-  sdk_v=$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$LOCKMEM_PULUMI_SDK_DIR/package.json" 2>/dev/null)
+  sdk_v=$(sed -n '/^[[:space:]]*"version":/{s/.*"version":[[:space:]]*"\([^"]*\)".*/\1/p;q}' \
+    "$LOCKMEM_PULUMI_SDK_DIR/package.json" 2>/dev/null)
   versions="$cache/versions.txt"
   {
     echo "node $node_v $(command -v node)"

@@ -96,6 +96,7 @@ export async function withStack<T>(
   body: (stack: TestStack) => Promise<T>,
   options: StackOptions = {},
 ): Promise<T> {
+  assertToolchain();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lockmem-stack-"));
   const backendDir = path.join(dir, "backend");
   const pulumiHome = path.join(dir, "pulumi-home");
@@ -119,6 +120,10 @@ export async function withStack<T>(
           PULUMI_CONFIG_PASSPHRASE: process.env.PULUMI_CONFIG_PASSPHRASE ?? TEST_PASSPHRASE,
           PULUMI_SKIP_UPDATE_CHECK: "true",
           PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+          // The dynamic-provider plugin starts in this process's cwd, not in workDir, so
+          // tell our shim where the SDK is: the one that serialized the provider.
+          LOCKMEM_PULUMI_SDK_DIR:
+            process.env.LOCKMEM_PULUMI_SDK_DIR ?? path.dirname(require.resolve("@pulumi/pulumi/package.json")),
           ...options.envVars,
         },
         projectSettings: {
@@ -183,6 +188,16 @@ export async function withStack<T>(
       if (bodyFailed) console.warn(err, ...cleanupErrors);
       else throw err;
     }
+  }
+}
+
+/** @pulumi/pulumi needs Node >= 22; a clear message beats a failure deep in the engine. */
+function assertToolchain(): void {
+  const major = Number(process.versions.node.split(".")[0]);
+  if (major < 22) {
+    throw new Error(
+      `end-to-end tests need Node >= 22 (this is ${process.version}): run \`source scripts/toolchain.sh\` first`,
+    );
   }
 }
 
