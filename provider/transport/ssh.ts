@@ -349,6 +349,9 @@ function handshake(e: Endpoint, sock: net.Socket | ClientChannel, policy: HostKe
       }
       reject(new DialError(new TransportError({ code: "ECONNECT", where: e.where, message: `SSH handshake failed: ${err.message}` }), true));
     };
+    // ssh2 can emit more than one error for one failure (timeout, then the socket closing);
+    // the first one decides, the others must not become unhandled 'error' events.
+    client.on("error", () => undefined);
     client.once("error", fail);
     client.once("close", () => fail(Object.assign(new Error("connection closed during the SSH handshake"), { level: "client-socket" })));
     client.once("ready", () => {
