@@ -4,7 +4,6 @@ import * as fs from "fs";
 import * as path from "path";
 import * as api from "../../src/api";
 import { LockError } from "../../src/errors";
-import { native } from "../../src/native";
 import { createDataFile, startTarget, stopAllTargets, Target, workDir } from "../support/target";
 import { isLockedVma, kernelMappings, lockFingerprint, memlockLimit, vmLckKb } from "../support/smaps";
 
@@ -206,39 +205,49 @@ describe("refusals change nothing", () => {
     expect(lockFingerprint(t.pid)).toBe(before);
   });
 
-  test("unprivileged target: clear ENOMEM diagnosis; raise-limit locks and unlock restores the limit", async () => {
-    const t = await startTarget({ mode: "idle", anonMb: 4, dropPrivs: { uid: 65534, memlockKb: 8192 } });
-    // Lower the soft limit below what a 4 MiB selection needs (the hard limit stays 8 MiB).
-    native().setMemlockLimit(t.pid, { soft: 1024n * 1024n, hard: 8192n * 1024n });
+  test("unprivileged target (another uid, no CAP_IPC_LOCK): clear ENOMEM diagnosis, nothing changed", async () => {
+    const t = await startTarget({ mode: "idle", anonMb: 4, dropPrivs: { uid: 65534, memlockKb: 1024 } });
+    expect(fs.readFileSync(`/proc/${t.pid}/status`, "utf8")).toMatch(/^Uid:\s+65534/m);
     const before = memlockLimit(t.pid);
-    expect(before).toEqual({ soft: "1048576", hard: "8388608" });
-    const status = fs.readFileSync(`/proc/${t.pid}/status`, "utf8");
-    expect(status).toMatch(/^Uid:\s+65534/m);
-
     const fp = lockFingerprint(t.pid);
     const e = await expectError(api.lock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } }), "ENOMEM", /RLIMIT_MEMLOCK/);
+    expect(e.message).toMatch(/lacks CAP_IPC_LOCK/);
     expect(e.hint).toMatch(/raise-limit/);
-    expect(lockFingerprint(t.pid)).toBe(fp);
-    expect(memlockLimit(t.pid)).toEqual(before);
-
     const doctor = await api.doctor({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } });
     const checks = Object.fromEntries(doctor.processes[0].checks.map((c) => [c.check, c]));
     expect(checks["RLIMIT_MEMLOCK"].ok).toBe(false);
-    expect(checks["CAP_IPC_LOCK"].detail).toMatch(/missing privilege "ipc_lock"/);
-
-    // More than the hard limit: refused with the reason, nothing changed.
-    await expectError(api.lock({ target: { pid: t.pid }, mappings: { all: true }, raiseMemlockLimit: true }), "EPERM", /hard limit/);
+    expect(checks["CAP_IPC_LOCK"].detail).toMatch(/missing privilege "ipc_lock" \(euid = 65534\)/);
+    expect(doctor.processes[0].ok).toBe(false);
+    // Raising needs more than its hard limit allows: refused with the reason.
+    await expectError(api.lock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] }, raiseMemlockLimit: true }), "EPERM", /CAP_SYS_RESOURCE/);
+    expect(lockFingerprint(t.pid)).toBe(fp);
     expect(memlockLimit(t.pid)).toEqual(before);
+    expect(t.isAlive()).toBe(true);
+  });
 
-    const r = await api.lock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] }, raiseMemlockLimit: true });
+  test("raise-limit: locks a target without CAP_IPC_LOCK, unlock restores its limit", async () => {
+    const data = createDataFile(4 * 1024 * 1024);
+    const sel = { paths: [data] };
+    const t = await startTarget({ mode: "idle", files: [data], dropCapIpcLock: { memlockKb: 1024 } });
+    const before = memlockLimit(t.pid);
+    expect(before.soft).toBe("1048576");
+    expect(fs.readFileSync(`/proc/${t.pid}/status`, "utf8")).not.toMatch(/^CapEff:\s+0*1f*ffff$/m);
+    const fp = lockFingerprint(t.pid);
+    await expectError(api.lock({ target: { pid: t.pid }, mappings: sel }), "ENOMEM", /RLIMIT_MEMLOCK/);
+    expect(lockFingerprint(t.pid)).toBe(fp);
+
+    const r = await api.lock({ target: { pid: t.pid }, mappings: sel, raiseMemlockLimit: true });
     expect(r.processes[0].action?.limitRaised?.from.soft).toBe("1048576");
-    expect(Number(memlockLimit(t.pid).soft)).toBeGreaterThan(4 * 1024 * 1024);
+    expect(Number(memlockLimit(t.pid).soft)).toBeGreaterThanOrEqual(4 * 1024 * 1024);
     expect(vmLckKb(t.pid)).toBeGreaterThanOrEqual(4096);
+    expect(fs.existsSync(path.join(stateDir, "limits", `${t.pid}-${t.startTime}.json`))).toBe(true);
 
-    const u = await api.unlock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } });
+    // A second invocation (as another operator would) restores it on unlock.
+    const u = await api.unlock({ target: { pid: t.pid }, mappings: sel });
     expect(u.processes[0].action?.limitRestored?.to.soft).toBe("1048576");
     expect(memlockLimit(t.pid)).toEqual(before);
     expect(vmLckKb(t.pid)).toBe(0);
+    expect(fs.existsSync(path.join(stateDir, "limits", `${t.pid}-${t.startTime}.json`))).toBe(false);
   });
 
   test("bad input: no such pid, our own pid, bad regex, bad glob, bad permissions", async () => {

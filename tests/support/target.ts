@@ -44,6 +44,8 @@ export interface TargetOptions {
   seccomp?: "kill-mlock" | "errno-mlock";
   /** After setup: RLIMIT_MEMLOCK = memlockKb (default 8192), then setgid/setuid (no CAP_IPC_LOCK). */
   dropPrivs?: { uid: number; gid?: number; memlockKb?: number };
+  /** Stay root but without CAP_IPC_LOCK, soft RLIMIT_MEMLOCK = memlockKb (hard unchanged). */
+  dropCapIpcLock?: { memlockKb: number };
   /** Signals to count ("USR1", "RTMIN+3", 40). Standard signals coalesce while pending; use RT signals to count exactly. */
   countSignals?: Array<string | number>;
   /** Install the counting handlers with SA_RESTART (default true). */
@@ -282,6 +284,10 @@ function targetArgs(opts: TargetOptions, files: { control: string; pidFile: stri
     num("--drop-privs", opts.dropPrivs.uid);
     num("--drop-gid", opts.dropPrivs.gid);
     num("--memlock-kb", opts.dropPrivs.memlockKb);
+  }
+  if (opts.dropCapIpcLock) {
+    args.push("--drop-cap-ipc-lock");
+    num("--memlock-kb", opts.dropCapIpcLock.memlockKb);
   }
   if (opts.countSignals?.length) args.push("--count-signals", opts.countSignals.join(","));
   if (opts.saRestart === false) args.push("--no-sa-restart");
