@@ -100,8 +100,8 @@ fi
 exec node "$entry" "$@"
 '
   if [ "$(cat "$shim" 2>/dev/null)" != "${content%$'\n'}" ]; then
-    mkdir -p "$dir" && printf '%s' "$content" >"$shim.tmp" && chmod 755 "$shim.tmp" \
-      && mv -f "$shim.tmp" "$shim" || { _lockmem_tc_say "cannot write $shim"; return 1; }
+    mkdir -p "$dir" && printf '%s' "$content" >"$shim.tmp.$$" && chmod 755 "$shim.tmp.$$" \
+      && mv -f "$shim.tmp.$$" "$shim" || { _lockmem_tc_say "cannot write $shim"; return 1; }
   fi
 }
 
