@@ -80,8 +80,10 @@ function fsError(e: unknown, doing: string): LockError {
   });
 }
 
-/** Runs `flock -x -w SECS 3` on our descriptor: resolves true once held, false on timeout. */
-function flockFd(fd: number, waitMs: number): Promise<boolean> {
+type FlockOutcome = "held" | "busy" | "no-timer";
+
+/** Runs `flock -x (-w SECS | -n) 3` on our descriptor. */
+function runFlock(fd: number, waitMs: number): Promise<FlockOutcome> {
   const args = waitMs <= 0 ? ["-x", "-n", "3"] : ["-x", "-w", (waitMs / 1000).toFixed(3), "3"];
   return new Promise((resolve, reject) => {
     const child = spawn(flockBinary(), args, { stdio: ["ignore", "ignore", "pipe", fd] });
@@ -89,11 +91,28 @@ function flockFd(fd: number, waitMs: number): Promise<boolean> {
     child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
     child.on("error", (e) => reject(fsError(e, "running flock(1)")));
     child.on("close", (code) => {
-      if (code === 0) resolve(true);
-      else if (code === 1) resolve(false);
+      if (code === 0) resolve("held");
+      else if (code === 1) resolve("busy");
+      // -w needs a POSIX timer; timer_create fails with EAGAIN when the user's queued-signal
+      // quota (RLIMIT_SIGPENDING, shared by all processes of that uid) is used up.
+      else if (waitMs > 0 && /timer/.test(stderr)) resolve("no-timer");
       else reject(new LockError({ code: "EINTERNAL", stage: "serialise", message: `flock(1) failed (exit ${code}): ${stderr.trim()}` }));
     });
   });
+}
+
+/** Takes the flock within waitMs: true once held, false when the time ran out. */
+async function flockFd(fd: number, waitMs: number): Promise<boolean> {
+  const deadline = Date.now() + waitMs;
+  const first = await runFlock(fd, waitMs);
+  if (first !== "no-timer") return first === "held";
+  // Without a timer, poll with non-blocking attempts until the deadline.
+  for (;;) {
+    if ((await runFlock(fd, 0)) === "held") return true;
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    await new Promise((r) => setTimeout(r, Math.min(100, left)));
+  }
 }
 
 function holderOf(file: string): string {
