@@ -186,16 +186,13 @@ export const REQUEST_SCHEMAS: Record<AgentOp, object> = {
 
 const TARGET_SELECTORS = ["pid", "pidFile", "systemdUnit", "name", "cmdline"] as const;
 
-let validators: Record<AgentOp, ValidateFunction<AgentRequest>> | undefined;
+let ajv: Ajv | undefined;
+const validators: Partial<Record<AgentOp, ValidateFunction<AgentRequest>>> = {};
 
-function compiled(): Record<AgentOp, ValidateFunction<AgentRequest>> {
-  if (!validators) {
-    const ajv = new Ajv({ strict: true, allErrors: false, verbose: true });
-    const out: Partial<Record<AgentOp, ValidateFunction<AgentRequest>>> = {};
-    for (const op of AGENT_OPS) out[op] = ajv.compile<AgentRequest>(REQUEST_SCHEMAS[op]);
-    validators = out as Record<AgentOp, ValidateFunction<AgentRequest>>;
-  }
-  return validators;
+/** Compiles only the schema of the op at hand: the agent answers one request per process. */
+function validatorFor(op: AgentOp): ValidateFunction<AgentRequest> {
+  ajv ??= new Ajv({ strict: true, allErrors: false, verbose: true });
+  return (validators[op] ??= ajv.compile<AgentRequest>(REQUEST_SCHEMAS[op]));
 }
 
 /** A rejected request: the reply error, ready to send. */
@@ -281,7 +278,7 @@ export function parseRequest(raw: string): AgentRequest {
   if (typeof op !== "string" || !(AGENT_OPS as readonly string[]).includes(op)) {
     throw usage("op", `must be one of ${AGENT_OPS.join(", ")}`);
   }
-  const validate = compiled()[op as AgentOp];
+  const validate = validatorFor(op as AgentOp);
   if (!validate(parsed)) {
     const errors = validate.errors ?? [];
     throw errors.length ? describe(errors[0]) : usage("", "is invalid");

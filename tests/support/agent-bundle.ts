@@ -6,7 +6,13 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 
-const REPO = path.resolve(__dirname, "..", "..");
+/** Walks up rather than hard-coding "../..": this file also runs compiled from dist/ (bench). */
+function repoRoot(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, "package.json")) && fs.existsSync(path.join(dir, "src", "agent", "main.ts"))) return dir;
+    if (path.dirname(dir) === dir) throw new Error(`cannot find the repository root (src/agent/main.ts) above ${__dirname}`);
+  }
+}
 
 export interface AgentBundle {
   /** Folder to put on PATH: holds the `lockmem` wrapper. */
@@ -20,6 +26,7 @@ export interface AgentBundle {
 }
 
 export function buildAgentBundle(): AgentBundle {
+  const REPO = repoRoot();
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "lockmem-agent-"));
   fs.chmodSync(root, 0o755);
   const binDir = path.join(root, "bin");
