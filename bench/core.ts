@@ -1,0 +1,412 @@
+// `npm run bench`: how long a target stops while lockmem locks its memory, against the
+// same call made by the target itself (the floor) and against gdb.
+//
+// A heartbeat target (tests/fixtures/target.c) measures the longest gap between two of
+// its own loop iterations; every number below is that gap (minus the loop's sleep
+// period) or a time reported by lockmem's addon. Methods are interleaved repetition by
+// repetition, so load from other processes on this machine hits all of them alike, and
+// every goal is a ratio of numbers measured in this run. An idle window of the same
+// shape gives the noise floor of the heartbeat on this machine.
+//
+// Environment knobs: BENCH_REPS (default 24), BENCH_GDB_REPS (default 12), BENCH_SMALL_REPS
+// (default 80), BENCH_HEARTBEAT_US (sleep between heartbeats, default 100; 0 = busy loop).
+import { execFile } from "child_process";
+import * as api from "../src/api";
+import { native, SyscallOp } from "../src/native";
+import { readMappings } from "../src/proc/smaps";
+import { InjectionChoice, pickInjectionThread, readThreads } from "../src/proc/tasks";
+import { InProcessLockReply, startTarget, stopAllTargets, Target, TargetStats } from "../tests/support/target";
+
+const MIB = 1024 * 1024;
+const ANON_MB = 256;
+const PAGE = 4096n;
+const GDB = "/usr/bin/gdb";
+
+const GOAL_OVERHEAD_US = 100;
+const GOAL_LOCK_RATIO = 1.2;
+const GOAL_GDB_RATIO = 5;
+
+function envInt(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === undefined || text === "") return fallback;
+  const v = Number(text);
+  if (!Number.isInteger(v) || v < 0) throw new TypeError(`${name}: expected a non-negative integer, got ${JSON.stringify(text)}`);
+  return v;
+}
+
+const REPS = envInt("BENCH_REPS", 24);
+const GDB_REPS = envInt("BENCH_GDB_REPS", 12);
+const SMALL_REPS = envInt("BENCH_SMALL_REPS", 80);
+const HEARTBEAT_US = envInt("BENCH_HEARTBEAT_US", 100);
+
+// ---------------------------------------------------------------- statistics and table
+
+function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+function max(xs: number[]): number {
+  return xs.length === 0 ? NaN : Math.max(...xs);
+}
+
+function us(v: number): string {
+  if (!Number.isFinite(v)) return "-";
+  return v >= 10_000 ? `${(v / 1000).toFixed(1)} ms` : `${Math.round(v)} us`;
+}
+
+interface Row {
+  scenario: string;
+  method: string;
+  /** Each column: its samples in microseconds (empty = not applicable). */
+  stall: number[];
+  pause: number[];
+  kernel: number[];
+  wall: number[];
+}
+
+function printTable(rows: Row[]): void {
+  const header = ["scenario", "method", "n", "stall med", "stall max", "pause med", "pause max", "kernel med", "kernel max", "wall med"];
+  const lines = rows.map((r) => [
+    r.scenario,
+    r.method,
+    String(Math.max(r.stall.length, r.pause.length, r.kernel.length, r.wall.length)),
+    us(median(r.stall)),
+    us(max(r.stall)),
+    us(median(r.pause)),
+    us(max(r.pause)),
+    us(median(r.kernel)),
+    us(max(r.kernel)),
+    us(median(r.wall)),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
+  const fmt = (cells: string[]): string => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
+  console.log(fmt(header));
+  console.log(widths.map((w) => "-".repeat(w)).join("  "));
+  for (const l of lines) console.log(fmt(l));
+}
+
+function goalLine(text: string, met: boolean): void {
+  console.log(`${met ? "PASS" : "MISS"}  ${text}`);
+}
+
+// ---------------------------------------------------------------- measuring a stall
+
+function hrUs(start: bigint): number {
+  return Number(process.hrtime.bigint() - start) / 1000;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Stats once the heartbeat has ticked again after `action` ended: a gap is recorded only
+ * at the tick that closes it, so a read straight after the action could miss it.
+ */
+async function statsAfter(t: Target): Promise<TargetStats> {
+  const first = await t.stats();
+  return t.waitForStats((s) => s.heartbeat.iterations > first.heartbeat.iterations + 1, "two heartbeats after the action", 10_000);
+}
+
+/** The heartbeat's longest stall (us, beyond its sleep period) while `action` ran, and the action's wall time. */
+async function measureStall<T>(t: Target, action: () => Promise<T>): Promise<{ result: T; stallUs: number; wallUs: number }> {
+  await t.resetStall();
+  const start = process.hrtime.bigint();
+  const result = await action();
+  const wallUs = hrUs(start);
+  const s = await statsAfter(t);
+  return { result, stallUs: s.heartbeat.max_stall_us, wallUs };
+}
+
+function expectLocked(s: TargetStats, what: string): void {
+  if (s.vm_lck_kb < ANON_MB * 1024) throw new Error(`${what}: only ${s.vm_lck_kb} KiB locked afterwards, expected at least ${ANON_MB} MiB`);
+}
+
+function expectUnlocked(s: TargetStats, what: string): void {
+  if (s.vm_lck_kb !== 0) throw new Error(`${what}: ${s.vm_lck_kb} KiB still locked`);
+}
+
+async function inProcess(t: Target, command: string): Promise<InProcessLockReply> {
+  const reply = (await t.control(command, 60_000)) as InProcessLockReply;
+  if (!reply.ok) throw new Error(`in-process "${command}" failed: ${reply.error ?? JSON.stringify(reply)}`);
+  return reply;
+}
+
+function runGdb(pid: number, expression: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      GDB,
+      ["-p", String(pid), "-batch", "-ex", `call ${expression}`],
+      // No network here: keep gdb from trying debuginfod servers.
+      { timeout: 120_000, killSignal: "SIGKILL", env: { ...process.env, DEBUGINFOD_URLS: "" }, maxBuffer: 16 * MIB },
+      (err, stdout, stderr) => {
+        if (err) {
+          reject(new Error(`gdb -p ${pid} -batch -ex 'call ${expression}' failed: ${err.message}\n${stderr}`));
+          return;
+        }
+        // gdb prints the value as "$1 = 0"; anything else means the call did not run.
+        const m = /^\$1 = (-?\d+)$/m.exec(stdout);
+        if (!m || m[1] !== "0") {
+          reject(new Error(`gdb -p ${pid}: 'call ${expression}' did not return 0:\n${stdout}${stderr}`));
+          return;
+        }
+        resolve(stdout);
+      },
+    );
+  });
+}
+
+/**
+ * Waits until lockmem's thread choice is the heartbeat (main) thread. Right after a
+ * control command the control thread may still be running, and lockmem rightly prefers
+ * a running thread; injecting there would not stop the heartbeat, so it is no sample.
+ */
+async function waitForHeartbeatChoice(pid: number): Promise<InjectionChoice> {
+  let last: InjectionChoice | undefined;
+  for (let i = 0; i < 200; i++) {
+    last = pickInjectionThread(await readThreads(pid), pid);
+    if (last?.tid === pid) return last;
+    await sleep(1);
+  }
+  throw new Error(`lockmem would not choose the heartbeat thread of ${pid}: ${last?.reason ?? "no threads"}`);
+}
+
+function progress(text: string): void {
+  if (process.stderr.isTTY) process.stderr.write(`\r${text}   `);
+}
+
+async function lockmemUnlockAll(pid: number): Promise<void> {
+  await api.unlock({ target: { pid }, mappings: { all: true } });
+}
+
+// ---------------------------------------------------------------- scenario 1: 256 MiB
+
+interface LockScenario {
+  rows: Row[];
+  inProcessStall: number[];
+  lockmemStall: number[];
+  gdbStall: number[];
+}
+
+async function benchLargeLock(t: Target): Promise<LockScenario> {
+  const scenario = `lock ${ANON_MB} MiB`;
+  const floor: Row = { scenario, method: "in-process mlockall(MCL_CURRENT)", stall: [], pause: [], kernel: [], wall: [] };
+  const lockmem: Row = { scenario, method: "lockmem lock --all", stall: [], pause: [], kernel: [], wall: [] };
+  const gdb: Row = { scenario, method: "gdb call mlockall(3)", stall: [], pause: [], kernel: [], wall: [] };
+  const idle: Row = { scenario, method: "idle window (noise)", stall: [], pause: [], kernel: [], wall: [] };
+  const pid = t.pid;
+
+  // One unrecorded round first: the first mlockall also faults in file pages and thread
+  // stacks, which later rounds find resident.
+  await inProcess(t, "mlockall current");
+  await inProcess(t, "munlockall");
+  await api.lock({ target: { pid }, mappings: { all: true } });
+  await lockmemUnlockAll(pid);
+
+  for (let i = 0; i < REPS; i++) {
+    progress(`${scenario}: round ${i + 1}/${REPS}`);
+
+    // The order of the methods rotates from round to round, so that neither a method's
+    // position (what ran just before it) nor a slow drift of the machine's load favours one.
+    let lockmemWallUs = 0;
+    const methods: Array<() => Promise<void>> = [
+      async () => {
+        // The floor: the target's own heartbeat thread calls mlockall between two iterations.
+        const own = await measureStall(t, () => inProcess(t, "mlockall current"));
+        if (own.result.thread !== "main") throw new Error(`in-process mlockall ran on the ${own.result.thread} thread, not the heartbeat thread`);
+        expectLocked(await t.stats(), "in-process mlockall");
+        floor.stall.push(own.stallUs);
+        floor.kernel.push(own.result.ns / 1000);
+        floor.wall.push(own.wallUs);
+        await inProcess(t, "munlockall");
+        expectUnlocked(await t.stats(), "in-process munlockall");
+      },
+      async () => {
+        // lockmem may pick the control thread when it is still running after answering
+        // us; that round says nothing about the heartbeat's stall, so it is run again.
+        for (let attempt = 0; ; attempt++) {
+          await waitForHeartbeatChoice(pid);
+          const remote = await measureStall(t, () => api.lock({ target: { pid }, mappings: { all: true } }));
+          const action = remote.result.processes[0].action;
+          if (!action || action.pauseUs === undefined) throw new Error("lockmem lock reported no pause");
+          if (action.thread?.tid !== pid) {
+            await lockmemUnlockAll(pid);
+            if (attempt < 5) continue;
+            throw new Error(`lockmem keeps injecting into another thread than the heartbeat: ${JSON.stringify(action.thread)}`);
+          }
+          expectLocked(await t.stats(), "lockmem lock");
+          lockmem.stall.push(remote.stallUs);
+          lockmem.pause.push(action.pauseUs);
+          lockmem.wall.push(remote.wallUs);
+          lockmemWallUs = remote.wallUs;
+          break;
+        }
+        await lockmemUnlockAll(pid);
+        expectUnlocked(await t.stats(), "lockmem unlock");
+      },
+      async () => {
+        if (i >= GDB_REPS) return;
+        const viaGdb = await measureStall(t, () => runGdb(pid, "(int)mlockall(3)"));
+        expectLocked(await t.stats(), "gdb mlockall");
+        gdb.stall.push(viaGdb.stallUs);
+        gdb.wall.push(viaGdb.wallUs);
+        await lockmemUnlockAll(pid);
+        expectUnlocked(await t.stats(), "unlock after gdb");
+      },
+    ];
+    for (let k = 0; k < methods.length; k++) await methods[(i + k) % methods.length]();
+
+    // Noise: nothing done to the target for as long as a lockmem lock takes.
+    const quiet = await measureStall(t, () => sleep(Math.max(1, Math.round(lockmemWallUs / 1000))));
+    idle.stall.push(quiet.stallUs);
+  }
+  if (process.stderr.isTTY) process.stderr.write("\n");
+  return { rows: [floor, lockmem, gdb, idle], inProcessStall: floor.stall, lockmemStall: lockmem.stall, gdbStall: gdb.stall };
+}
+
+// ---------------------------------------------------------------- scenario 2: calls that do nothing
+
+interface SmallScenario {
+  rows: Row[];
+  /** Heartbeat stall minus the in-kernel time of the calls, per round (us). */
+  overheadStall: number[];
+  /** Addon pause minus the in-kernel time of the calls, per round (us). */
+  overheadPause: number[];
+}
+
+async function benchSmallBatch(t: Target): Promise<SmallScenario> {
+  const scenario = "1 page mlock2+munlock";
+  const pid = t.pid;
+  const stats = await t.stats();
+  const anon = stats.mappings.find((m) => m.kind === "anon");
+  if (!anon) throw new Error("the target reports no anon mapping");
+  const page = BigInt(anon.start);
+  const nr = native().syscalls;
+  // mlock2 of one page that is already resident, then munlock of it: both calls only
+  // flip VMA flags, so nearly all of the pause is injection overhead.
+  const ops: SyscallOp[] = [
+    { nr: nr.mlock2, args: [page, PAGE, 0n] },
+    { nr: nr.munlock, args: [page, PAGE] },
+  ];
+  const vdso = (await readMappings(pid)).find((m) => m.kind === "vdso");
+  if (!vdso) throw new Error(`process ${pid} has no [vdso]`);
+
+  const inject: Row = { scenario, method: "lockmem runBatch (addon)", stall: [], pause: [], kernel: [], wall: [] };
+  const overheadRow: Row = { scenario, method: "  overhead = stall|pause - kernel", stall: [], pause: [], kernel: [], wall: [] };
+  const floor: Row = { scenario, method: "in-process (control thread)", stall: [], pause: [], kernel: [], wall: [] };
+  const idle: Row = { scenario, method: "idle window (noise)", stall: [], pause: [], kernel: [], wall: [] };
+  const gdb: Row = { scenario, method: "gdb call munlock(page)", stall: [], pause: [], kernel: [], wall: [] };
+  const hex = `0x${page.toString(16)}`;
+
+  for (let i = 0; i < SMALL_REPS; i++) {
+    progress(`${scenario}: round ${i + 1}/${SMALL_REPS}`);
+    // Same path as api.lock's runInTarget: choose the thread from /proc, then one batch.
+    const choice = await waitForHeartbeatChoice(pid);
+    const run = await measureStall(t, () =>
+      native().runBatch({ pid, tid: choice.tid, vdsoStart: vdso.start, vdsoEnd: vdso.end, ops, stopOnError: true }),
+    );
+    const reply = run.result;
+    const failed = reply.results.find((r) => r.errno !== 0);
+    if (failed || reply.results.length !== ops.length) throw new Error(`injected batch failed: ${JSON.stringify(reply, (_k, v) => (typeof v === "bigint" ? v.toString() : v))}`);
+    const kernelUs = reply.results.reduce((a, r) => a + r.ns, 0) / 1000;
+    inject.stall.push(run.stallUs);
+    inject.pause.push(reply.pauseNs / 1000);
+    inject.kernel.push(kernelUs);
+    inject.wall.push(run.wallUs);
+    overheadRow.stall.push(Math.max(0, run.stallUs - kernelUs));
+    overheadRow.pause.push(reply.pauseNs / 1000 - kernelUs);
+
+    const t0 = process.hrtime.bigint();
+    const locked = await inProcess(t, `mlock2 ${hex} 4096 0`);
+    const unlocked = await inProcess(t, `munlock ${hex} 4096`);
+    floor.kernel.push((locked.ns + unlocked.ns) / 1000);
+    floor.wall.push(hrUs(t0));
+
+    const quiet = await measureStall(t, () => sleep(1));
+    idle.stall.push(quiet.stallUs);
+
+    if (i < GDB_REPS) {
+      const viaGdb = await measureStall(t, () => runGdb(pid, `(int)munlock(${hex}, 4096)`));
+      gdb.stall.push(viaGdb.stallUs);
+      gdb.wall.push(viaGdb.wallUs);
+    }
+  }
+  if (process.stderr.isTTY) process.stderr.write("\n");
+  return { rows: [inject, overheadRow, floor, gdb, idle], overheadStall: overheadRow.stall, overheadPause: overheadRow.pause };
+}
+
+// ---------------------------------------------------------------- phases of api.lock
+
+/** Wall time of the /proc reads lockmem does around the pause, to set against the pause itself. */
+async function phaseTimes(pid: number): Promise<Row[]> {
+  const scenario = "lockmem phases";
+  const smaps: Row = { scenario, method: "readMappings (smaps)", stall: [], pause: [], kernel: [], wall: [] };
+  const tasks: Row = { scenario, method: "readThreads + pick", stall: [], pause: [], kernel: [], wall: [] };
+  for (let i = 0; i < 10; i++) {
+    let t0 = process.hrtime.bigint();
+    await readMappings(pid);
+    smaps.wall.push(hrUs(t0));
+    t0 = process.hrtime.bigint();
+    pickInjectionThread(await readThreads(pid), pid);
+    tasks.wall.push(hrUs(t0));
+  }
+  return [smaps, tasks];
+}
+
+// ---------------------------------------------------------------- main
+
+function ratio(a: number, b: number): number {
+  return b > 0 ? a / b : NaN;
+}
+
+async function main(): Promise<void> {
+  console.log(
+    `lockmem benchmark: ${REPS} rounds (gdb ${GDB_REPS}) of a ${ANON_MB} MiB lock, ${SMALL_REPS} rounds of a 1-page batch; ` +
+      `heartbeat sleeps ${HEARTBEAT_US} us between iterations; stall = longest heartbeat gap minus that sleep`,
+  );
+  const t = await startTarget({ mode: "heartbeat", heartbeatUs: HEARTBEAT_US, anonMb: ANON_MB, inprocessMlock: true, readyTimeoutMs: 120_000 });
+  const large = await benchLargeLock(t);
+  const small = await benchSmallBatch(t);
+  const phases = await phaseTimes(t.pid);
+
+  console.log("");
+  console.log("stall: longest heartbeat stall seen by the target; pause: lockmem's own held time (addon pauseNs);");
+  console.log("kernel: in-kernel call time (addon per-call ns between entry and exit stops; in-process: the target's clock); wall: seen by the caller");
+  console.log("");
+  printTable([...large.rows, ...small.rows, ...phases]);
+  console.log("");
+
+  const overheadMed = median(small.overheadStall);
+  const overheadPauseMed = median(small.overheadPause);
+  goalLine(
+    `injection overhead median ${Math.round(overheadMed)} us, max ${Math.round(max(small.overheadStall))} us (heartbeat stall - kernel time; ` +
+      `addon pause - kernel time: median ${Math.round(overheadPauseMed)} us, max ${Math.round(max(small.overheadPause))} us) (goal <= ${GOAL_OVERHEAD_US} us)`,
+    overheadMed <= GOAL_OVERHEAD_US,
+  );
+  const lockRatio = ratio(median(large.lockmemStall), median(large.inProcessStall));
+  goalLine(
+    `${ANON_MB} MiB lock stall: lockmem / in-process = ${lockRatio.toFixed(2)} (medians ${us(median(large.lockmemStall))} / ${us(median(large.inProcessStall))}; ` +
+      `max ${us(max(large.lockmemStall))} / ${us(max(large.inProcessStall))}) (goal <= ${GOAL_LOCK_RATIO})`,
+    lockRatio <= GOAL_LOCK_RATIO,
+  );
+  const gdbRatio = ratio(median(large.gdbStall), median(large.lockmemStall));
+  goalLine(
+    `gdb / lockmem stall = ${gdbRatio.toFixed(1)} (medians ${us(median(large.gdbStall))} / ${us(median(large.lockmemStall))}) (goal >= ${GOAL_GDB_RATIO})`,
+    gdbRatio >= GOAL_GDB_RATIO,
+  );
+}
+
+main()
+  .catch((err: unknown) => {
+    console.error(`bench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    process.exitCode = 1;
+  })
+  .finally(() =>
+    stopAllTargets().catch((err: unknown) => {
+      console.error(`stopping targets failed: ${err instanceof Error ? err.message : String(err)}`);
+      process.exitCode = 1;
+    }),
+  );
