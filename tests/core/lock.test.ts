@@ -5,7 +5,7 @@ import * as path from "path";
 import * as api from "../../src/api";
 import { LockError } from "../../src/errors";
 import { createDataFile, startTarget, stopAllTargets, Target, workDir } from "../support/target";
-import { isLockedVma, kernelMappings, lockFingerprint, memlockLimit, vmLckKb } from "../support/smaps";
+import { isLockedVma, isTraced, kernelMappings, lockFingerprint, memlockLimit, vmLckKb } from "../support/smaps";
 
 jest.setTimeout(120_000);
 afterAll(stopAllTargets);
@@ -25,7 +25,7 @@ function expectTargetHealthy(t: Target): void {
   expect(t.isAlive()).toBe(true);
   expect(t.state()).not.toBe("T");
   expect(t.state()).not.toBe("t");
-  expect(fs.readFileSync(`/proc/${t.pid}/status`, "utf8")).toMatch(/^TracerPid:\s+0$/m);
+  expect(isTraced(t.pid)).toBe(false);
 }
 
 async function expectError(p: Promise<unknown>, code: string, text?: RegExp): Promise<LockError> {
@@ -271,7 +271,7 @@ describe("refusals change nothing", () => {
     await t.control("mmap-anon 1536");
     const pending = api.lock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } });
     // Kill it while lockmem holds it (TracerPid is set), i.e. inside the mlock.
-    const traced = (): boolean => /^TracerPid:\s+[1-9]/m.test(fs.readFileSync(`/proc/${t.pid}/status`, "utf8"));
+    const traced = (): boolean => isTraced(t.pid);
     const deadline = Date.now() + 10_000;
     while (!traced() && Date.now() < deadline) await new Promise((r) => setImmediate(r));
     expect(traced()).toBe(true);

@@ -50,3 +50,20 @@ export function lockFingerprint(pid: number): string {
     .map((m) => `${m.start.toString(16)}:${m.flags.includes("lo") ? "L" : "-"}${m.flags.includes("lf") ? "F" : "-"}`)
     .join(" ");
 }
+
+/** True while any thread of the process is traced (ptrace is per thread). */
+export function isTraced(pid: number): boolean {
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return false;
+  }
+  return tids.some((tid) => {
+    try {
+      return /^TracerPid:\s+[1-9]/m.test(fs.readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8"));
+    } catch {
+      return false;
+    }
+  });
+}
