@@ -92,9 +92,10 @@ class Session {
       : spec_(spec), out_(out), error_(error), tid_(spec.tid) {}
 
   bool run() {
+    // The pause the target feels starts when we ask it to stop, not when we see it stopped.
+    pauseStart_ = nowNs();
     if (!attach()) return false;
     if (!waitForSignalPathStop("interrupt")) return cleanup();
-    pauseStart_ = nowNs();
     if (!saveRegisters()) return cleanup();
     if (!findSyscallInstruction()) return cleanup();
 
@@ -414,8 +415,8 @@ class Session {
   }
 
   bool detach() {
-    out_->pauseNs = pauseStart_ ? nowNs() - pauseStart_ : 0;
     if (ptrace(PTRACE_DETACH, tid_, nullptr, nullptr) != 0) return failErrno("detach", "PTRACE_DETACH");
+    out_->pauseNs = pauseStart_ ? nowNs() - pauseStart_ : 0;
     where_ = Where::NotAttached;
     return true;
   }

@@ -4,7 +4,7 @@ import * as fs from "fs";
 import * as path from "path";
 import * as api from "../../src/api";
 import { LockError } from "../../src/errors";
-import { createDataFile, startTarget, stopAllTargets, Target, workDir } from "../support/target";
+import { createDataFile, startTarget, stopAllTargets, Target, waitUntil, workDir } from "../support/target";
 import { isLockedVma, isTraced, kernelMappings, lockFingerprint, memlockLimit, vmLckKb } from "../support/smaps";
 
 jest.setTimeout(120_000);
@@ -187,6 +187,8 @@ describe("the target keeps working", () => {
     expect(t.state()).toBe("T");
     await api.lock({ target: { pid: t.pid } });
     expect(lockedPaths(t.pid).length).toBeGreaterThan(0);
+    // Detached, the thread goes back into the group stop on its own.
+    await waitUntil(() => t.state() === "T" && !isTraced(t.pid), "the target to be stopped again, untraced");
     expect(t.state()).toBe("T");
     process.kill(t.pid, "SIGCONT");
     const s0 = await t.stats();
