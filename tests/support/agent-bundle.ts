@@ -42,7 +42,11 @@ export function buildAgentBundle(): AgentBundle {
   const addon = path.join(REPO, "build", "Release", "lockmem.node");
   if (fs.existsSync(addon)) fs.copyFileSync(addon, path.join(root, "lockmem.node"));
   const wrapper = path.join(binDir, "lockmem");
-  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ${process.execPath} ${js} "$@"\n`, { mode: 0o755 });
+  // The host's own Node (LOCKMEM_SYSTEM_NODE, set by scripts/toolchain.sh: Node 20 here)
+  // runs the agent, as on a real host; the test process itself may run on Node 24 from a
+  // cache under /root that unprivileged test users cannot execute.
+  const node = process.env.LOCKMEM_SYSTEM_NODE || process.execPath;
+  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ${node} ${js} "$@"\n`, { mode: 0o755 });
   for (const f of fs.readdirSync(root)) fs.chmodSync(path.join(root, f), 0o755);
   return { binDir, wrapper, js, remove: () => fs.rmSync(root, { recursive: true, force: true }) };
 }
