@@ -539,6 +539,15 @@ function execAgent(p: Pooled, command: string, request: AgentRequest, deadline: 
   });
 }
 
+export interface SshTransportOptions {
+  /**
+   * The whole agent command line, replacing `<agentPath> agent` (sudo still prefixes it).
+   * For callers that build it from fixed parts only, such as the provider's deployed agent;
+   * never splice user input into it.
+   */
+  agentCommand?: string;
+}
+
 export class SshTransport implements Transport {
   readonly where: string;
   private readonly endpoint: Endpoint;
@@ -546,7 +555,7 @@ export class SshTransport implements Transport {
   private readonly command: string;
   private readonly sudo: boolean;
 
-  constructor(conn: SshConnection) {
+  constructor(conn: SshConnection, opts: SshTransportOptions = {}) {
     const shared = { knownHostsPath: conn.knownHostsPath, insecureIgnoreHostKey: conn.insecureIgnoreHostKey };
     this.endpoint = endpointOf(conn, shared, "host");
     this.proxy = conn.proxy ? endpointOf(conn.proxy, shared, "proxy") : undefined;
@@ -556,7 +565,8 @@ export class SshTransport implements Transport {
       throw usage(this.where, `agentPath ${JSON.stringify(agentPath)} has characters other than letters, digits and _ . / + -`, "give a plain path such as /usr/local/bin/lockmem");
     }
     this.sudo = conn.sudo ?? false;
-    this.command = this.sudo ? `sudo -n -- ${agentPath} agent` : `${agentPath} agent`;
+    const command = opts.agentCommand ?? `${agentPath} agent`;
+    this.command = this.sudo ? `sudo -n -- ${command}` : command;
     installExitHook();
   }
 
@@ -608,6 +618,24 @@ export class SshTransport implements Transport {
   }
 }
 
-export function sshTransport(conn: SshConnection): SshTransport {
-  return new SshTransport(conn);
+export function sshTransport(conn: SshConnection, opts: SshTransportOptions = {}): SshTransport {
+  return new SshTransport(conn, opts);
+}
+
+/**
+ * Runs `fn` with the pooled connection to the host of `conn` (dialed if needed, with the
+ * same host key checks), e.g. to upload files over SFTP. The connection stays pooled.
+ */
+export async function withSshClient<T>(conn: SshConnection, timeoutMs: number, fn: (client: Client, where: string) => Promise<T>): Promise<T> {
+  const shared = { knownHostsPath: conn.knownHostsPath, insecureIgnoreHostKey: conn.insecureIgnoreHostKey };
+  const endpoint = endpointOf(conn, shared, "host");
+  const proxy = conn.proxy ? endpointOf(conn.proxy, shared, "proxy") : undefined;
+  installExitHook();
+  const p = await connection(endpoint, proxy, Date.now() + timeoutMs);
+  hold(p);
+  try {
+    return await fn(p.client, endpoint.where);
+  } finally {
+    unhold(p);
+  }
 }
