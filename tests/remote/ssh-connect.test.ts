@@ -9,7 +9,7 @@ import { SshConnection, closeAll, pooledConnectionCount, sshTransport } from "..
 import { TransportError } from "../../provider/transport/types";
 import { fingerprint, parseKeyLine } from "../../provider/transport/known-hosts";
 import { AgentBundle, buildAgentBundle } from "../support/agent-bundle";
-import { PLAIN_USER, SUDO_USER, SshFixture, startSshFixture } from "../support/sshd";
+import { PASSWORD_USER, PLAIN_USER, SUDO_USER, SshFixture, startSshFixture } from "../support/sshd";
 import { Target, startTarget, stopAllTargets } from "../support/target";
 
 jest.setTimeout(120_000);
@@ -120,12 +120,12 @@ test("an encrypted key works with its passphrase and is explained without it", a
 });
 
 test("password authentication where the host allows it, a clear refusal where it does not", async () => {
-  const ok = await sshTransport(conn(2, { user: PLAIN_USER, privateKey: undefined, password: fx.password })).run({ v: 1, op: "version" });
+  const ok = await sshTransport(conn(2, { user: PASSWORD_USER, privateKey: undefined, password: fx.password })).run({ v: 1, op: "version" });
   expect(ok).toMatchObject({ ok: true, result: { protocol: 1 } });
   expect((ok as Extract<AgentReply, { ok: true }>).result).not.toMatchObject({ uid: 0 });
-  const e = await failure(sshTransport(conn(0, { user: PLAIN_USER, privateKey: undefined, password: fx.password })).run(lockReq(target.pid)));
+  const e = await failure(sshTransport(conn(0, { user: PASSWORD_USER, privateKey: undefined, password: fx.password })).run(lockReq(target.pid)));
   expect(e.code).toBe("EAUTH");
-  expect(e.message).toContain(`user "${PLAIN_USER}"`);
+  expect(e.message).toContain(`user "${PASSWORD_USER}"`);
   expect(e.message).toContain("password");
 });
 
@@ -190,7 +190,15 @@ test("connections are reused: many operations, one connection per host", async (
 
 test("nothing listening: fails after dialErrorLimit attempts, quickly", async () => {
   const started = Date.now();
-  const e = await failure(sshTransport({ ...conn(0), host: "127.0.0.250", dialErrorLimit: 3 }).run(lockReq(target.pid), { timeoutMs: 10_000 }));
+  // A port that was free a moment ago on an address nobody else uses.
+  const probe = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.250", resolve);
+  });
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  const e = await failure(sshTransport({ ...conn(0), host: "127.0.0.250", port, dialErrorLimit: 3 }).run(lockReq(target.pid), { timeoutMs: 10_000 }));
   expect(e.code).toBe("ECONNECT");
   expect(e.message).toContain("ECONNREFUSED");
   expect(e.message).toContain("3 dial attempt(s)");
@@ -199,18 +207,22 @@ test("nothing listening: fails after dialErrorLimit attempts, quickly", async ()
 
 test("a host that accepts TCP but never speaks SSH fails within the deadline", async () => {
   const silent = net.createServer(() => undefined);
-  await new Promise<void>((r) => silent.listen(2222, "127.0.0.251", r));
+  await new Promise<void>((resolve, reject) => {
+    silent.once("error", reject);
+    silent.listen(0, "127.0.0.251", resolve);
+  });
+  const port = (silent.address() as net.AddressInfo).port;
   const sockets: net.Socket[] = [];
   silent.on("connection", (s) => sockets.push(s));
   try {
     let started = Date.now();
-    const perDial = await failure(sshTransport({ ...conn(0), host: "127.0.0.251", perDialTimeout: 1, dialErrorLimit: 2 }).run(lockReq(target.pid), { timeoutMs: 30_000 }));
+    const perDial = await failure(sshTransport({ ...conn(0), host: "127.0.0.251", port, perDialTimeout: 1, dialErrorLimit: 2 }).run(lockReq(target.pid), { timeoutMs: 30_000 }));
     expect(perDial.code).toBe("ECONNECT");
     expect(perDial.message).toContain("no SSH handshake");
     expect(Date.now() - started).toBeLessThan(4_000);
 
     started = Date.now();
-    const deadline = await failure(sshTransport({ ...conn(0), host: "127.0.0.251", dialErrorLimit: -1 }).run(lockReq(target.pid), { timeoutMs: 1_500 }));
+    const deadline = await failure(sshTransport({ ...conn(0), host: "127.0.0.251", port, dialErrorLimit: -1 }).run(lockReq(target.pid), { timeoutMs: 1_500 }));
     expect(deadline.code).toBe("ETIMEDOUT");
     const took = Date.now() - started;
     expect(took).toBeGreaterThanOrEqual(1_400);

@@ -13,6 +13,8 @@ export const SSHD = "/usr/sbin/sshd";
 export const SSH_PORT = 2222;
 /** Unprivileged user without any sudo rule. */
 export const PLAIN_USER = "lockmem-test";
+/** Unprivileged user that logs in with a password (set per run; only password fixtures touch it). */
+export const PASSWORD_USER = "lockmem-pw";
 /** Unprivileged user with a NOPASSWD sudo rule for the agent. */
 export const SUDO_USER = "lockmem-sudo";
 
@@ -36,7 +38,7 @@ export interface SshHost {
 export interface SshFixture {
   dir: string;
   hosts: SshHost[];
-  /** Authorized for root and both test users on every host. */
+  /** Authorized for root and every test user on every host. */
   userKey: KeyPair;
   /** The same key, encrypted with `encryptedKeyPassphrase`. */
   encryptedUserKey: KeyPair;
@@ -45,7 +47,7 @@ export interface SshFixture {
   strangerKey: KeyPair;
   /** A host key no host has, for wrong-host-key tests. */
   strangerHostKey: string;
-  /** Password of both test users, set only when some host has password auth (random per run). */
+  /** Password of PASSWORD_USER, set only when some host has password auth (random per run). */
   password: string;
   /** A known_hosts file listing every host. */
   knownHostsPath: string;
@@ -84,18 +86,36 @@ function userExists(name: string): boolean {
   }
 }
 
+/**
+ * Runs an account tool, again while it fails: parallel test workers editing /etc/passwd or
+ * /etc/shadow at once make the loser fail with "cannot lock /etc/passwd".
+ */
+function accountTool(cmd: string, args: string[], input?: string): void {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      execFileSync(cmd, args, { input, stdio: ["pipe", "pipe", "pipe"] });
+      return;
+    } catch (e) {
+      if (cmd === "useradd" && userExists(args[args.length - 1])) return; // another worker made it
+      if (Date.now() > deadline) throw e;
+      execFileSync("sleep", ["0.1"]);
+    }
+  }
+}
+
 function ensureUser(name: string, password: string | undefined): void {
   if (!userExists(name)) {
     try {
-      sh("useradd", ["--create-home", "--shell", "/bin/sh", name]);
+      accountTool("useradd", ["--create-home", "--shell", "/bin/sh", name]);
     } catch (e) {
-      if (!userExists(name)) throw e; // another test worker created it meanwhile
+      if (!userExists(name)) throw e;
     }
   }
   // With UsePAM no, sshd refuses every login of an account whose password is locked ("!");
   // "*" (no password, not locked) is enough for key logins.
-  if (password !== undefined) execFileSync("chpasswd", [], { input: `${name}:${password}\n` });
-  else if (/^!/.test(sh("getent", ["shadow", name]).split(":")[1] ?? "")) sh("usermod", ["-p", "*", name]);
+  if (password !== undefined) accountTool("chpasswd", [], `${name}:${password}\n`);
+  else if (/^!/.test(sh("getent", ["shadow", name]).split(":")[1] ?? "")) accountTool("usermod", ["-p", "*", name]);
 }
 
 async function waitFor<T>(what: string, ms: number, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
@@ -154,9 +174,9 @@ export async function startSshFixture(opts: SshFixtureOptions): Promise<SshFixtu
   fs.mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
 
   const password = crypto.randomBytes(12).toString("base64url");
-  const needsPassword = (opts.passwordHosts ?? []).length > 0;
-  ensureUser(PLAIN_USER, needsPassword ? password : undefined);
-  ensureUser(SUDO_USER, needsPassword ? password : undefined);
+  ensureUser(PLAIN_USER, undefined);
+  ensureUser(SUDO_USER, undefined);
+  if ((opts.passwordHosts ?? []).length > 0) ensureUser(PASSWORD_USER, password);
   // Per fixture (no "." in the name: sudo skips such files), so parallel fixtures never meet.
   const sudoers = `/etc/sudoers.d/lockmem-test-${process.pid}-${crypto.randomBytes(4).toString("hex")}`;
   fs.writeFileSync(sudoers, `${SUDO_USER} ALL=(root) NOPASSWD: ${opts.agentWrapper}\n`, { mode: 0o440 });
@@ -172,7 +192,7 @@ export async function startSshFixture(opts: SshFixtureOptions): Promise<SshFixtu
 
   const authDir = path.join(dir, "authorized_keys");
   fs.mkdirSync(authDir, { mode: 0o755 });
-  for (const user of ["root", PLAIN_USER, SUDO_USER]) {
+  for (const user of ["root", PLAIN_USER, SUDO_USER, PASSWORD_USER]) {
     fs.writeFileSync(path.join(authDir, user), `${userKey.publicKey}\n${encryptedUserKey.publicKey}\n`, { mode: 0o644 });
   }
 
