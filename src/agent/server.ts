@@ -39,7 +39,7 @@ export interface AgentCore {
 /** Loads the host library on first use: `version` and rejected requests never load the addon. */
 function loadCore(): AgentCore {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const api = require("../api") as AgentCore;
+  const api = require("../api") as typeof import("../api");
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const target = require("../target") as typeof import("../target");
   return {
