@@ -6,7 +6,10 @@
         "native/addon.cc",
         "native/inject.cc",
         "native/arch_x86_64.cc",
-        "native/rlimit.cc"
+        "native/rlimit.cc",
+        "native/journal.cc",
+        "native/seccomp.cc",
+        "native/fault.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],

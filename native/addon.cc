@@ -109,7 +109,9 @@ class BatchWorker : public Napi::AsyncWorker {
   void OnOK() override {
     Napi::Env env = Env();
     if (!ok_) {
-      deferred_.Reject(makeError(env, error_.err, error_.stage, error_.message, spec_.pid, spec_.tid).Value());
+      Napi::Error e = makeError(env, error_.err, error_.stage, error_.message, spec_.pid, spec_.tid);
+      e.Set("journalRemoved", Napi::Boolean::New(env, outcome_.journalRemoved));
+      deferred_.Reject(e.Value());
       return;
     }
     Napi::Object reply = Napi::Object::New(env);
@@ -125,6 +127,8 @@ class BatchWorker : public Napi::AsyncWorker {
     reply.Set("rearmed", Napi::Boolean::New(env, outcome_.rearmed));
     reply.Set("signalsDelivered", Napi::Number::New(env, outcome_.signalsDelivered));
     reply.Set("wasStopped", Napi::Boolean::New(env, outcome_.wasStopped));
+    reply.Set("groupStopped", Napi::Boolean::New(env, outcome_.groupStopped));
+    reply.Set("otherThreadsRearmed", Napi::Number::New(env, outcome_.otherThreadsRearmed));
     deferred_.Resolve(reply);
   }
 
@@ -147,6 +151,41 @@ Napi::Value RunBatch(const Napi::CallbackInfo& info) {
   spec.tid = requirePid(req.Get("tid"), "tid");
   spec.vdsoStart = requireU64(req.Get("vdsoStart"), "vdsoStart");
   spec.vdsoEnd = requireU64(req.Get("vdsoEnd"), "vdsoEnd");
+  auto optionalBool = [&](const char* key) {
+    Napi::Value v = req.Get(key);
+    if (v.IsUndefined()) return false;
+    if (!v.IsBoolean()) throw Napi::TypeError::New(env, std::string(key) + " must be a boolean");
+    return v.As<Napi::Boolean>().Value();
+  };
+  spec.stopProcess = optionalBool("stopProcess");
+  spec.checkSeccomp = optionalBool("checkSeccomp");
+  spec.suspendSeccomp = optionalBool("suspendSeccomp");
+  Napi::Value journal = req.Get("journalPath");
+  if (journal.IsString()) {
+    spec.journalPath = journal.As<Napi::String>().Utf8Value();
+  } else if (!journal.IsUndefined()) {
+    throw Napi::TypeError::New(env, "journalPath must be a string");
+  }
+  Napi::Value eintr = req.Get("eintrSyscalls");
+  if (eintr.IsArray()) {
+    Napi::Array list = eintr.As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      Napi::Value v = list.Get(i);
+      if (!v.IsNumber()) throw Napi::TypeError::New(env, "eintrSyscalls[i] must be a number");
+      spec.eintrSyscalls.push_back(v.As<Napi::Number>().Int64Value());
+    }
+  } else if (!eintr.IsUndefined()) {
+    throw Napi::TypeError::New(env, "eintrSyscalls must be an array");
+  }
+  Napi::Value restore = req.Get("restoreRegs");
+  if (restore.IsBuffer()) {
+    Napi::Buffer<uint8_t> buf = restore.As<Napi::Buffer<uint8_t>>();
+    spec.haveRestoreRegs = true;
+    spec.restoreRegs.assign(reinterpret_cast<const char*>(buf.Data()), buf.Length());
+    spec.recoveredWasStopped = optionalBool("recoveredWasStopped");
+  } else if (!restore.IsUndefined()) {
+    throw Napi::TypeError::New(env, "restoreRegs must be a Buffer");
+  }
   Napi::Value stop = req.Get("stopOnError");
   if (!stop.IsBoolean()) throw Napi::TypeError::New(env, "stopOnError must be a boolean");
   spec.stopOnError = stop.As<Napi::Boolean>().Value();
@@ -219,6 +258,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nrs.Set("mlockall", Napi::Number::New(env, lockmem::arch::nrMlockall()));
   nrs.Set("munlockall", Napi::Number::New(env, lockmem::arch::nrMunlockall()));
   exports.Set("syscalls", nrs);
+  exports.Set("regsSize", Napi::Number::New(env, sizeof(lockmem::arch::Regs)));
   exports.Set("runBatch", Napi::Function::New(env, RunBatch, "runBatch"));
   exports.Set("getMemlockLimit", Napi::Function::New(env, GetMemlockLimit, "getMemlockLimit"));
   exports.Set("setMemlockLimit", Napi::Function::New(env, SetMemlockLimit, "setMemlockLimit"));

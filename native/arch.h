@@ -23,6 +23,8 @@ struct Regs {
 #endif
 
 const char* name();
+// AUDIT_ARCH_* of the native ABI, as seccomp filters see it.
+uint32_t auditArch();
 
 // System call numbers of the target architecture.
 long nrMlock2();

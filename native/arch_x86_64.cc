@@ -3,6 +3,7 @@
 // r10, r8, r9.
 #include "arch.h"
 
+#include <linux/audit.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 
@@ -15,6 +16,8 @@ constexpr unsigned long kUserCs64 = 0x33;
 }  // namespace
 
 const char* name() { return "x86_64"; }
+
+uint32_t auditArch() { return AUDIT_ARCH_X86_64; }
 
 long nrMlock2() { return SYS_mlock2; }
 long nrMunlock() { return SYS_munlock; }

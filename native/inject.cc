@@ -22,8 +22,11 @@
 // re-issued instead, unless a real signal is pending that would interrupt them anyway.
 #include "inject.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
@@ -36,6 +39,9 @@
 #include <string>
 
 #include "arch.h"
+#include "fault.h"
+#include "journal.h"
+#include "seccomp.h"
 
 namespace lockmem {
 namespace {
@@ -89,15 +95,44 @@ enum class Where {
 class Session {
  public:
   Session(const BatchSpec& spec, BatchOutcome* out, InjectError* error)
-      : spec_(spec), out_(out), error_(error), tid_(spec.tid) {}
+      : spec_(spec), out_(out), error_(error), tid_(spec.tid), journal_(spec.journalPath) {}
 
   bool run() {
+    bool ok = session();
+    release();
+    return ok;
+  }
+
+ private:
+  bool session() {
+    bool stoppedNow = processState() == 'T';
+    wasStopped_ = spec_.haveRestoreRegs ? spec_.recoveredWasStopped : stoppedNow;
+    out_->wasStopped = wasStopped_;
+    if (!spec_.haveRestoreRegs && !journal_.begin(spec_.pid, tid_, wasStopped_)) {
+      return failErrno("journal", "writing the crash journal");
+    }
+    journalWritten_ = journal_.enabled();
+    faultPoint("journal-begin");
     // The pause the target feels starts when we ask it to stop, not when we see it stopped.
     pauseStart_ = nowNs();
     if (!attach()) return false;
-    if (!waitForSignalPathStop("interrupt")) return cleanup();
-    if (!saveRegisters()) return cleanup();
+    faultPoint("seized");
+    if (spec_.stopProcess && !stoppedNow) {
+      if (kill(spec_.pid, SIGSTOP) != 0) return cleanup(failErrno("interrupt", "SIGSTOP"));
+      sentStop_ = true;
+    }
+    faultPoint("sigstop-sent");
+    if (!waitForHold()) return cleanup();
+    faultPoint("stopped");
+    if (spec_.haveRestoreRegs) {
+      if (!useJournaledRegisters()) return cleanup();
+    } else {
+      if (!saveRegisters()) return cleanup();
+      if (!journal_.saveRegs(saved_)) return cleanup(failErrno("journal", "journaling the registers"));
+    }
+    faultPoint("regs-journaled");
     if (!findSyscallInstruction()) return cleanup();
+    if (spec_.checkSeccomp && !spec_.suspendSeccomp && !checkSeccomp()) return cleanup();
 
     bool ok = true;
     for (size_t i = 0; i < spec_.ops.size(); i++) {
@@ -113,11 +148,163 @@ class Session {
       }
     }
     if (!ok) return cleanup();
+    faultPoint("before-restore");
     if (!finish()) return false;
+    faultPoint("detached");
     return true;
   }
 
- private:
+  char processState() {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", spec_.pid);
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    size_t close = text.rfind(')');
+    return close == std::string::npos || close + 2 >= text.size() ? '?' : text[close + 2];
+  }
+
+  // Stopped in the signal path, and, with stopProcess, with the whole group stopped (so
+  // that a crash of ours leaves the process stopped rather than running on our registers).
+  bool waitForHold() {
+    for (int round = 0;; round++) {
+      if (!waitForSignalPathStop("interrupt")) return false;
+      if (!spec_.stopProcess || groupStopped_ || processState() == 'T' || round >= 50) break;
+      // Our interrupt trap came first; let the thread take the group stop (it does not
+      // leave the kernel's signal path while SIGSTOP is pending).
+      if (!resume(PTRACE_CONT, 0, "interrupt")) return false;
+      if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return failErrno("interrupt", "PTRACE_INTERRUPT");
+    }
+    out_->groupStopped = groupStopped_ || processState() == 'T';
+    return true;
+  }
+
+  bool useJournaledRegisters() {
+    arch::Regs current;
+    if (!arch::getRegs(tid_, &current)) return failErrno("getregs", "PTRACE_GETREGS");
+    if (spec_.restoreRegs.size() != sizeof(arch::Regs)) {
+      return fail("journal", EINVAL, "the journaled register block does not match this architecture");
+    }
+    memcpy(&saved_, spec_.restoreRegs.data(), sizeof(saved_));
+    haveSaved_ = true;
+    // The thread may be anywhere in an injected state: treat it as changed.
+    regsChanged_ = true;
+    return true;
+  }
+
+  bool checkSeccomp() {
+    SeccompFilters filters;
+    if (!readSeccompFilters(tid_, &filters)) return failErrno("seccomp", "PTRACE_SECCOMP_GET_FILTER");
+    auto check = [&](const Syscall& call) {
+      uint32_t action = evaluateSeccomp(filters, arch::auditArch(), static_cast<int>(call.nr), insnAddr_, call.args);
+      if (seccompAllows(action)) return true;
+      std::ostringstream msg;
+      msg << "the seccomp filter of process " << spec_.pid << " answers syscall " << call.nr << " with "
+          << seccompActionName(action) << "; lockmem did not make it call anything";
+      return fail("seccomp", EPERM, msg.str());
+    };
+    for (const BatchOp& op : spec_.ops) {
+      if (!check(op.call)) return false;
+      if (op.hasUndo && !check(op.undo)) return false;
+    }
+    return true;
+  }
+
+  // Whatever happened: SIGCONT the process if we are the reason it is stopped, unless
+  // someone else asked for a stop meanwhile; drop the journal once the target is safe.
+  void release() {
+    bool safe = where_ == Where::NotAttached || where_ == Where::Gone || !attached_;
+    if (spec_.stopProcess && !wasStopped_ && safe) {
+      rearmOtherThreads();
+      faultPoint("before-cont");
+      if (!foreignStopPending()) kill(spec_.pid, SIGCONT);
+    }
+    if (journalWritten_ || spec_.haveRestoreRegs) {
+      if (safe) {
+        journal_.remove();
+        out_->journalRemoved = true;
+      }
+    } else {
+      out_->journalRemoved = true;
+    }
+  }
+
+  std::vector<pid_t> threadIds() {
+    std::vector<pid_t> tids;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", spec_.pid);
+    DIR* dir = opendir(path);
+    if (!dir) return tids;
+    while (dirent* e = readdir(dir)) {
+      if (e->d_name[0] >= '0' && e->d_name[0] <= '9') tids.push_back(static_cast<pid_t>(atoi(e->d_name)));
+    }
+    closedir(dir);
+    return tids;
+  }
+
+  std::string readTaskFile(pid_t tid, const char* file) {
+    char path[96];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/%s", spec_.pid, tid, file);
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+
+  char taskState(pid_t tid) {
+    std::string text = readTaskFile(tid, "stat");
+    size_t close = text.rfind(')');
+    return close == std::string::npos || close + 2 >= text.size() ? '?' : text[close + 2];
+  }
+
+  // Our SIGSTOP woke every thread; those blocked in a call that returns EINTR after a stop
+  // (epoll_wait, ...) would see it when continued. Once the whole group has stopped, take
+  // each such thread briefly and turn the EINTR back into the call, as for our own thread.
+  void rearmOtherThreads() {
+    if (spec_.eintrSyscalls.empty()) return;
+    std::vector<pid_t> tids = threadIds();
+    uint64_t deadline = nowNs() + 200 * 1000000ull;
+    for (;;) {
+      bool all = true;
+      for (pid_t t : tids) {
+        char st = taskState(t);
+        if (st != 'T' && st != 't' && st != '?') all = false;
+      }
+      if (all || nowNs() > deadline) break;
+      usleep(50);
+    }
+    for (pid_t t : tids) {
+      if (t == tid_) continue;
+      long nr = strtol(readTaskFile(t, "syscall").c_str(), nullptr, 10);
+      bool eintrProne = false;
+      for (long n : spec_.eintrSyscalls) eintrProne = eintrProne || n == nr;
+      if (!eintrProne) continue;
+      if (ptrace(PTRACE_SEIZE, t, nullptr, nullptr) != 0) continue;
+      ptrace(PTRACE_INTERRUPT, t, nullptr, nullptr);
+      int status = 0;
+      pid_t r;
+      do {
+        r = waitpid(t, &status, __WALL);
+      } while (r < 0 && errno == EINTR);
+      if (r != t || !WIFSTOPPED(status)) continue;  // exited meanwhile
+      arch::Regs regs;
+      if (arch::getRegs(t, &regs) && arch::currentSyscall(regs) >= 0 && arch::returnValue(regs) == -EINTR &&
+          !interruptingSignalPending(t) && precededBySyscallInstruction(arch::pc(regs)) &&
+          arch::setRegs(t, arch::rearmSyscall(regs))) {
+        out_->otherThreadsRearmed++;
+      }
+      // Back into the group stop; our SIGCONT follows.
+      ptrace(PTRACE_DETACH, t, nullptr, nullptr);
+    }
+  }
+
+  // A stop signal pending for the process now is someone else's: ours was consumed when
+  // the group stopped, and SIGCONT would discard theirs.
+  bool foreignStopPending() {
+    SignalState st = readSignalState();
+    uint64_t stops = sigbit(SIGSTOP) | sigbit(SIGTSTP) | sigbit(SIGTTIN) | sigbit(SIGTTOU);
+    return st.known && (st.pending & stops) != 0;
+  }
+
+  bool cleanup(bool) { return cleanup(); }
+
   bool fail(const char* stage, int err, const std::string& message) {
     if (error_->stage.empty()) {
       error_->stage = stage;
@@ -143,9 +330,11 @@ class Session {
   }
 
   bool attach() {
-    if (ptrace(PTRACE_SEIZE, tid_, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) != 0) {
+    long options = PTRACE_O_TRACESYSGOOD | (spec_.suspendSeccomp ? PTRACE_O_SUSPEND_SECCOMP : 0);
+    if (ptrace(PTRACE_SEIZE, tid_, nullptr, reinterpret_cast<void*>(options)) != 0) {
       return failErrno("attach", "PTRACE_SEIZE");
     }
+    attached_ = true;
     where_ = Where::Running;
     if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) {
       return failErrno("interrupt", "PTRACE_INTERRUPT");
@@ -197,7 +386,11 @@ class Session {
           return true;
         case StopKind::SignalDelivery:
           if (!resume(PTRACE_CONT, stop.sig, stage)) return false;
-          out_->signalsDelivered++;
+          if (stop.sig == SIGSTOP && sentStop_ && !ownStopSeen_) {
+            ownStopSeen_ = true;  // our own, passed on so that the group stops
+          } else {
+            out_->signalsDelivered++;
+          }
           continue;
         case StopKind::SyscallStop:
           // Not expected before our first call; keep the thread moving.
@@ -229,7 +422,6 @@ class Session {
           << arch::name() << " targets are supported";
       return fail("arch", ENOEXEC, msg.str());
     }
-    if (!out_->wasStopped && groupStopped_ && !everResumed_) out_->wasStopped = true;
     return true;
   }
 
@@ -264,6 +456,7 @@ class Session {
       if (stop.kind == StopKind::Exited) return failGone("inject");
       if (stop.kind == StopKind::SyscallStop) {  // entry stop of our call
         where_ = Where::SyscallEntry;
+        faultPoint("syscall-entry");
         break;
       }
       if (++retries > kMaxSignalRetries) {
@@ -296,6 +489,7 @@ class Session {
     res->ret = ret;
     res->err = (ret < 0 && ret >= -4095) ? static_cast<int>(-ret) : 0;
     where_ = Where::SyscallExit;
+    faultPoint("syscall-exit");
     return true;
   }
 
@@ -328,10 +522,12 @@ class Session {
     uint64_t pending = 0, blocked = 0, caught = 0;
   };
 
-  SignalState readSignalState() {
+  SignalState readSignalState() { return readSignalState(tid_); }
+
+  SignalState readSignalState(pid_t tid) {
     SignalState st;
     char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/task/%d/status", spec_.pid, tid_);
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/status", spec_.pid, tid);
     std::ifstream in(path);
     if (!in) return st;
     uint64_t pnd = 0, shd = 0, blk = 0, cgt = 0;
@@ -365,8 +561,10 @@ class Session {
 
   // True when a signal is pending that would interrupt a blocking call by itself
   // (caught, or a stop signal), so an EINTR the thread saw is not only our doing.
-  bool interruptingSignalPending() {
-    SignalState st = readSignalState();
+  bool interruptingSignalPending() { return interruptingSignalPending(tid_); }
+
+  bool interruptingSignalPending(pid_t tid) {
+    SignalState st = readSignalState(tid);
     if (!st.known) return true;  // cannot tell: do not re-issue
     return (st.pending & ~st.blocked & interruptingMask(st)) != 0;
   }
@@ -418,6 +616,7 @@ class Session {
     if (ptrace(PTRACE_DETACH, tid_, nullptr, nullptr) != 0) return failErrno("detach", "PTRACE_DETACH");
     out_->pauseNs = pauseStart_ ? nowNs() - pauseStart_ : 0;
     where_ = Where::NotAttached;
+    if (haveSaved_ && (journalWritten_ || spec_.haveRestoreRegs)) journal_.markRestored();
     return true;
   }
 
@@ -459,6 +658,12 @@ class Session {
   bool regsChanged_ = false;
   bool groupStopped_ = false;
   bool everResumed_ = false;
+  bool attached_ = false;
+  bool wasStopped_ = false;
+  bool sentStop_ = false;
+  bool ownStopSeen_ = false;
+  bool journalWritten_ = false;
+  Journal journal_;
   uint64_t insnAddr_ = 0;
   uint64_t pauseStart_ = 0;
 };

@@ -34,6 +34,25 @@ struct BatchSpec {
   uint64_t vdsoEnd = 0;
   std::vector<BatchOp> ops;
   bool stopOnError = true;
+  // Crash safety: group-stop the whole process (SIGSTOP) for the session, so that if we
+  // die it stays stopped instead of running on our registers; SIGCONT it afterwards
+  // unless it was stopped before.
+  bool stopProcess = false;
+  // Where to journal (fsync) what a later run needs to put the target back; "" for none.
+  std::string journalPath;
+  // Evaluate the target's seccomp filters for every call first; refuse any call they
+  // would not allow.
+  bool checkSeccomp = false;
+  // PTRACE_O_SUSPEND_SECCOMP: the filters do not apply to our calls (explicit opt-in).
+  bool suspendSeccomp = false;
+  // Recovery of an interrupted session: put these registers back (raw register block
+  // from a journal) instead of the thread's current ones, and use this wasStopped.
+  // Calls that return EINTR after a stop (signal(7)): with stopProcess, other threads
+  // blocked in one are re-issued before the process is continued.
+  std::vector<long> eintrSyscalls;
+  bool haveRestoreRegs = false;
+  std::string restoreRegs;
+  bool recoveredWasStopped = false;
 };
 
 struct BatchOutcome {
@@ -43,6 +62,12 @@ struct BatchOutcome {
   bool rearmed = false;
   int signalsDelivered = 0;
   bool wasStopped = false;
+  // The whole process was held in a group stop by us (crash safety).
+  bool groupStopped = false;
+  // Other threads whose EINTR from our group stop was turned back into the call.
+  int otherThreadsRearmed = 0;
+  // Whether the journal was removed: false means a later run must recover this target.
+  bool journalRemoved = false;
 };
 
 // Where it failed and why. `stage` is one of attach, interrupt, getregs, inject,

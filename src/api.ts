@@ -8,7 +8,9 @@ import { LockError } from "./errors";
 import { toLockError, runInTarget, explainPtraceDenied } from "./inject";
 import { readLimitRecord, removeLimitRecord, writeLimitRecord } from "./limitStore";
 import { native } from "./native";
-import { Plan, planLock, planUnlock, TargetFacts } from "./plan";
+import { BatchReply, SyscallOp } from "./native";
+import { pauseBoundedSteps, Plan, planLock, planUnlock, TargetFacts } from "./plan";
+import { recoverInterrupted } from "./journal";
 import { MemlockLimit, readMemlockLimit, RLIM_INFINITY } from "./proc/limits";
 import { readMappings } from "./proc/smaps";
 import { hasCapIpcLock, ProcessStatus, readStatus } from "./proc/status";
@@ -25,6 +27,10 @@ export interface LockRequest {
   onFault?: boolean;
   /** Raise the target's RLIMIT_MEMLOCK to what the plan needs (restored on unlock). */
   raiseMemlockLimit?: boolean;
+  /** Suspend the target's seccomp filter for lockmem's calls (PTRACE_O_SUSPEND_SECCOMP). */
+  allowSeccompSuspend?: boolean;
+  /** Split the work so that no single stop of the target exceeds this many ms of work. */
+  maxPauseMs?: number;
   dryRun?: boolean;
 }
 
@@ -33,6 +39,8 @@ export interface UnlockRequest {
   mappings?: SelectionSpec;
   /** Also clear MCL_FUTURE. Implied by mappings.all. */
   future?: boolean;
+  allowSeccompSuspend?: boolean;
+  maxPauseMs?: number;
   dryRun?: boolean;
 }
 
@@ -112,6 +120,8 @@ export interface ActionReport {
   pauseUs?: number;
   rearmed?: boolean;
   signalsDelivered?: number;
+  /** ptrace sessions used (more than one with maxPauseMs). */
+  sessions?: number;
   limitRaised?: { from: LimitReport; to: LimitReport };
   limitRestored?: { from: LimitReport; to: LimitReport };
 }
@@ -327,14 +337,8 @@ function refuseUnsafeTarget(snap: Snapshot): void {
       hint: "strict mode allows only read, write, exit and sigreturn; lock the memory from inside the program",
     });
   }
-  if (snap.status.seccomp === 2) {
-    throw new LockError({
-      code: "ESECCOMP",
-      pid,
-      message: `process ${pid} runs under a seccomp filter, which may deny mlock or kill the process for calling it; lockmem will not make it call mlock`,
-      hint: "allow the @memlock syscalls in its filter (systemd: SystemCallFilter=@memlock) or lock from inside the program",
-    });
-  }
+  // Seccomp mode 2 (filter): the addon evaluates the filter for every call before making
+  // any, and refuses (ESECCOMP) unless it allows them all.
   if (snap.status.tracerPid !== 0) {
     throw new LockError({
       code: "EBUSY",
@@ -461,17 +465,75 @@ function callName(nr: number): string {
   return nr === n.mlock2 ? "mlock2" : nr === n.munlock ? "munlock" : nr === n.mlockall ? "mlockall" : nr === n.munlockall ? "munlockall" : `syscall ${nr}`;
 }
 
-async function applyPlan(snap: Snapshot, plan: Plan, action: ActionReport): Promise<void> {
-  if (plan.ops.length === 0) return;
-  const { reply, thread } = await runInTarget(snap.ref.pid, snap.mappings, plan.ops);
+interface ApplyOptions {
+  suspendSeccomp?: boolean;
+  maxPauseMs?: number;
+}
+
+function recordSession(action: ActionReport, reply: BatchReply, thread: { tid: number; reason: string }): void {
   action.thread = { tid: thread.tid, reason: thread.reason };
-  action.pauseUs = Math.round(reply.pauseNs / 1000);
-  action.rearmed = reply.rearmed;
-  action.signalsDelivered = reply.signalsDelivered;
+  const us = Math.round(reply.pauseNs / 1000);
+  action.pauseUs = Math.max(action.pauseUs ?? 0, us);
+  action.sessions = (action.sessions ?? 0) + 1;
+  action.rearmed = (action.rearmed ?? false) || reply.rearmed;
+  action.signalsDelivered = (action.signalsDelivered ?? 0) + reply.signalsDelivered;
+}
+
+async function runSession(snap: Snapshot, plan: Plan, ops: SyscallOp[], action: ActionReport, opts: ApplyOptions): Promise<BatchReply> {
+  const { reply, thread } = await runInTarget(snap.ref.pid, snap.mappings, ops, {
+    startTime: snap.ref.startTime,
+    checkSeccomp: snap.status.seccomp === 2,
+    suspendSeccomp: opts.suspendSeccomp,
+  });
+  recordSession(action, reply, thread);
   const failedAt = reply.results.findIndex((r) => r.errno !== 0);
-  if (failedAt >= 0) {
-    throw explainCallFailure(reply.results[failedAt].errno, snap, plan, callName(plan.ops[failedAt].nr));
+  if (failedAt >= 0) throw explainCallFailure(reply.results[failedAt].errno, snap, plan, callName(ops[failedAt].nr));
+  return reply;
+}
+
+const MIN_CHUNK = 64 * 1024;
+const MAX_CHUNK = 1 << 30;
+const FIRST_CHUNK = 2 * 1024 * 1024;
+
+/**
+ * Bounded pauses: every range call is cut into chunks sized from the rate measured on the
+ * previous ones, one ptrace session each, so that the target runs between them. The
+ * result is the same as one big batch; a failure undoes the chunks done so far.
+ */
+async function applyInChunks(snap: Snapshot, plan: Plan, action: ActionReport, opts: ApplyOptions & { maxPauseMs: number }): Promise<void> {
+  const { ranges, finalOps } = pauseBoundedSteps(plan, snap.mappings, native().syscalls);
+  const budgetNs = opts.maxPauseMs * 1e6 * 0.5; // half the budget for the call, half for stopping and resuming
+  let nsPerByte = 0;
+  let chunk = FIRST_CHUNK;
+  const done: SyscallOp[] = [];
+  try {
+    for (const r of ranges) {
+      for (let start = r.start; start < r.end; ) {
+        const len = BigInt(Math.min(chunk, Number(r.end - start)));
+        const op: SyscallOp = { nr: r.nr, args: [start, len, ...r.extraArgs], ...(r.undoNr !== undefined ? { undo: { nr: r.undoNr, args: [start, len] } } : {}) };
+        const reply = await runSession(snap, plan, [op], action, opts);
+        done.push(op);
+        const rate = reply.results[0].ns / Number(len);
+        // Conservative: the slowest recent rate decides the next chunk.
+        nsPerByte = Math.max(rate, nsPerByte * 0.5);
+        chunk = Math.floor(Math.min(MAX_CHUNK, Math.max(MIN_CHUNK, budgetNs / Math.max(nsPerByte, 1e-6))) / 4096) * 4096;
+        start += len;
+      }
+    }
+    if (finalOps.length > 0) await runSession(snap, plan, finalOps, action, opts);
+  } catch (err) {
+    // Undo, newest first, in bounded sessions too.
+    for (const op of done.reverse()) {
+      if (op.undo) await runInTarget(snap.ref.pid, snap.mappings, [op.undo], { startTime: snap.ref.startTime, checkSeccomp: snap.status.seccomp === 2, suspendSeccomp: opts.suspendSeccomp }).catch(() => undefined);
+    }
+    throw err;
   }
+}
+
+async function applyPlan(snap: Snapshot, plan: Plan, action: ActionReport, opts: ApplyOptions = {}): Promise<void> {
+  if (plan.ops.length === 0) return;
+  if (opts.maxPauseMs !== undefined) return applyInChunks(snap, plan, action, { ...opts, maxPauseMs: opts.maxPauseMs });
+  await runSession(snap, plan, plan.ops, action, opts);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -487,13 +549,22 @@ export async function status(req: StatusRequest): Promise<HostReport<ProcessRepo
   return { host: os.hostname(), processes };
 }
 
+/** Finishes an injection an earlier lockmem run left half done (it died). */
+async function recoverFirst(ref: ProcessRef, warnings: string[]): Promise<void> {
+  for (const r of await recoverInterrupted(ref.pid)) {
+    warnings.push(`recovered an interrupted lockmem run on process ${r.pid}: ${r.detail}`);
+  }
+}
+
 async function lockOne(req: LockRequest, ref: ProcessRef): Promise<ProcessResult> {
   const spec = effectiveSelection(req.mappings);
+  const early: string[] = [];
+  if (!req.dryRun) await recoverFirst(ref, early);
   const snap = await snapshot(ref);
   refuseUnsafeTarget(snap);
   const plan = planLock(facts(snap), spec, { future: req.future, onFault: req.onFault }, native().syscalls);
   const action = actionReport(plan);
-  const warnings: string[] = [];
+  const warnings: string[] = [...early];
   const newLimit = await limitNeeded(snap, plan, req.raiseMemlockLimit === true);
   const headroom = cgroupHeadroom(await readMemoryCgroup(ref.pid));
   if (headroom !== undefined && plan.residentBytes > headroom) {
@@ -525,7 +596,7 @@ async function lockOne(req: LockRequest, ref: ProcessRef): Promise<ProcessResult
     if (prior) raisedNow = undefined; // an earlier raise owns the record
   }
   try {
-    await applyPlan(snap, plan, action);
+    await applyPlan(snap, plan, action, { suspendSeccomp: req.allowSeccompSuspend, maxPauseMs: req.maxPauseMs });
   } catch (err) {
     if (raisedNow) {
       // Every failure path leaves the target as it was, its limit included.
@@ -581,14 +652,15 @@ async function restoreLimit(ref: ProcessRef, after: Snapshot, action: ActionRepo
 
 async function unlockOne(req: UnlockRequest, ref: ProcessRef): Promise<ProcessResult> {
   const spec = effectiveSelection(req.mappings);
+  const warnings: string[] = [];
+  if (!req.dryRun) await recoverFirst(ref, warnings);
   const snap = await snapshot(ref);
   const plan = planUnlock(facts(snap), spec, { future: req.future }, native().syscalls);
   const action = actionReport(plan);
-  const warnings: string[] = [];
   if (req.dryRun) return { ...processReport(snap, spec), action, warnings };
   if (plan.ops.length > 0) {
     refuseUnsafeTarget(snap);
-    await applyPlan(snap, plan, action);
+    await applyPlan(snap, plan, action, { suspendSeccomp: req.allowSeccompSuspend, maxPauseMs: req.maxPauseMs });
   }
   const after = await snapshot(ref);
   await restoreLimit(ref, after, action, warnings);

@@ -2,8 +2,9 @@
 // LockErrors that say what happened and what to do.
 import { promises as fs } from "fs";
 import { LockError } from "./errors";
+import { journalFiles, removeJournal, writeJournalHeader } from "./journal";
 import { BatchReply, native, SyscallOp } from "./native";
-import { readThreads, pickInjectionThread, InjectionChoice } from "./proc/tasks";
+import { readThreads, pickInjectionThread, InjectionChoice, syscallsReturningEintrOnStop } from "./proc/tasks";
 import { readStatus } from "./proc/status";
 import { Mapping } from "./types";
 
@@ -17,6 +18,7 @@ interface NativeFailure {
   code: string;
   errno: number;
   stage: string;
+  journalRemoved?: boolean;
 }
 
 // Duck-typed: errors made by the addon belong to the main realm, so `instanceof Error`
@@ -84,6 +86,26 @@ export async function toLockError(err: unknown, pid: number): Promise<LockError>
     const why = await explainPtraceDenied(pid);
     return new LockError({ code: why.code, pid, stage: "attach", errno: err.errno, syscall: "ptrace", message: why.message, hint: why.hint });
   }
+  if (err.stage === "seccomp") {
+    return new LockError({
+      code: "ESECCOMP",
+      pid,
+      stage: err.stage,
+      errno: err.errno,
+      message: err.message,
+      hint: "allow the @memlock syscalls in its filter (systemd: SystemCallFilter=@memlock), or pass --allow-seccomp-suspend (allowSeccompSuspend: true) to suspend the filter for lockmem's calls only",
+    });
+  }
+  if (err.stage === "journal") {
+    return new LockError({
+      code: "EINTERNAL",
+      pid,
+      stage: err.stage,
+      errno: err.errno,
+      message: `${err.message}: lockmem did not touch process ${pid}`,
+      hint: "lockmem keeps a crash journal under /run/lockmem (LOCKMEM_STATE_DIR): make it writable",
+    });
+  }
   if (err.stage === "arch") {
     return new LockError({ code: "EARCH", pid, stage: err.stage, errno: err.errno, message: err.message });
   }
@@ -111,16 +133,45 @@ function vdsoOf(mappings: Mapping[], pid: number): Mapping {
   return vdso;
 }
 
-/** Runs `ops` inside the target in one ptrace session. */
-export async function runInTarget(pid: number, mappings: Mapping[], ops: SyscallOp[]): Promise<InjectionResult> {
+export interface InjectionOptions {
+  /** Start time of the process (its identity, for the crash journal). */
+  startTime: string;
+  /** The target runs under a seccomp filter: evaluate it for every call first. */
+  checkSeccomp: boolean;
+  /** Explicit opt-in: suspend the target's seccomp filter for our calls. */
+  suspendSeccomp?: boolean;
+}
+
+/**
+ * Runs `ops` inside the target in one ptrace session, crash-safe: the process is held in
+ * a group stop and the session journaled, so that if lockmem dies a later run puts it back.
+ */
+export async function runInTarget(pid: number, mappings: Mapping[], ops: SyscallOp[], opts: InjectionOptions): Promise<InjectionResult> {
   const vdso = vdsoOf(mappings, pid);
   for (let attempt = 0; ; attempt++) {
     const thread = pickInjectionThread(await readThreads(pid), pid);
     if (!thread) throw new LockError({ code: "ESRCH", pid, message: `process ${pid} has no threads left` });
+    const files = journalFiles(pid, thread.tid, opts.startTime);
+    await writeJournalHeader(files, { pid, tid: thread.tid, startTime: opts.startTime, ops });
     try {
-      const reply = await native().runBatch({ pid, tid: thread.tid, vdsoStart: vdso.start, vdsoEnd: vdso.end, ops, stopOnError: true });
+      const reply = await native().runBatch({
+        pid,
+        tid: thread.tid,
+        vdsoStart: vdso.start,
+        vdsoEnd: vdso.end,
+        ops,
+        stopOnError: true,
+        stopProcess: true,
+        eintrSyscalls: syscallsReturningEintrOnStop(),
+        journalPath: files.regs,
+        checkSeccomp: opts.checkSeccomp,
+        suspendSeccomp: opts.suspendSeccomp === true,
+      });
+      await removeJournal(files);
       return { reply, thread };
     } catch (err) {
+      // Keep the journal only when the target may still hold our state.
+      if (!(isNativeFailure(err) && err.journalRemoved === false)) await removeJournal(files);
       // The chosen thread may have exited between the choice and the attach: choose again.
       const threadGone = isNativeFailure(err) && err.code === "ESRCH" && err.stage === "attach" && thread.tid !== pid;
       if (threadGone && attempt < 3) continue;

@@ -24,6 +24,23 @@ export interface BatchRequest {
   ops: SyscallOp[];
   /** Stop at the first failing call and run the `undo` of every earlier call, newest first. */
   stopOnError: boolean;
+  /**
+   * Crash safety: hold the whole process in a group stop (SIGSTOP) for the session, so that
+   * if lockmem dies it stays stopped instead of running on injected registers; it is
+   * continued afterwards unless it was stopped before (or someone else stopped it meanwhile).
+   */
+  stopProcess?: boolean;
+  /** Crash journal written (fsync) before anything changes; removed when the target is safe. */
+  journalPath?: string;
+  /** Evaluate the target's seccomp filters for every call (and undo) first. */
+  checkSeccomp?: boolean;
+  /** PTRACE_O_SUSPEND_SECCOMP: explicit opt-in to bypass the filters for our calls. */
+  suspendSeccomp?: boolean;
+  /** Calls that return EINTR after a stop: other threads blocked in one are re-issued. */
+  eintrSyscalls?: number[];
+  /** Recovery: the journaled register block to put back instead of the current registers. */
+  restoreRegs?: Buffer;
+  recoveredWasStopped?: boolean;
 }
 
 export interface SyscallResult {
@@ -46,17 +63,23 @@ export interface BatchReply {
   rearmed: boolean;
   /** Signals that arrived while we held the thread and were delivered (never dropped). */
   signalsDelivered: number;
-  /** True when the thread was already in a group stop (SIGSTOP) and was left stopped. */
+  /** True when the process was already stopped (SIGSTOP) before; it is left stopped. */
   wasStopped: boolean;
+  /** The whole process was held in a group stop during the session. */
+  groupStopped: boolean;
+  /** Other threads whose EINTR (from our group stop) was turned back into their call. */
+  otherThreadsRearmed: number;
 }
 
 /** Errors thrown by the addon carry these fields. */
 export interface NativeErrorFields {
   code: string; // errno name, e.g. "EPERM", "ESRCH"
   errno: number;
-  stage: "attach" | "interrupt" | "getregs" | "inject" | "restore" | "detach" | "prlimit" | "arch";
+  stage: "attach" | "interrupt" | "getregs" | "inject" | "restore" | "detach" | "prlimit" | "arch" | "journal" | "seccomp" | "wait";
   pid: number;
   tid: number;
+  /** False when the target may still hold injected state: the journal stays for recovery. */
+  journalRemoved?: boolean;
 }
 
 export interface Rlimit {
@@ -68,6 +91,8 @@ export interface Rlimit {
 export interface NativeAddon {
   arch: string;
   syscalls: { mlock2: number; munlock: number; mlockall: number; munlockall: number };
+  /** Size of the raw register block in a journal. */
+  regsSize: number;
   runBatch(req: BatchRequest): Promise<BatchReply>;
   getMemlockLimit(pid: number): Rlimit;
   /** Sets the target's RLIMIT_MEMLOCK and returns the previous value. */

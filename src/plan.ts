@@ -156,3 +156,41 @@ export function planUnlock(facts: TargetFacts, selection: SelectionSpec, options
   const ops: SyscallOp[] = mergeAdjacent(changing).map((r) => ({ nr: nr.munlock, args: [r.start, r.end - r.start] }));
   return { ...base, whole: false, ops };
 }
+
+/** A range call that can be cut into chunks: nr(start, len, ...extraArgs). */
+export interface ChunkableRange {
+  nr: number;
+  start: bigint;
+  end: bigint;
+  extraArgs: bigint[];
+  undoNr?: number;
+}
+
+/**
+ * The plan as range calls that can be split (for bounded pauses) plus the calls that
+ * cannot (mlockall/munlockall), which then run last and cheaply: for a whole-address-space
+ * lock every lockable mapping is locked in chunks first, so the final mlockall finds
+ * everything resident and locked already; for munlockall, everything is unlocked first.
+ */
+export function pauseBoundedSteps(plan: Plan, mappings: Mapping[], nr: SyscallNumbers): { ranges: ChunkableRange[]; finalOps: SyscallOp[] } {
+  const ranges: ChunkableRange[] = [];
+  const finalOps: SyscallOp[] = [];
+  for (const op of plan.ops) {
+    if (op.nr === nr.mlock2) {
+      ranges.push({ nr: op.nr, start: op.args[0], end: op.args[0] + op.args[1], extraArgs: op.args.slice(2), undoNr: op.undo?.nr });
+    } else if (op.nr === nr.munlock) {
+      ranges.push({ nr: op.nr, start: op.args[0], end: op.args[0] + op.args[1], extraArgs: [] });
+    } else {
+      finalOps.push(op);
+    }
+  }
+  if (plan.whole && plan.kind === "lock") {
+    const flags = BigInt(Number(plan.ops[0].args[0]) & MCL_ONFAULT ? MLOCK_ONFAULT : 0);
+    for (const r of mergeAdjacent(plan.changing)) ranges.push({ nr: nr.mlock2, start: r.start, end: r.end, extraArgs: [flags], undoNr: nr.munlock });
+  }
+  if (plan.whole && plan.kind === "unlock") {
+    const locked = mappings.filter((m) => isLocked(m) && !plan.notLockable.some((n) => n.mapping === m));
+    for (const r of mergeAdjacent(locked)) ranges.push({ nr: nr.munlock, start: r.start, end: r.end, extraArgs: [] });
+  }
+  return { ranges, finalOps };
+}

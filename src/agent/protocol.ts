@@ -137,6 +137,8 @@ const lockArgsSchema = {
     future: { type: "boolean" },
     onFault: { type: "boolean" },
     raiseMemlockLimit: { type: "boolean" },
+    allowSeccompSuspend: { type: "boolean" },
+    maxPauseMs: { type: "number", minimum: 0.1, maximum: 60000 },
     dryRun: { type: "boolean" },
   },
 } as const;
@@ -149,6 +151,8 @@ const unlockArgsSchema = {
     target: targetSchema,
     mappings: selectionSchema,
     future: { type: "boolean" },
+    allowSeccompSuspend: { type: "boolean" },
+    maxPauseMs: { type: "number", minimum: 0.1, maximum: 60000 },
     dryRun: { type: "boolean" },
   },
 } as const;

@@ -3,6 +3,7 @@ import { Command, CommanderError, Option } from "commander";
 import * as api from "../api";
 import { agentMain } from "../agent/server";
 import { LockError } from "../errors";
+import { recoverInterrupted } from "../journal";
 import { formatBytes, formatMappingsTable } from "../format";
 import { Mapping, MappingKind, SelectionSpec, TargetSpec } from "../types";
 
@@ -32,6 +33,17 @@ interface CommonFlags extends TargetFlags, SelectionFlags {
   onFault?: boolean;
   raiseLimit?: boolean;
   dryRun?: boolean;
+  allowSeccompSuspend?: boolean;
+  maxPauseMs?: string;
+}
+
+function maxPauseOf(flags: CommonFlags): number | undefined {
+  if (flags.maxPauseMs === undefined) return undefined;
+  const v = Number(flags.maxPauseMs);
+  if (!Number.isFinite(v) || v < 0.1 || v > 60000) {
+    throw new LockError({ code: "EUSAGE", field: "--max-pause-ms", message: `--max-pause-ms: ${JSON.stringify(flags.maxPauseMs)} is not a number of milliseconds between 0.1 and 60000` });
+  }
+  return v;
 }
 
 function list(value: string): string[] {
@@ -144,7 +156,10 @@ function printAction(p: api.ProcessResult, dryRun: boolean, out: string[]): void
   for (const n of a.notLockable) out.push(`  not lockable: ${n.address} ${n.mapping}: ${n.reason}`);
   if (a.limitRaised) out.push(`  RLIMIT_MEMLOCK ${dryRun ? "would be raised" : "raised"}: ${a.limitRaised.from.soft} -> ${a.limitRaised.to.soft} bytes (restored on unlock)`);
   if (a.limitRestored) out.push(`  RLIMIT_MEMLOCK restored: ${a.limitRestored.from.soft} -> ${a.limitRestored.to.soft} bytes`);
-  if (a.pauseUs !== undefined) out.push(`  target thread ${a.thread?.tid} held for ${a.pauseUs} us (${a.syscalls} syscall(s))`);
+  if (a.pauseUs !== undefined) {
+    const sessions = (a.sessions ?? 1) > 1 ? ` in ${a.sessions} sessions, longest` : "";
+    out.push(`  target held${sessions} ${a.pauseUs} us (thread ${a.thread?.tid}, ${a.syscalls} syscall(s))`);
+  }
   for (const w of p.warnings) out.push(`  warning: ${w}`);
   if (p.error) out.push(`  error: ${p.error.message}${p.error.hint ? `\n  hint: ${p.error.hint}` : ""}`);
 }
@@ -226,6 +241,8 @@ export function buildProgram(): Command {
     .option("--future", "also lock mappings created later (MCL_FUTURE)")
     .option("--on-fault", "lock pages only as they become resident (MLOCK_ONFAULT)")
     .option("--raise-limit", "raise the target's RLIMIT_MEMLOCK as needed (restored on unlock)")
+    .option("--max-pause-ms <ms>", "split the work so that no single stop of the target exceeds this")
+    .option("--allow-seccomp-suspend", "suspend the target's seccomp filter for lockmem's calls only")
     .option("--dry-run", "show the plan, change nothing")
     .option("--json", "one JSON object on stdout");
   lock.action(async (flags: CommonFlags) => {
@@ -236,6 +253,8 @@ export function buildProgram(): Command {
         future: flags.future,
         onFault: flags.onFault,
         raiseMemlockLimit: flags.raiseLimit,
+        maxPauseMs: maxPauseOf(flags),
+        allowSeccompSuspend: flags.allowSeccompSuspend,
         dryRun: flags.dryRun,
       }),
     );
@@ -249,11 +268,20 @@ export function buildProgram(): Command {
 
   const unlock = addSelectionOptions(addTargetOptions(program.command("unlock").description("unlock the selected mappings (--all: everything)")))
     .option("--future", "also clear MCL_FUTURE")
+    .option("--max-pause-ms <ms>", "split the work so that no single stop of the target exceeds this")
+    .option("--allow-seccomp-suspend", "suspend the target's seccomp filter for lockmem's calls only")
     .option("--dry-run", "show the plan, change nothing")
     .option("--json", "one JSON object on stdout");
   unlock.action(async (flags: CommonFlags) => {
     const report = await guarded(() =>
-      api.unlock({ target: targetOf(flags), mappings: selectionOf(flags), future: flags.future, dryRun: flags.dryRun }),
+      api.unlock({
+        target: targetOf(flags),
+        mappings: selectionOf(flags),
+        future: flags.future,
+        maxPauseMs: maxPauseOf(flags),
+        allowSeccompSuspend: flags.allowSeccompSuspend,
+        dryRun: flags.dryRun,
+      }),
     );
     emit(flags.json === true, report, () => {
       const out: string[] = [];
@@ -274,6 +302,21 @@ export function buildProgram(): Command {
     });
     if (report.processes.some((p) => !p.ok)) process.exitCode = EXIT_FAILED;
   });
+
+  program
+    .command("recover")
+    .description("finish or undo injections that a killed lockmem left behind (every lock/unlock also does this first)")
+    .option("--pid <pid>", "only this process")
+    .option("--json", "one JSON object on stdout")
+    .action(async (flags: { pid?: string; json?: boolean }) => {
+      if (flags.pid !== undefined && !/^\d+$/.test(flags.pid)) {
+        throw new LockError({ code: "EUSAGE", field: "--pid", message: `--pid: ${JSON.stringify(flags.pid)} is not a pid` });
+      }
+      const results = await guarded(() => recoverInterrupted(flags.pid === undefined ? undefined : Number(flags.pid)));
+      emit(flags.json === true, { recovered: results }, () =>
+        results.length === 0 ? ["nothing to recover"] : results.map((r) => `${r.pid}: ${r.outcome}: ${r.detail}`),
+      );
+    });
 
   program
     .command("agent")

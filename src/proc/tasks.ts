@@ -204,3 +204,12 @@ export function pickInjectionThread(
   const who = best.thread.tid === mainTid ? "main thread" : `thread ${best.thread.tid}`;
   return { tid: best.thread.tid, reason: `${who}: ${best.reason}`, mayInterruptSyscall: best.mayInterruptSyscall };
 }
+
+/**
+ * Calls that may come back with EINTR after a stop (with or without a socket timeout):
+ * threads blocked in one when lockmem group-stops the process get them re-issued.
+ */
+export function syscallsReturningEintrOnStop(arch: SyscallArch = hostSyscallArch()): number[] {
+  const table = SYSCALLS[arch];
+  return [...Object.values(table.eintrOnStop), ...Object.values(table.eintrOnStopIfTimeout)];
+}

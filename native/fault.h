@@ -1,0 +1,8 @@
+// Fault injection for the crash-safety tests: LOCKMEM_TEST_KILL_AT=<point>[:<n>] makes the
+// process SIGKILL itself the n-th time (default first) it passes <point>. Unset in
+// production, where faultPoint() is one getenv and a compare.
+#pragma once
+
+namespace lockmem {
+void faultPoint(const char* point);
+}

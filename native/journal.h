@@ -1,0 +1,34 @@
+// The crash journal of one injection: written (and fsynced) before the target is stopped
+// and before any register is changed, so that a later run can put the target back if
+// this process dies in the middle (DESIGN.md: "the tracer dies").
+//
+// Format, one "key=value" per line: v=1, pid, tid, wasStopped (0/1: whether the process
+// was stopped before we came, i.e. whether to SIGCONT it afterwards), then, once saved,
+// regs=<hex of the saved register block>, and restored=1 once they are back in place.
+#pragma once
+
+#include <sys/types.h>
+#include <string>
+
+#include "arch.h"
+
+namespace lockmem {
+
+class Journal {
+ public:
+  explicit Journal(std::string path) : path_(std::move(path)) {}
+  bool enabled() const { return !path_.empty(); }
+  // False with errno set.
+  bool begin(pid_t pid, pid_t tid, bool wasStopped);
+  bool saveRegs(const arch::Regs& regs);
+  // The thread has its own registers back: from here on a later run must never put
+  // journaled registers into it again, only continue the process if needed.
+  bool markRestored();
+  void remove();
+
+ private:
+  bool append(const std::string& text);
+  std::string path_;
+};
+
+}  // namespace lockmem
