@@ -1,0 +1,112 @@
+// The agent bundle that `agent.install: "auto"` pushes to hosts: the agent as one JS file
+// (esbuild, target node18: hosts need Node.js >= 18 and nothing else) plus the prebuilt
+// linux-x64 addon, with a manifest of version and sha256. `npm run build` makes it into
+// dist/agent-bundle/; this file is also that build step (`node dist/provider/agent-bundle.js`).
+import * as crypto from "crypto";
+import * as fs from "fs";
+import * as path from "path";
+import { PROTOCOL_VERSION } from "../src/agent/protocol";
+
+export const AGENT_JS = "lockmem-agent.js";
+export const AGENT_ADDON = "lockmem.node";
+export const BUNDLE_FILES = [AGENT_JS, AGENT_ADDON] as const;
+export const MANIFEST = "manifest.json";
+
+export interface BundleManifest {
+  name: "lockmem-agent";
+  version: string;
+  protocol: number;
+  /** The Node.js versions the JS file was built for. */
+  node: string;
+  arch: string;
+  /** sha256 (hex) of each file. */
+  files: Record<(typeof BUNDLE_FILES)[number], string>;
+  /** sha256 over the file hashes: names the content-addressed folder on hosts. */
+  id: string;
+}
+
+export interface AgentBundle {
+  dir: string;
+  manifest: BundleManifest;
+  /** The file contents, checked against the manifest. */
+  contents: Record<(typeof BUNDLE_FILES)[number], Buffer>;
+}
+
+export function sha256(data: Buffer | string): string {
+  return crypto.createHash("sha256").update(data).digest("hex");
+}
+
+/** The root of this package (the folder with its package.json), from src or dist. */
+export function packageRoot(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    const pkg = path.join(dir, "package.json");
+    if (fs.existsSync(pkg) && (JSON.parse(fs.readFileSync(pkg, "utf8")) as { name?: string }).name === "pulumi-lockmem") return dir;
+    if (path.dirname(dir) === dir) throw new Error(`cannot find the pulumi-lockmem package root above ${__dirname}`);
+  }
+}
+
+export function bundleDir(): string {
+  return path.join(packageRoot(), "dist", "agent-bundle");
+}
+
+function bundleId(files: Record<string, string>): string {
+  return sha256(BUNDLE_FILES.map((f) => `${files[f]}  ${f}\n`).join(""));
+}
+
+/** Builds the bundle (needs esbuild and the built addon: a development checkout). */
+export function buildBundle(outDir = bundleDir()): BundleManifest {
+  const root = packageRoot();
+  const addon = path.join(root, "build", "Release", AGENT_ADDON);
+  if (!fs.existsSync(addon)) throw new Error(`${addon} is missing: run \`npm run build:native\` first`);
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const esbuild = require("esbuild") as typeof import("esbuild");
+  const tmp = `${outDir}.tmp-${process.pid}`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp, { recursive: true });
+  esbuild.buildSync({
+    entryPoints: [path.join(root, "src", "agent", "main.ts")],
+    bundle: true,
+    platform: "node",
+    target: "node18",
+    outfile: path.join(tmp, AGENT_JS),
+    logLevel: "error",
+    legalComments: "none",
+  });
+  fs.copyFileSync(addon, path.join(tmp, AGENT_ADDON));
+  const version = (JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as { version: string }).version;
+  const files = Object.fromEntries(BUNDLE_FILES.map((f) => [f, sha256(fs.readFileSync(path.join(tmp, f)))])) as BundleManifest["files"];
+  const manifest: BundleManifest = { name: "lockmem-agent", version, protocol: PROTOCOL_VERSION, node: ">=18", arch: "linux-x64", files, id: bundleId(files) };
+  fs.writeFileSync(path.join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + "\n");
+  // Swap the whole folder, so a reader never sees files of two builds.
+  const old = `${outDir}.old-${process.pid}`;
+  if (fs.existsSync(outDir)) fs.renameSync(outDir, old);
+  fs.renameSync(tmp, outDir);
+  fs.rmSync(old, { recursive: true, force: true });
+  return manifest;
+}
+
+let loaded: AgentBundle | undefined;
+
+/** Reads dist/agent-bundle and checks every file against the manifest. */
+export function loadBundle(dir = bundleDir()): AgentBundle {
+  if (loaded && loaded.dir === dir) return loaded;
+  const manifestPath = path.join(dir, MANIFEST);
+  if (!fs.existsSync(manifestPath)) {
+    throw new Error(`the lockmem agent bundle is missing (${manifestPath}): run \`npm run build\` in the pulumi-lockmem package`);
+  }
+  const manifest = JSON.parse(fs.readFileSync(manifestPath, "utf8")) as BundleManifest;
+  const contents = {} as AgentBundle["contents"];
+  for (const f of BUNDLE_FILES) {
+    const data = fs.readFileSync(path.join(dir, f));
+    if (sha256(data) !== manifest.files[f]) throw new Error(`${path.join(dir, f)} does not match the sha256 in ${manifestPath}: run \`npm run build\` again`);
+    contents[f] = data;
+  }
+  if (bundleId(manifest.files) !== manifest.id) throw new Error(`${manifestPath}: id does not match the file hashes`);
+  loaded = { dir, manifest, contents };
+  return loaded;
+}
+
+if (require.main === module) {
+  const m = buildBundle();
+  console.log(`agent bundle ${m.version} (${m.id.slice(0, 16)}) in ${bundleDir()}`);
+}

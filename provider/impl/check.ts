@@ -1,0 +1,124 @@
+// `check`: validates the inputs without touching any host, one failure per property, so
+// that `pulumi preview` lists every mistake at once. Uses the same validators as the agent.
+import { TargetSpec, SelectionSpec } from "../../src/types";
+import { validateTargetSpec } from "../../src/target";
+import { validateSelection } from "../../src/select";
+import { SshConnection, SshTransport } from "../transport/ssh";
+import { TransportError } from "../transport/types";
+import { AgentSettings, OperationTimeouts, ProviderInputs } from "./state";
+
+export interface CheckFailure {
+  property: string;
+  reason: string;
+}
+
+/** How the engine marks a value not known until apply (preview of a value computed from another resource). */
+const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+
+function hasUnknown(value: unknown): boolean {
+  if (value === UNKNOWN) return true;
+  if (Array.isArray(value)) return value.some(hasUnknown);
+  if (typeof value === "object" && value !== null) return Object.values(value).some(hasUnknown);
+  return false;
+}
+
+const BOOLEAN_INPUTS = ["future", "onFault", "raiseMemlockLimit"] as const;
+const SAFE_PATH = /^[A-Za-z0-9_./+~-]+$/;
+
+function checkAgent(agent: unknown): string | undefined {
+  if (typeof agent !== "object" || agent === null || Array.isArray(agent)) return "must be an object { install, path, dir }";
+  const a = agent as Record<string, unknown>;
+  const unknownKey = Object.keys(a).find((k) => !["install", "path", "dir"].includes(k));
+  if (unknownKey) return `agent.${unknownKey}: unknown field; expected install, path or dir`;
+  if (a.install !== undefined && a.install !== "auto" && a.install !== "never") return `agent.install: must be "auto" or "never", got ${JSON.stringify(a.install)}`;
+  for (const key of ["path", "dir"] as const) {
+    const v = a[key];
+    if (v === undefined) continue;
+    if (typeof v !== "string" || !SAFE_PATH.test(v) || v.startsWith("-")) {
+      return `agent.${key}: must be a plain path of letters, digits and _ . / + ~ -, got ${JSON.stringify(v)}`;
+    }
+  }
+  if (a.path !== undefined && a.install !== "never") return 'agent.path: only used with install: "never" (install "auto" runs the agent it deploys)';
+  if (a.dir !== undefined && a.install === "never") return 'agent.dir: only used with install: "auto"';
+  if (typeof a.dir === "string" && !a.dir.startsWith("/") && !a.dir.startsWith("~/")) return "agent.dir: must be absolute or start with ~/";
+  return undefined;
+}
+
+function checkConnection(conn: unknown): string | undefined {
+  if (typeof conn !== "object" || conn === null || Array.isArray(conn)) return "must be an object with at least host";
+  const c = conn as SshConnection;
+  if (c.privateKey === undefined && c.password === undefined && c.agentSocketPath === undefined && !process.env.SSH_AUTH_SOCK) {
+    return "connection: no credentials: give privateKey, password or agentSocketPath";
+  }
+  if (c.hostKey !== undefined && c.insecureIgnoreHostKey) return "connection: give hostKey or insecureIgnoreHostKey, not both";
+  try {
+    // Validates host, port, user, dial settings, hostKey syntax and agentPath; dials nothing.
+    new SshTransport(c);
+  } catch (e) {
+    // Transport messages name host, port and user only, never a credential.
+    if (e instanceof TransportError) return `connection: ${e.message}${e.hint ? ` (${e.hint})` : ""}`;
+    throw e;
+  }
+  return undefined;
+}
+
+function withHint(message: string, hint?: string): string {
+  return hint ? `${message} (${hint})` : message;
+}
+
+/** The failures of `news`, one per property; empty when the inputs are good. */
+export function checkInputs(news: Record<string, unknown>): CheckFailure[] {
+  const failures: CheckFailure[] = [];
+  const fail = (property: string, reason: string | undefined): void => {
+    if (reason) failures.push({ property, reason });
+  };
+
+  const target = news.target;
+  if (target === undefined) fail("target", "target: required: give exactly one of pid, pidFile, systemdUnit, name, cmdline");
+  else if (!hasUnknown(target)) {
+    const problem = validateTargetSpec(target as TargetSpec);
+    fail("target", problem && withHint(problem.message, problem.hint));
+  }
+
+  if (news.mappings !== undefined && !hasUnknown(news.mappings)) {
+    const problem = validateSelection(news.mappings as SelectionSpec);
+    fail("mappings", problem && withHint(problem.message, problem.hint));
+  }
+
+  for (const key of BOOLEAN_INPUTS) {
+    const v = news[key];
+    if (v !== undefined && v !== UNKNOWN && typeof v !== "boolean") fail(key, `${key}: must be true or false, got ${JSON.stringify(v)}`);
+  }
+
+  if (news.connection !== undefined && !hasUnknown(news.connection)) fail("connection", checkConnection(news.connection));
+  if (news.agent !== undefined && !hasUnknown(news.agent)) fail("agent", checkAgent(news.agent));
+  if (news.agent !== undefined && news.connection === undefined && (news.agent as AgentSettings).dir !== undefined) {
+    fail("agent", "agent.dir: only used for remote hosts (with a connection)");
+  }
+
+  const timeouts = news.timeouts as OperationTimeouts | undefined;
+  if (timeouts !== undefined) {
+    for (const [k, v] of Object.entries(timeouts)) {
+      if (v !== undefined && (typeof v !== "number" || !(v > 0))) fail("timeouts", `customTimeouts.${k}: must be a positive duration`);
+    }
+  }
+
+  const known = new Set<string>(["connection", "agent", "target", "mappings", "future", "onFault", "raiseMemlockLimit", "timeouts"]);
+  for (const key of Object.keys(news)) {
+    if (!known.has(key) && !key.startsWith("__") && !OUTPUT_KEYS.has(key)) fail(key, `${key}: unknown input`);
+  }
+  return failures;
+}
+
+/** Output properties the resource declares (as undefined inputs) so that they show as outputs. */
+export const OUTPUT_KEYS = new Set<string>(["host", "processes", "lockedBytes", "inSync", "drift", "warnings"]);
+
+/** The inputs as stored: output placeholders dropped, defaults left implicit. */
+export function normalizeInputs(news: Record<string, unknown>): ProviderInputs {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(news)) {
+    if (OUTPUT_KEYS.has(k) || v === undefined) continue;
+    out[k] = v;
+  }
+  return out as unknown as ProviderInputs;
+}

@@ -1,0 +1,217 @@
+// create / read / update / delete of LockedProcessMemory against the agent.
+import * as crypto from "crypto";
+import { HostReport, LockRequest, ProcessReport, ProcessResult, UnlockRequest } from "../../src/api";
+import { LockError } from "../../src/errors";
+import { SelectionSpec } from "../../src/types";
+import { DEFAULT_OPERATION_TIMEOUT_MS } from "../transport/types";
+import { canonical, effectiveSelection } from "./diff";
+import { AgentRunner, describeError, runnerFor } from "./runner";
+import { LimitState, ProcessState, ProviderInputs, ProviderOutputs } from "./state";
+
+/** Error codes that mean "the target is not there (any more)": drift, not failure. */
+const GONE = new Set(["ENOTARGET", "ESRCH"]);
+
+/** A resource operation failed; the message says where and why, never a credential. */
+export class ResourceError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "LockedProcessMemoryError";
+  }
+}
+
+function lockRequest(i: ProviderInputs): LockRequest {
+  return {
+    target: i.target,
+    mappings: effectiveSelection(i.mappings),
+    ...(i.future ? { future: true } : {}),
+    ...(i.onFault ? { onFault: true } : {}),
+    ...(i.raiseMemlockLimit ? { raiseMemlockLimit: true } : {}),
+  };
+}
+
+function timeoutOf(i: ProviderInputs, op: "create" | "update" | "delete" | "read"): number {
+  return (op === "read" ? undefined : i.timeouts?.[op]) ?? DEFAULT_OPERATION_TIMEOUT_MS;
+}
+
+/** The agent's own wait for a concurrent lockmem on the same target, inside our deadline. */
+function waitMs(timeoutMs: number): number {
+  return Math.max(0, Math.min(30_000, timeoutMs - 5_000));
+}
+
+function processState(p: ProcessReport, limitSetTo?: LimitState): ProcessState {
+  const sel = p.selection;
+  return {
+    pid: p.pid,
+    startTime: p.startTime,
+    lockedBytes: sel?.lockedBytes ?? 0,
+    lockedMappings: sel?.lockedMappings ?? 0,
+    selectedMappings: sel?.mappings ?? 0,
+    memlockLimit: p.memlockLimit,
+    ...(limitSetTo ? { limitSetTo } : {}),
+  };
+}
+
+function inputsOf(props: ProviderOutputs | ProviderInputs): ProviderInputs {
+  const { connection, agent, target, mappings, future, onFault, raiseMemlockLimit, timeouts } = props;
+  const i: Record<string, unknown> = { connection, agent, target, mappings, future, onFault, raiseMemlockLimit, timeouts };
+  for (const k of Object.keys(i)) if (i[k] === undefined) delete i[k];
+  return i as unknown as ProviderInputs;
+}
+
+function hostOf(i: ProviderInputs, reported: string): string {
+  return i.connection ? i.connection.host : reported;
+}
+
+function failIfAnyFailed(runner: AgentRunner, op: string, report: HostReport<ProcessResult>): void {
+  const failed = report.processes.filter((p) => p.error);
+  if (failed.length === 0) return;
+  const lines = failed.map((p) => `process ${p.pid}: ${p.error!.message}${p.error!.hint ? ` (${p.error!.hint})` : ""}`);
+  throw new ResourceError(`${runner.where}: ${op} failed for ${failed.length} of ${report.processes.length} processes: ${lines.join("; ")}`);
+}
+
+async function call<T>(runner: AgentRunner, op: string, request: Parameters<AgentRunner["call"]>[0], timeoutMs: number): Promise<T> {
+  try {
+    return await runner.call<T>(request, timeoutMs);
+  } catch (e) {
+    throw new ResourceError(`${op}: ${describeError(e, runner.where)}`);
+  }
+}
+
+/** Locks per the inputs and returns the outputs. `previous`: limits this resource set before. */
+async function lock(i: ProviderInputs, op: "create" | "update", previous: ProcessState[] = []): Promise<ProviderOutputs> {
+  const runner = runnerFor(i);
+  const timeoutMs = timeoutOf(i, op);
+  const report = await call<HostReport<ProcessResult>>(runner, "locking", { op: "lock", args: lockRequest(i), waitMs: waitMs(timeoutMs) }, timeoutMs);
+  failIfAnyFailed(runner, "lock", report);
+  const processes = report.processes.map((p) => {
+    const earlier = previous.find((e) => e.pid === p.pid && e.startTime === p.startTime)?.limitSetTo;
+    const raised = p.action?.limitRaised?.to;
+    return processState(p, raised ?? (earlier && canonical(earlier) === canonical(p.memlockLimit) ? earlier : undefined));
+  });
+  const warnings = report.processes.flatMap((p) => p.warnings.map((w) => `process ${p.pid}: ${w}`));
+  const inSync = report.processes.every((p) => p.selection?.inSync !== false);
+  return {
+    ...i,
+    host: hostOf(i, report.host),
+    processes,
+    lockedBytes: processes.reduce((a, p) => a + p.lockedBytes, 0),
+    inSync,
+    drift: inSync ? [] : ["selected mappings stayed unlocked after the lock: see warnings"],
+    warnings,
+  };
+}
+
+export async function create(inputs: ProviderInputs): Promise<{ id: string; outs: ProviderOutputs }> {
+  const outs = await lock(inputs, "create");
+  return { id: `lockmem-${crypto.randomUUID()}`, outs };
+}
+
+/** Reports what is on the host; a target that is gone or restarted is drift, never a removal. */
+export async function read(id: string, props: ProviderOutputs): Promise<{ id: string; props: ProviderOutputs; inputs: ProviderInputs }> {
+  const i = inputsOf(props);
+  const runner = runnerFor(i);
+  const drift: string[] = [];
+  let processes: ProviderOutputs["processes"] = [];
+  let host = props.host;
+  try {
+    const report = await runner.call<HostReport<ProcessReport>>({ op: "status", args: { target: i.target, mappings: effectiveSelection(i.mappings) } }, timeoutOf(i, "read"));
+    host = hostOf(i, report.host);
+    for (const p of report.processes) {
+      const before = props.processes?.find((e) => e.pid === p.pid && e.startTime === p.startTime);
+      const state = processState(p, before?.limitSetTo);
+      processes.push(state);
+      if (!before) {
+        drift.push(`process ${p.pid} (started at tick ${p.startTime}) is not the one that was locked${(props.processes ?? []).length ? ` (was ${(props.processes ?? []).map((e) => e.pid).join(", ")})` : ""}: the target restarted`);
+      }
+      if (p.selection && !p.selection.inSync) drift.push(`process ${p.pid}: ${p.selection.unlocked.length} selected mapping(s) are not locked`);
+      if (state.limitSetTo && canonical(state.limitSetTo) !== canonical(p.memlockLimit)) {
+        drift.push(`process ${p.pid}: RLIMIT_MEMLOCK is ${p.memlockLimit.soft}/${p.memlockLimit.hard}, lockmem set ${state.limitSetTo.soft}/${state.limitSetTo.hard}`);
+      }
+      const failed = (p as ProcessResult).error;
+      if (failed) drift.push(`process ${p.pid}: ${failed.message}`);
+    }
+  } catch (e) {
+    if (!(e instanceof LockError) || !(GONE.has(e.code) || e.code === "EAMBIGUOUS")) {
+      throw new ResourceError(`reading: ${describeError(e, runner.where)}`);
+    }
+    processes = [];
+    drift.push(`target not found: ${describeError(e, runner.where)}`);
+  }
+  const lockedBytes = processes.reduce((a, p) => a + p.lockedBytes, 0);
+  return { id, props: { ...props, ...i, host, processes, lockedBytes, inSync: drift.length === 0, drift, warnings: props.warnings ?? [] }, inputs: i };
+}
+
+/**
+ * How to unlock what the old inputs selected and the new ones do not, after the new lock:
+ * exact when only permissions differ (the common case); otherwise the old selection is
+ * unlocked and the new one locked again, which leaves a gap of one agent round trip.
+ */
+export function leftBehind(old: SelectionSpec, next: SelectionSpec): { spec: SelectionSpec; before: boolean } | undefined {
+  if (old.all === true) return next.all === true ? undefined : { spec: { all: true }, before: true };
+  if (next.all === true) return undefined;
+  const samePaths = canonical(old.paths ?? null) === canonical(next.paths ?? null);
+  const sameKinds = canonical(old.kinds ?? null) === canonical(next.kinds ?? null);
+  if (samePaths && sameKinds && old.permissions && next.permissions) {
+    const covered = (perm: string): boolean => next.permissions!.some((n) => n === perm || (n.length === 3 && perm.startsWith(n)));
+    const dropped = old.permissions.filter((p) => !covered(p));
+    // A 3-letter old entry with 4-letter new ones ("r-x" -> "r-xp") is only partly covered.
+    if (dropped.every((p) => !next.permissions!.some((n) => n.startsWith(p)))) {
+      return dropped.length === 0 ? undefined : { spec: { ...old, permissions: dropped }, before: false };
+    }
+  }
+  if (canonical(old) === canonical(next)) return undefined;
+  return { spec: old, before: true };
+}
+
+export async function update(id: string, olds: ProviderOutputs, news: ProviderInputs): Promise<{ outs: ProviderOutputs }> {
+  const undo = leftBehind(effectiveSelection(olds.mappings), effectiveSelection(news.mappings));
+  // Only munlockall clears MCL_FUTURE: unlock the old selection with it, then lock anew.
+  const futureOff = olds.future === true && news.future !== true;
+  const timeoutMs = timeoutOf(news, "update");
+  const unlockOld = async (spec: SelectionSpec, future: boolean): Promise<void> => {
+    const runner = runnerFor(olds);
+    for (const p of olds.processes ?? []) {
+      if (!(await stillThere(runner, p, timeoutMs))) continue;
+      const args: UnlockRequest = { target: { pid: p.pid }, mappings: spec, ...(future ? { future: true } : {}) };
+      const report = await call<HostReport<ProcessResult>>(runner, "unlocking what is no longer selected", { op: "unlock", args, waitMs: waitMs(timeoutMs) }, timeoutMs);
+      failIfAnyFailed(runner, "unlock", report);
+    }
+  };
+  if (futureOff) await unlockOld(effectiveSelection(olds.mappings), true);
+  else if (undo?.before) await unlockOld(undo.spec, false);
+  const outs = await lock(news, "update", olds.processes);
+  if (!undo || undo.before || futureOff) return { outs };
+  await unlockOld(undo.spec, false);
+  // Report the end state, after the unlock.
+  return { outs: (await read(id, outs)).props };
+}
+
+/** True when the recorded process still runs (same pid and start time). */
+async function stillThere(runner: AgentRunner, p: ProcessState, timeoutMs: number): Promise<boolean> {
+  try {
+    const report = await runner.call<HostReport<ProcessReport>>({ op: "status", args: { target: { pid: p.pid } } }, timeoutMs);
+    return report.processes.some((r) => r.pid === p.pid && r.startTime === p.startTime);
+  } catch (e) {
+    if (e instanceof LockError && GONE.has(e.code)) return false;
+    throw new ResourceError(`checking process ${p.pid}: ${describeError(e, runner.where)}`);
+  }
+}
+
+/** Unlocks what this resource locked, in the processes it locked; gone ones are skipped. */
+export async function remove(_id: string, props: ProviderOutputs): Promise<void> {
+  const i = inputsOf(props);
+  const runner = runnerFor(i);
+  const timeoutMs = timeoutOf(i, "delete");
+  for (const p of props.processes ?? []) {
+    if (!(await stillThere(runner, p, timeoutMs))) continue;
+    const args: UnlockRequest = { target: { pid: p.pid }, mappings: effectiveSelection(i.mappings), ...(i.future ? { future: true } : {}) };
+    try {
+      const report = await runner.call<HostReport<ProcessResult>>({ op: "unlock", args, waitMs: waitMs(timeoutMs) }, timeoutMs);
+      failIfAnyFailed(runner, "unlock", report);
+    } catch (e) {
+      if (e instanceof LockError && GONE.has(e.code)) continue; // exited meanwhile
+      if (e instanceof ResourceError) throw e;
+      throw new ResourceError(`unlocking: ${describeError(e, runner.where)}`);
+    }
+  }
+}

@@ -1,0 +1,78 @@
+// Sends agent requests for one resource: through the local transport when there is no
+// connection, over SSH otherwise, with the deployed agent (install "auto") or the one
+// installed on the host (install "never", protocol version checked by the transport).
+import * as path from "path";
+import { AgentRequest, PROTOCOL_VERSION } from "../../src/agent/protocol";
+import { LockError } from "../../src/errors";
+import { packageRoot } from "../agent-bundle";
+import { ensureAgent, isHashMismatch } from "../deploy";
+import { LocalTransport } from "../transport/local";
+import { SshTransport } from "../transport/ssh";
+import { Transport, TransportError, resultOf } from "../transport/types";
+import { ProviderInputs } from "./state";
+
+/** Request without the protocol fields: the runner adds them. */
+export type AgentCall = AgentRequest extends unknown ? (AgentRequest extends infer R ? (R extends AgentRequest ? Omit<R, "v"> : never) : never) : never;
+
+export interface AgentRunner {
+  /** "local" or "ssh root@db1:22", for messages (never holds a secret). */
+  readonly where: string;
+  /** The result of an ok reply; an error reply is thrown as LockError, a failure to reach the agent as TransportError/DeployError. */
+  call<T>(request: AgentCall, timeoutMs: number): Promise<T>;
+}
+
+function localTransport(inputs: ProviderInputs): Transport {
+  if (inputs.agent?.install === "never") return new LocalTransport({ command: [inputs.agent.path ?? "lockmem", "agent"] });
+  // This package's own agent, with the Node.js that runs the provider.
+  return new LocalTransport({ command: [process.execPath, path.join(packageRoot(), "dist", "src", "agent", "main.js")] });
+}
+
+function whereOf(inputs: ProviderInputs): string {
+  const c = inputs.connection;
+  return c ? `ssh ${c.user ?? "root"}@${c.host}:${c.port ?? 22}` : "local";
+}
+
+export function runnerFor(inputs: ProviderInputs): AgentRunner {
+  const where = whereOf(inputs);
+  const conn = inputs.connection;
+  const send = async <T>(transport: Transport, request: AgentCall, timeoutMs: number): Promise<T> => {
+    const reply = await transport.run({ ...request, v: PROTOCOL_VERSION } as AgentRequest, { timeoutMs });
+    return resultOf<T>(reply, transport.where);
+  };
+  if (!conn) {
+    const transport = localTransport(inputs);
+    return { where, call: (request, timeoutMs) => send(transport, request, timeoutMs) };
+  }
+  if (inputs.agent?.install === "never") {
+    const transport = new SshTransport({ ...conn, agentPath: inputs.agent.path });
+    return { where, call: (request, timeoutMs) => send(transport, request, timeoutMs) };
+  }
+  return {
+    where,
+    async call<T>(request: AgentCall, timeoutMs: number): Promise<T> {
+      const deadline = Date.now() + timeoutMs;
+      const left = (): number => Math.max(1, deadline - Date.now());
+      const agent = await ensureAgent(conn, { dir: inputs.agent?.dir, timeoutMs: left() });
+      try {
+        return await send<T>(new SshTransport(conn, { agentCommand: agent.command }), request, left());
+      } catch (e) {
+        // The bootstrap refused files that do not match (tampered, or half replaced by
+        // hand): nothing ran. Upload the bundle again and retry once.
+        const missing = e instanceof TransportError && e.code === "ENOAGENT";
+        if (!isHashMismatch(e) && !missing) throw e;
+        const again = await ensureAgent(conn, { dir: inputs.agent?.dir, timeoutMs: left(), force: true });
+        return send<T>(new SshTransport(conn, { agentCommand: again.command }), request, left());
+      }
+    },
+  };
+}
+
+/** An error a resource operation reports: where, what, and the hint; never a credential. */
+export function describeError(err: unknown, where: string): string {
+  if (err instanceof LockError) {
+    const text = err.message.startsWith(where) ? err.message : `${where}: ${err.message}`;
+    return err.hint ? `${text} (${err.hint})` : text;
+  }
+  if (err instanceof TransportError) return err.hint ? `${err.message} (${err.hint})` : err.message;
+  return err instanceof Error ? err.message : String(err);
+}
