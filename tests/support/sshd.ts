@@ -220,6 +220,8 @@ export async function startSshFixture(opts: SshFixtureOptions): Promise<SshFixtu
         "UsePAM no",
         "AllowTcpForwarding yes",
         "MaxSessions 64",
+        // SFTP for the provider's agent deployment (agent.install: "auto").
+        "Subsystem sftp internal-sftp",
         "MaxStartups 200:30:400",
         "PrintMotd no",
         `SetEnv PATH=${opts.agentBinDir}:/usr/local/bin:/usr/bin:/bin`,
