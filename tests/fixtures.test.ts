@@ -349,6 +349,21 @@ describe("restrictions", () => {
     expect(procStatus(t.pid).VmLck).toBe("0 kB");
   });
 
+  test("--seccomp-kill-other: a filter is there, yet mlock, mlock2 and mlockall work", async () => {
+    const t = await startTarget({ seccomp: "kill-other", inprocessMlock: true, anonMb: 1 });
+    expect(procStatus(t.pid).Seccomp).toBe("2");
+    expect(procStatus(t.pid).Seccomp_filters).toBe("1");
+    const anon = (await t.stats()).mappings[0];
+    expect(await t.control(`mlock ${anon.start} 4096`)).toMatchObject({ ok: true });
+    expect(await t.control(`mlock2 ${anon.start} 4096 0`)).toMatchObject({ ok: true });
+    expect(await t.control(`munlock ${anon.start} 4096`)).toMatchObject({ ok: true });
+    expect(await t.control("mlockall")).toMatchObject({ ok: true });
+    expect(procStatus(t.pid).VmLck).not.toBe("0 kB");
+    expect(await t.control("munlockall")).toMatchObject({ ok: true });
+    expect(procStatus(t.pid).VmLck).toBe("0 kB");
+    expect(t.isAlive()).toBe(true);
+  });
+
   test("--drop-privs: nobody, no CAP_IPC_LOCK, the given memlock limit, still dumpable", async () => {
     const t = await startTarget({ mode: "sleep", dropPrivs: { uid: 65534, memlockKb: 4096 }, anonMb: 16, inprocessMlock: true });
     const status = procStatus(t.pid);

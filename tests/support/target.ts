@@ -40,8 +40,8 @@ export interface TargetOptions {
   files?: string[];
   /** Files mapped r-x (touched). */
   execFiles?: string[];
-  /** A seccomp filter on mlock, mlock2, mlockall: kill the process, or fail with EPERM. */
-  seccomp?: "kill-mlock" | "errno-mlock";
+  /** A seccomp filter on mlock, mlock2, mlockall: kill the process, or fail with EPERM; or one that allows them (kills only on kexec_load). */
+  seccomp?: "kill-mlock" | "errno-mlock" | "kill-other";
   /** After setup: RLIMIT_MEMLOCK = memlockKb (default 8192), then setgid/setuid (no CAP_IPC_LOCK). */
   dropPrivs?: { uid: number; gid?: number; memlockKb?: number };
   /** Stay root but without CAP_IPC_LOCK, soft RLIMIT_MEMLOCK = memlockKb (hard unchanged). */
