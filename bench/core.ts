@@ -12,6 +12,7 @@
 // (default 80), BENCH_HEARTBEAT_US (sleep between heartbeats, default 100; 0 = busy loop).
 import { execFile } from "child_process";
 import * as api from "../src/api";
+import { runInTarget } from "../src/inject";
 import { native, SyscallOp } from "../src/native";
 import { readMappings } from "../src/proc/smaps";
 import { InjectionChoice, pickInjectionThread, readThreads } from "../src/proc/tasks";
@@ -291,10 +292,9 @@ async function benchSmallBatch(t: Target): Promise<SmallScenario> {
     { nr: nr.mlock2, args: [page, PAGE, 0n] },
     { nr: nr.munlock, args: [page, PAGE] },
   ];
-  const vdso = (await readMappings(pid)).find((m) => m.kind === "vdso");
-  if (!vdso) throw new Error(`process ${pid} has no [vdso]`);
+  const mappings = await readMappings(pid);
 
-  const inject: Row = { scenario, method: "lockmem runBatch (addon)", stall: [], pause: [], kernel: [], wall: [] };
+  const inject: Row = { scenario, method: "lockmem session (group stop+journal)", stall: [], pause: [], kernel: [], wall: [] };
   const overheadRow: Row = { scenario, method: "  overhead = stall|pause - kernel", stall: [], pause: [], kernel: [], wall: [] };
   const floor: Row = { scenario, method: "in-process (control thread)", stall: [], pause: [], kernel: [], wall: [] };
   const idle: Row = { scenario, method: "idle window (noise)", stall: [], pause: [], kernel: [], wall: [] };
@@ -303,12 +303,11 @@ async function benchSmallBatch(t: Target): Promise<SmallScenario> {
 
   for (let i = 0; i < SMALL_REPS; i++) {
     progress(`${scenario}: round ${i + 1}/${SMALL_REPS}`);
-    // Same path as api.lock's runInTarget: choose the thread from /proc, then one batch.
-    const choice = await waitForHeartbeatChoice(pid);
-    const run = await measureStall(t, () =>
-      native().runBatch({ pid, tid: choice.tid, vdsoStart: vdso.start, vdsoEnd: vdso.end, ops, stopOnError: true }),
-    );
-    const reply = run.result;
+    // The production path (api.lock's runInTarget): crash journal, whole-process group
+    // stop, thread chosen from /proc, one batch; once the heartbeat thread is the choice.
+    await waitForHeartbeatChoice(pid);
+    const run = await measureStall(t, () => runInTarget(pid, mappings, ops, { startTime: t.startTime, checkSeccomp: false }));
+    const reply = run.result.reply;
     const failed = reply.results.find((r) => r.errno !== 0);
     if (failed || reply.results.length !== ops.length) throw new Error(`injected batch failed: ${JSON.stringify(reply, (_k, v) => (typeof v === "bigint" ? v.toString() : v))}`);
     const kernelUs = reply.results.reduce((a, r) => a + r.ns, 0) / 1000;

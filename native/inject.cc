@@ -163,18 +163,13 @@ class Session {
     return close == std::string::npos || close + 2 >= text.size() ? '?' : text[close + 2];
   }
 
-  // Stopped in the signal path, and, with stopProcess, with the whole group stopped (so
-  // that a crash of ours leaves the process stopped rather than running on our registers).
+  // Stopped in the signal path. With stopProcess our SIGSTOP has been sent too: whether
+  // the group stop is already in effect or the signal still pending, it cannot be blocked,
+  // so if we die from here on the thread stops (DESIGN.md: "the tracer dies") instead of
+  // running on our registers. No need to wait for the group stop itself.
   bool waitForHold() {
-    for (int round = 0;; round++) {
-      if (!waitForSignalPathStop("interrupt")) return false;
-      if (!spec_.stopProcess || groupStopped_ || processState() == 'T' || round >= 50) break;
-      // Our interrupt trap came first; let the thread take the group stop (it does not
-      // leave the kernel's signal path while SIGSTOP is pending).
-      if (!resume(PTRACE_CONT, 0, "interrupt")) return false;
-      if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return failErrno("interrupt", "PTRACE_INTERRUPT");
-    }
-    out_->groupStopped = groupStopped_ || processState() == 'T';
+    if (!waitForSignalPathStop("interrupt")) return false;
+    out_->groupStopped = spec_.stopProcess;
     return true;
   }
 
@@ -214,9 +209,12 @@ class Session {
   void release() {
     bool safe = where_ == Where::NotAttached || where_ == Where::Gone || !attached_;
     if (spec_.stopProcess && !wasStopped_ && safe) {
-      rearmOtherThreads();
+      bool ourStopConsumed = !sentStop_ || ownStopSeen_ || groupStopped_;
+      if (ourStopConsumed) rearmOtherThreads();
       faultPoint("before-cont");
-      if (!foreignStopPending()) kill(spec_.pid, SIGCONT);
+      // Once our SIGSTOP was consumed, a pending stop signal is someone else's, and
+      // SIGCONT would discard it. Before that, a pending one may be ours.
+      if (!ourStopConsumed || !foreignStopPending()) kill(spec_.pid, SIGCONT);
     }
     if (journalWritten_ || spec_.haveRestoreRegs) {
       if (safe) {
@@ -463,9 +461,23 @@ class Session {
         return fail("inject", EAGAIN, "the target receives signals or stops too fast to run a call between them");
       }
       if (stop.kind == StopKind::EventStop) {
-        // A group stop (someone sent SIGSTOP) or a leftover interrupt trap: keep going;
-        // the kernel puts the thread back into the group stop when we detach.
+        // A group stop (ours or someone's) or a leftover interrupt trap: keep going; the
+        // kernel puts the thread back into the group stop when we detach.
         if (isStopSignal(stop.sig)) groupStopped_ = true;
+        continue;
+      }
+      if (stop.sig == SIGSTOP && sentStop_ && !ownStopSeen_) {
+        // Our own SIGSTOP, dequeued by this thread now: let it take the group stop right
+        // here; a stop builds no signal frame, so our registers may stay in place.
+        ownStopSeen_ = true;
+        if (!resume(PTRACE_SYSCALL, SIGSTOP, "inject")) return false;
+        Stop next;
+        if (!waitStop(&next)) return false;
+        if (next.kind == StopKind::Exited) return failGone("inject");
+        if (next.kind == StopKind::EventStop && isStopSignal(next.sig)) groupStopped_ = true;
+        if (next.kind == StopKind::SignalDelivery) {
+          if (!deliverSignal(next.sig)) return false;
+        }
         continue;
       }
       // A signal arrived before our call started: deliver it with the thread's own

@@ -120,6 +120,21 @@ export async function toLockError(err: unknown, pid: number): Promise<LockError>
   });
 }
 
+/** The journal could not be written: nothing was touched; usually lockmem is not root. */
+async function journalUnwritable(err: NodeJS.ErrnoException, pid: number, file: string): Promise<LockError> {
+  if ((err.code === "EACCES" || err.code === "EPERM") && process.getuid && process.getuid() !== 0) {
+    const why = await explainPtraceDenied(pid);
+    return new LockError({ code: "EPERM", pid, stage: "journal", message: why.message, hint: why.hint });
+  }
+  return new LockError({
+    code: err.code === "EACCES" || err.code === "EPERM" ? "EPERM" : "EINTERNAL",
+    pid,
+    stage: "journal",
+    message: `cannot write lockmem's crash journal ${file}: ${err.message}; process ${pid} was not touched`,
+    hint: "make /run/lockmem (or LOCKMEM_STATE_DIR) writable for lockmem",
+  });
+}
+
 function vdsoOf(mappings: Mapping[], pid: number): Mapping {
   const vdso = mappings.find((m) => m.kind === "vdso");
   if (!vdso) {
@@ -152,7 +167,9 @@ export async function runInTarget(pid: number, mappings: Mapping[], ops: Syscall
     const thread = pickInjectionThread(await readThreads(pid), pid);
     if (!thread) throw new LockError({ code: "ESRCH", pid, message: `process ${pid} has no threads left` });
     const files = journalFiles(pid, thread.tid, opts.startTime);
-    await writeJournalHeader(files, { pid, tid: thread.tid, startTime: opts.startTime, ops });
+    await writeJournalHeader(files, { pid, tid: thread.tid, startTime: opts.startTime, ops }).catch(async (err: NodeJS.ErrnoException) => {
+      throw await journalUnwritable(err, pid, files.json);
+    });
     try {
       const reply = await native().runBatch({
         pid,
