@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -215,6 +216,8 @@ class Session {
       // Once our SIGSTOP was consumed, a pending stop signal is someone else's, and
       // SIGCONT would discard it. Before that, a pending one may be ours.
       if (!ourStopConsumed || !foreignStopPending()) kill(spec_.pid, SIGCONT);
+      // The target is held until it is continued: count that in the pause.
+      if (pauseStart_) out_->pauseNs = nowNs() - pauseStart_;
     }
     if (journalWritten_ || spec_.haveRestoreRegs) {
       if (safe) {
@@ -266,7 +269,7 @@ class Session {
         if (st != 'T' && st != 't' && st != '?') all = false;
       }
       if (all || nowNs() > deadline) break;
-      usleep(50);
+      sched_yield();
     }
     for (pid_t t : tids) {
       if (t == tid_) continue;
