@@ -546,6 +546,12 @@ export interface SshTransportOptions {
    * never splice user input into it.
    */
   agentCommand?: string;
+  /**
+   * What the agent's version handshake would answer, for a caller that vouches for the
+   * agent (the provider's deployed bundle, whose hashes the command line checks on every
+   * run): the handshake, one agent run per connection, is skipped.
+   */
+  agentVersion?: VersionResult;
 }
 
 export class SshTransport implements Transport {
@@ -554,6 +560,7 @@ export class SshTransport implements Transport {
   private readonly proxy?: Endpoint;
   private readonly command: string;
   private readonly sudo: boolean;
+  private readonly knownVersion?: VersionResult;
 
   constructor(conn: SshConnection, opts: SshTransportOptions = {}) {
     const shared = { knownHostsPath: conn.knownHostsPath, insecureIgnoreHostKey: conn.insecureIgnoreHostKey };
@@ -567,6 +574,7 @@ export class SshTransport implements Transport {
     this.sudo = conn.sudo ?? false;
     const command = opts.agentCommand ?? `${agentPath} agent`;
     this.command = this.sudo ? `sudo -n -- ${command}` : command;
+    this.knownVersion = opts.agentVersion;
     installExitHook();
   }
 
@@ -585,7 +593,7 @@ export class SshTransport implements Transport {
       try {
         await channelSlot(p, deadline, this.where);
         try {
-          const agent = await this.versionOf(p, deadline);
+          const agent = this.knownVersion ?? (await this.versionOf(p, deadline));
           if (request.op === "version") return { v: PROTOCOL_VERSION, ok: true, id: request.id, result: agent };
           const reply = await execAgent(p, this.command, request, deadline, this.sudo);
           return explainUnprivileged(reply, agent, this.endpoint.user, this.sudo);
