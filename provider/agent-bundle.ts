@@ -71,6 +71,8 @@ export function buildBundle(outDir = bundleDir()): BundleManifest {
     outfile: path.join(tmp, AGENT_JS),
     logLevel: "error",
     legalComments: "none",
+    // Parsed on every run on the host: smaller is faster to start.
+    minify: true,
   });
   fs.copyFileSync(addon, path.join(tmp, AGENT_ADDON));
   const version = (JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as { version: string }).version;

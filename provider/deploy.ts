@@ -9,6 +9,7 @@ import * as crypto from "crypto";
 import * as path from "path";
 import { Client, SFTPWrapper } from "ssh2";
 import { AGENT_ADDON, AGENT_JS, AgentBundle, BUNDLE_FILES, MANIFEST, loadBundle } from "./agent-bundle";
+import { VersionResult } from "../src/agent/protocol";
 import { SshConnection, withSshClient } from "./transport/ssh";
 
 export const DEFAULT_AGENT_DIR = "~/.lockmem/agent";
@@ -37,6 +38,11 @@ export interface DeployedAgent {
   /** Absolute folder on the host. */
   dir: string;
   nodeVersion: string;
+  /**
+   * What the agent's version handshake would answer: the command checks the bundle's
+   * hashes on every run, so the provider knows exactly which agent runs.
+   */
+  version: VersionResult;
   /** Whether this call uploaded the bundle (false: it was there already). */
   uploaded: boolean;
 }
@@ -99,13 +105,14 @@ interface Probe {
   home: string;
   node?: string;
   nodeVersion?: string;
+  uid?: number;
   present: boolean;
   hashes: Map<string, string>;
 }
 
 async function probe(client: Client, where: string, folder: string, timeoutMs: number): Promise<Probe> {
   const script = [
-    'printf "home=%s\\n" "$HOME"',
+    'printf "home=%s\\nuid=%s\\n" "$HOME" "$(id -u)"',
     'if p=$(command -v node); then printf "node=%s\\nversion=%s\\n" "$p" "$("$p" -v 2>/dev/null)"; fi',
     `if cd ${folder} 2>/dev/null; then echo present=1; sha256sum ${BUNDLE_FILES.join(" ")} 2>/dev/null; fi`,
     "exit 0",
@@ -113,9 +120,10 @@ async function probe(client: Client, where: string, folder: string, timeoutMs: n
   const r = await exec(client, script, where, timeoutMs);
   const out: Probe = { home: "", present: false, hashes: new Map() };
   for (const line of r.stdout.split("\n")) {
-    const kv = /^(home|node|version|present)=(.*)$/.exec(line);
+    const kv = /^(home|uid|node|version|present)=(.*)$/.exec(line);
     if (kv) {
       if (kv[1] === "home") out.home = kv[2];
+      else if (kv[1] === "uid") out.uid = Number(kv[2]);
       else if (kv[1] === "node") out.node = kv[2];
       else if (kv[1] === "version") out.nodeVersion = kv[2].trim();
       else out.present = true;
@@ -165,6 +173,15 @@ async function removeFolder(s: SFTPWrapper, dir: string): Promise<void> {
   await sftpCall((cb) => s.rmdir(dir, (e) => cb(e))).catch(() => undefined);
 }
 
+/** Whether `dir` holds exactly the bundle's files (read back over SFTP). */
+async function intactOver(s: SFTPWrapper, dir: string, bundle: AgentBundle): Promise<boolean> {
+  for (const f of BUNDLE_FILES) {
+    const data = await sftpCall<Buffer>((cb) => s.readFile(`${dir}/${f}`, (e, d) => cb(e, d))).catch(() => undefined);
+    if (!data || crypto.createHash("sha256").update(data).digest("hex") !== bundle.manifest.files[f]) return false;
+  }
+  return true;
+}
+
 /** Uploads into a temp folder next to `final`, then renames it into place (replacing a bad one). */
 async function upload(client: Client, where: string, bundle: AgentBundle, base: string, final: string): Promise<void> {
   const s = await sftpOf(client, where);
@@ -177,15 +194,23 @@ async function upload(client: Client, where: string, bundle: AgentBundle, base: 
         await sftpCall((cb) => s.writeFile(`${tmp}/${f}`, bundle.contents[f], { mode: 0o600 }, (e) => cb(e)));
       }
       await sftpCall((cb) => s.writeFile(`${tmp}/${MANIFEST}`, JSON.stringify(bundle.manifest, null, 2) + "\n", { mode: 0o600 }, (e) => cb(e)));
-      try {
-        await sftpCall((cb) => s.rename(tmp, final, (e) => cb(e)));
-      } catch {
-        // A folder is in the way: a tampered or partial one (a good one was reused before
-        // we got here). Move it aside, put ours in place, then remove it.
-        const old = `${base}/.old-${crypto.randomBytes(6).toString("hex")}`;
-        await sftpCall((cb) => s.rename(final, old, (e) => cb(e)));
-        await sftpCall((cb) => s.rename(tmp, final, (e) => cb(e)));
-        await removeFolder(s, old);
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await sftpCall((cb) => s.rename(tmp, final, (e) => cb(e)));
+          break;
+        } catch (e) {
+          // A folder is in the way. Another upload of the same bundle may just have won the
+          // race (hosts sharing a home folder over NFS): then it is ours already.
+          if (await intactOver(s, final, bundle)) {
+            await removeFolder(s, tmp);
+            break;
+          }
+          if (attempt > 0) throw e;
+          // A tampered or partial one: move it aside, then put ours in place.
+          const old = `${base}/.old-${crypto.randomBytes(6).toString("hex")}`;
+          await sftpCall((cb) => s.rename(final, old, (er) => cb(er))).catch(() => undefined);
+          await removeFolder(s, old);
+        }
       }
     } catch (e) {
       await removeFolder(s, tmp);
@@ -216,7 +241,14 @@ async function deploy(conn: SshConnection, agentDir: string, timeoutMs: number):
     const final = `${base}/${name}`;
     const intact = p.present && BUNDLE_FILES.every((f) => p.hashes.get(f) === bundle.manifest.files[f]);
     if (!intact) await upload(client, where, bundle, base, final);
-    return { command: agentCommand(node, final, bundle), dir: final, nodeVersion: p.nodeVersion ?? "", uploaded: !intact };
+    const version: VersionResult = {
+      protocol: bundle.manifest.protocol,
+      agent: bundle.manifest.version,
+      node: p.nodeVersion ?? "",
+      arch: "x64",
+      uid: conn.sudo ? 0 : (p.uid ?? -1),
+    };
+    return { command: agentCommand(node, final, bundle), dir: final, nodeVersion: p.nodeVersion ?? "", version, uploaded: !intact };
   });
 }
 
