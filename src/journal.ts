@@ -154,7 +154,9 @@ async function recoverOne(json: string): Promise<RecoveryResult | undefined> {
   const regs = parseRegsFile(regsText);
   if (!regs.regs || regs.restored) {
     // Registers never changed, or already back: only the stop may be ours to undo.
-    if (!regs.wasStopped && state === "T") process.kill(header.pid, "SIGCONT");
+    // Whatever the state reads now: our SIGSTOP may still be on its way (the group stop
+    // completes after the kill), and SIGCONT also discards a pending one.
+    if (!regs.wasStopped) process.kill(header.pid, "SIGCONT");
     await removeJournal(files);
     return result("continued", regs.restored ? "registers were already restored; continued the process" : "stopped before any register changed; continued the process");
   }
