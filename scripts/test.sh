@@ -12,6 +12,7 @@ if [ ! -f build/Release/lockmem.node ] || [ -n "$(find native binding.gyp -newer
   npm run --silent build:native
 fi
 npm run --silent build:ts
+npm run --silent build:agent
 
 results=$(mktemp /tmp/lockmem-jest.XXXXXX.json)
 set +e

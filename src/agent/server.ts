@@ -59,12 +59,17 @@ export interface HandleOptions {
 }
 
 function agentVersion(): string {
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return (require("../../package.json") as { version: string }).version;
-  } catch {
-    return "unknown";
+  // From src/agent (ts-jest, and the esbuild bundle, which inlines it) the package root is
+  // two levels up; compiled into dist/src/agent it is three.
+  for (const load of [() => require("../../package.json"), () => require("../../../package.json")]) {
+    try {
+      const pkg = load() as { name?: string; version?: string };
+      if (pkg.name === "pulumi-lockmem" && pkg.version) return pkg.version;
+    } catch {
+      // try the next location
+    }
   }
+  return "unknown";
 }
 
 function toErrorBody(e: unknown): AgentErrorBody {
