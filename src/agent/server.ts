@@ -61,7 +61,9 @@ export interface HandleOptions {
 function agentVersion(): string {
   // From src/agent (ts-jest, and the esbuild bundle, which inlines it) the package root is
   // two levels up; compiled into dist/src/agent it is three.
-  for (const load of [() => require("../../package.json"), () => require("../../../package.json")]) {
+  // The second path is computed so that bundlers leave it alone.
+  const compiled = [__dirname, "..", "..", "..", "package.json"].join("/");
+  for (const load of [() => require("../../package.json"), () => require(compiled)]) {
     try {
       const pkg = load() as { name?: string; version?: string };
       if (pkg.name === "pulumi-lockmem" && pkg.version) return pkg.version;
