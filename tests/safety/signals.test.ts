@@ -1,0 +1,174 @@
+// Signals that arrive while lockmem holds the target: delivered afterwards, none lost
+// (RT signals queue, so the target's own counters must match what was sent exactly);
+// a SIGSTOP or SIGCONT sent by someone else during a hold keeps its meaning.
+import * as path from "path";
+import * as api from "../../src/api";
+import { startTarget, stopAllTargets, Target, waitUntil, workDir } from "../support/target";
+import { isTraced, vmLckKb } from "../support/smaps";
+
+jest.setTimeout(180_000);
+afterAll(stopAllTargets);
+
+beforeAll(() => {
+  process.env.LOCKMEM_STATE_DIR = path.join(workDir(), `state-signals-${process.pid}`);
+});
+
+// glibc's SIGRTMIN is 34.
+const RT_A = 34 + 2;
+const RT_B = 34 + 5;
+
+const threadsAll = (t: Target, pred: (s: string) => boolean): boolean => {
+  const states = [...t.threadStates().values()];
+  return states.length > 0 && states.every(pred);
+};
+const stopped = (s: string): boolean => s === "T" || s === "t";
+
+/** Sends `signals` alternately, one per event-loop turn, until stopped or `max` each. */
+function signalStream(pid: number, signals: number[], max: number): { stop: () => Promise<Record<number, number>> } {
+  const sent: Record<number, number> = Object.fromEntries(signals.map((s) => [s, 0]));
+  let running = true;
+  const done = (async () => {
+    for (let i = 0; running && sent[signals[signals.length - 1]] < max; i++) {
+      const sig = signals[i % signals.length];
+      process.kill(pid, sig);
+      sent[sig]++;
+      await new Promise((r) => setImmediate(r));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await done;
+      return sent;
+    },
+  };
+}
+
+test.each([
+  ["spin, per-mapping lock", { mode: "spin" as const, threads: 2, threadMode: "sleep" as const }, { kinds: ["anon" as const] }, undefined],
+  ["sleep + epoll threads, mlockall", { mode: "sleep" as const, sleepMs: 10, threads: 2, threadMode: "epoll" as const }, { all: true }, undefined],
+  ["pipe, bounded pauses (many sessions)", { mode: "pipe" as const }, { kinds: ["anon" as const] }, 2],
+])("a stream of RT signals during repeated lock/unlock (%s): none lost", async (_name, opts, mappings, maxPauseMs) => {
+  const t = await startTarget({ ...opts, anonMb: 64, countSignals: [RT_A, RT_B] });
+  const stream = signalStream(t.pid, [RT_A, RT_B], 4000);
+  let delivered = 0;
+  let sessions = 0;
+  const cycles = 30;
+  for (let i = 0; i < cycles; i++) {
+    const l = await api.lock({ target: { pid: t.pid }, mappings, maxPauseMs });
+    const u = await api.unlock({ target: { pid: t.pid }, mappings, maxPauseMs });
+    for (const a of [l.processes[0].action, u.processes[0].action]) {
+      delivered += a?.signalsDelivered ?? 0;
+      sessions += a?.sessions ?? 0;
+    }
+  }
+  const sent = await stream.stop();
+  const s = await t.waitForStats((x) => (x.signals[String(RT_A)] ?? 0) >= sent[RT_A] && (x.signals[String(RT_B)] ?? 0) >= sent[RT_B], "every signal counted");
+  console.log(
+    `signals (${_name}): sent ${RT_A}:${sent[RT_A]} ${RT_B}:${sent[RT_B]}, received ${RT_A}:${s.signals[String(RT_A)]} ${RT_B}:${s.signals[String(RT_B)]}, ` +
+      `delivered by lockmem during a hold ${delivered}, over ${sessions} sessions in ${cycles} lock/unlock cycles`,
+  );
+  expect(s.signals[String(RT_A)]).toBe(sent[RT_A]);
+  expect(s.signals[String(RT_B)]).toBe(sent[RT_B]);
+  expect(sent[RT_A]).toBeGreaterThan(100);
+  // A caught signal ends a nanosleep with EINTR whatever SA_RESTART says (signal(7)):
+  // that is the signals' doing; an early end without EINTR would be ours.
+  expect(s.sleep.violations).toBe(0);
+  expect(s.pipe.eintr).toBe(0);
+  expect(s.threads.every((th) => th.eintr === 0)).toBe(true);
+  expect(vmLckKb(t.pid)).toBe(0);
+  expect(isTraced(t.pid)).toBe(false);
+  expect(threadsAll(t, (x) => !stopped(x))).toBe(true);
+});
+
+/**
+ * Starts a lock long enough to hit (mapAnon(): 1.5 GiB not yet resident), waits until
+ * lockmem holds the target and its group stop is complete (every thread T or t: lockmem's
+ * own SIGSTOP is consumed, so the two cannot coalesce), then sends `sig` from here as
+ * another operator would. Retries when the lock was over before the signal went out.
+ */
+async function signalDuringHold(t: Target, sig: NodeJS.Signals): Promise<{ attempts: number }> {
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    let finished = false;
+    const pending = api.lock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } }).finally(() => (finished = true));
+    await waitUntil(() => (isTraced(t.pid) && threadsAll(t, stopped)) || finished, "lockmem to hold the stopped target", { timeoutMs: 20_000, intervalMs: 0 });
+    if (!finished) {
+      process.kill(t.pid, sig);
+      const heldStill = isTraced(t.pid);
+      await pending;
+      if (heldStill) return { attempts: attempt };
+    } else {
+      await pending;
+    }
+    await api.unlock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } });
+    // A stop that missed the hold would spoil the next attempt.
+    if (sig === "SIGSTOP") process.kill(t.pid, "SIGCONT");
+    else process.kill(t.pid, "SIGSTOP");
+    await waitUntil(() => threadsAll(t, sig === "SIGSTOP" ? (x) => !stopped(x) : (x) => x === "T"), "the target back in its starting state");
+  }
+  throw new Error(`could not send ${sig} while lockmem held the target in 5 attempts`);
+}
+
+async function mapAnon(t: Target): Promise<void> {
+  const r = await t.control("mmap-anon 1536", 60_000);
+  expect(r.ok).toBe(true);
+}
+
+test("a SIGSTOP sent by someone else during a hold: the process stays stopped afterwards", async () => {
+  const t = await startTarget({ mode: "sleep", sleepMs: 10, threads: 2, threadMode: "spin" });
+  await mapAnon(t);
+  const { attempts } = await signalDuringHold(t, "SIGSTOP");
+  // Detached, every thread ends in the group stop that the other operator asked for.
+  await waitUntil(() => threadsAll(t, (x) => x === "T") && !isTraced(t.pid), "every thread stopped, untraced");
+  const before = [...t.threadStates().values()];
+  console.log(`SIGSTOP during a hold (attempt ${attempts}): thread states after the lock ${before.join("")}`);
+  expect(vmLckKb(t.pid)).toBeGreaterThan(1536 * 1024);
+  process.kill(t.pid, "SIGCONT");
+  await waitUntil(() => threadsAll(t, (x) => !stopped(x)), "running after SIGCONT");
+  const s0 = await t.stats();
+  const s1 = await t.waitForStats((s) => s.sleep.done > s0.sleep.done + 2, "sleeps after SIGCONT");
+  expect(s1.sleep.violations).toBe(0);
+  expect(s1.sleep.eintr).toBe(0);
+  await t.stop(); // its 1.5 GiB back before the next test
+});
+
+test("a SIGCONT sent by someone else during a hold of a stopped process: it runs afterwards", async () => {
+  const t = await startTarget({ mode: "sleep", sleepMs: 10, threads: 2, threadMode: "spin" });
+  await mapAnon(t);
+  process.kill(t.pid, "SIGSTOP");
+  await waitUntil(() => threadsAll(t, (x) => x === "T"), "the target to stop");
+  const { attempts } = await signalDuringHold(t, "SIGCONT");
+  await waitUntil(() => threadsAll(t, (x) => !stopped(x)) && !isTraced(t.pid), "every thread running, untraced", { timeoutMs: 5000 });
+  console.log(`SIGCONT during a hold of a stopped target (attempt ${attempts}): running afterwards`);
+  expect(vmLckKb(t.pid)).toBeGreaterThan(1536 * 1024);
+  const s0 = await t.stats();
+  const s1 = await t.waitForStats((s) => s.sleep.done > s0.sleep.done + 2 && s.threads.every((th, i) => th.progress > s0.threads[i].progress), "progress");
+  expect(s1.sleep.violations).toBe(0);
+  expect(s1.sleep.eintr).toBe(0);
+  await t.stop(); // its 1.5 GiB back before the next test
+});
+
+test("a SIGCONT sent by someone else during a hold of a running process: it keeps running", async () => {
+  const t = await startTarget({ mode: "sleep", sleepMs: 10, threads: 2, threadMode: "spin" });
+  await mapAnon(t);
+  let sentDuringHold = 0;
+  for (let attempt = 0; attempt < 5 && sentDuringHold === 0; attempt++) {
+    let finished = false;
+    const pending = api.lock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } }).finally(() => (finished = true));
+    await waitUntil(() => isTraced(t.pid) || finished, "lockmem to hold the target", { timeoutMs: 20_000, intervalMs: 0 });
+    if (!finished) {
+      process.kill(t.pid, "SIGCONT");
+      if (isTraced(t.pid)) sentDuringHold++;
+    }
+    await pending;
+    if (sentDuringHold === 0) await api.unlock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } });
+  }
+  expect(sentDuringHold).toBe(1);
+  await waitUntil(() => threadsAll(t, (x) => !stopped(x)) && !isTraced(t.pid), "every thread running, untraced");
+  expect(vmLckKb(t.pid)).toBeGreaterThan(1536 * 1024);
+  const s0 = await t.stats();
+  const s1 = await t.waitForStats((s) => s.sleep.done > s0.sleep.done + 2, "sleeps");
+  expect(s1.sleep.violations).toBe(0);
+  expect(s1.sleep.eintr).toBe(0);
+  await t.stop(); // its 1.5 GiB back before the next test
+});
