@@ -261,10 +261,12 @@ class Session {
   void rearmOtherThreads() {
     if (spec_.eintrSyscalls.empty()) return;
     std::vector<pid_t> tids = threadIds();
+    if (tids.size() <= 1) return;
     uint64_t deadline = nowNs() + 200 * 1000000ull;
     for (;;) {
       bool all = true;
       for (pid_t t : tids) {
+        if (t == tid_) continue;  // ours was just detached into the group stop
         char st = taskState(t);
         if (st != 'T' && st != 't' && st != '?') all = false;
       }

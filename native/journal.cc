@@ -35,53 +35,75 @@ bool syncDirectoryOf(const std::string& path) {
 
 }  // namespace
 
+Journal::~Journal() {
+  if (fd_ >= 0) close(fd_);
+}
+
 bool Journal::begin(pid_t pid, pid_t tid, bool wasStopped) {
   if (!enabled()) return true;
-  int fd = open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
+  fd_ = open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd_ < 0) return false;
   std::string text = "v=1\npid=" + std::to_string(pid) + "\ntid=" + std::to_string(tid) +
-                     "\nwasStopped=" + (wasStopped ? "1" : "0") + "\n";
-  bool ok = writeAll(fd, text) && fsync(fd) == 0;
-  int saved = errno;
-  close(fd);
-  errno = saved;
-  return ok && syncDirectoryOf(path_);
+                     "\nwasStopped=" + (wasStopped ? "1" : "0") + "\nregs=";
+  regsAt_ = static_cast<off_t>(text.size());
+  text += std::string(2 * sizeof(arch::Regs), '-') + "\nrestored=";
+  restoredAt_ = static_cast<off_t>(text.size());
+  text += "0\n";
+  // Before the target is stopped: durable, so that a later run knows whether to SIGCONT it.
+  return writeAll(fd_, text) && fsync(fd_) == 0 && syncDirectoryOf(path_);
+}
+
+// Recovery reuses the journal of the interrupted run: find its fields again.
+bool Journal::openExisting() {
+  fd_ = open(path_.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd_ < 0) return false;
+  std::string text(4096, '\0');
+  ssize_t n = pread(fd_, &text[0], text.size(), 0);
+  if (n <= 0) return false;
+  text.resize(static_cast<size_t>(n));
+  size_t regs = text.find("\nregs=");
+  size_t restored = text.find("\nrestored=");
+  if (regs == std::string::npos || restored == std::string::npos) {
+    errno = EINVAL;
+    return false;
+  }
+  regsAt_ = static_cast<off_t>(regs + 6);
+  restoredAt_ = static_cast<off_t>(restored + 10);
+  return true;
 }
 
 // No fsync here: these writes happen while the target is held, and the journal has to
 // outlive this process, not the machine (a power loss ends the target too). A write()
-// is in the page cache, which survives SIGKILL and the OOM killer; fsync on an ext4 /run
-// would add milliseconds to the target's stall.
-bool Journal::append(const std::string& text) {
-  int fd = open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-  if (fd < 0) return false;
-  bool ok = writeAll(fd, text);
-  int saved = errno;
-  close(fd);
-  errno = saved;
-  return ok;
+// is in the page cache, which survives SIGKILL and the OOM killer.
+bool Journal::writeAt(off_t offset, const std::string& text) {
+  if (fd_ < 0 && !openExisting()) return false;
+  return pwrite(fd_, text.data(), text.size(), offset) == static_cast<ssize_t>(text.size());
 }
 
 bool Journal::saveRegs(const arch::Regs& regs) {
   if (!enabled()) return true;
   static const char* hex = "0123456789abcdef";
   const unsigned char* bytes = reinterpret_cast<const unsigned char*>(&regs);
-  std::string text = "regs=";
+  std::string text;
   for (size_t i = 0; i < sizeof(regs); i++) {
     text += hex[bytes[i] >> 4];
     text += hex[bytes[i] & 15];
   }
-  text += "\n";
-  return append(text);
+  if (fd_ < 0 && !openExisting()) return false;
+  return writeAt(regsAt_, text);
 }
 
 bool Journal::markRestored() {
   if (!enabled()) return true;
-  return append("restored=1\n");
+  if (fd_ < 0 && !openExisting()) return false;
+  return writeAt(restoredAt_, "1");
 }
 
 void Journal::remove() {
-  if (enabled()) unlink(path_.c_str());
+  if (!enabled()) return;
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
+  unlink(path_.c_str());
 }
 
 }  // namespace lockmem

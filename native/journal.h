@@ -4,7 +4,8 @@
 //
 // Format, one "key=value" per line: v=1, pid, tid, wasStopped (0/1: whether the process
 // was stopped before we came, i.e. whether to SIGCONT it afterwards), then, once saved,
-// regs=<hex of the saved register block>, and restored=1 once they are back in place.
+// regs=<hex of the saved register block> (dashes until saved), and restored=0, set to
+// restored=1 once they are back in place.
 #pragma once
 
 #include <sys/types.h>
@@ -17,6 +18,9 @@ namespace lockmem {
 class Journal {
  public:
   explicit Journal(std::string path) : path_(std::move(path)) {}
+  ~Journal();
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
   bool enabled() const { return !path_.empty(); }
   // False with errno set.
   bool begin(pid_t pid, pid_t tid, bool wasStopped);
@@ -27,8 +31,14 @@ class Journal {
   void remove();
 
  private:
-  bool append(const std::string& text);
+  bool openExisting();
+  bool writeAt(off_t offset, const std::string& text);
   std::string path_;
+  // Kept open from begin() on, and written in place at fixed offsets (the file never
+  // grows while the target is held): no open, no size change, no metadata update.
+  int fd_ = -1;
+  off_t regsAt_ = -1;
+  off_t restoredAt_ = -1;
 };
 
 }  // namespace lockmem

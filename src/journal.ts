@@ -104,7 +104,8 @@ function parseRegsFile(text: string): RegsFile {
   const regsHex = fields.get("regs");
   return {
     wasStopped: fields.get("wasStopped") === "1",
-    regs: regsHex && regsHex.length === native().regsSize * 2 ? Buffer.from(regsHex, "hex") : undefined,
+    // Dashes until the addon saved them.
+    regs: regsHex && regsHex.length === native().regsSize * 2 && /^[0-9a-f]+$/.test(regsHex) ? Buffer.from(regsHex, "hex") : undefined,
     restored: fields.get("restored") === "1",
   };
 }
