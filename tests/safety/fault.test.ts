@@ -145,10 +145,10 @@ function journalEntries(): string[] {
 function journalStage(): string {
   const regs = journalEntries().find((n) => n.endsWith(".regs"));
   if (regs === undefined) return journalEntries().length ? "header" : "none";
-  // The addon writes the .regs file first with only wasStopped, then the registers.
   const text = fs.readFileSync(path.join(journalDir, regs), "utf8");
   if (/^restored=1$/m.test(text)) return "restored";
-  return /^regs=/m.test(text) ? "regs" : "begun";
+  // The addon lays the file out whole at the start, the register block as dashes.
+  return /^regs=[0-9a-f]+$/m.test(text) ? "regs" : "begun";
 }
 
 const SPECIAL = /^\[(vdso|vvar|vsyscall)\]$/;
