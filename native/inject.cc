@@ -214,8 +214,9 @@ class Session {
       if (ourStopConsumed) rearmOtherThreads();
       faultPoint("before-cont");
       // Once our SIGSTOP was consumed, a pending stop signal is someone else's, and
-      // SIGCONT would discard it. Before that, a pending one may be ours.
-      if (!ourStopConsumed || !foreignStopPending()) kill(spec_.pid, SIGCONT);
+      // SIGCONT would discard it. Before that, a pending one may be ours. A SIGSTOP of
+      // someone else's that our thread took in passing keeps the process stopped too.
+      if (!foreignStop_ && (!ourStopConsumed || !foreignStopPending())) kill(spec_.pid, SIGCONT);
       // The target is held until it is continued: count that in the pause.
       if (pauseStart_) out_->pauseNs = nowNs() - pauseStart_;
     }
@@ -308,6 +309,21 @@ class Session {
 
   bool cleanup(bool) { return cleanup(); }
 
+  // At a SIGSTOP signal-delivery stop: ours (sent by this process, first time seen) or
+  // someone else's, whose stop must outlast our session. Standard signals carry the
+  // siginfo of the first sender.
+  void classifyStop() {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    bool fromUs = ptrace(PTRACE_GETSIGINFO, tid_, nullptr, &info) == 0 && info.si_code == SI_USER &&
+                  info.si_pid == getpid();
+    if (fromUs && sentStop_ && !ownStopSeen_) {
+      ownStopSeen_ = true;
+    } else {
+      foreignStop_ = true;
+    }
+  }
+
   bool fail(const char* stage, int err, const std::string& message) {
     if (error_->stage.empty()) {
       error_->stage = stage;
@@ -388,12 +404,12 @@ class Session {
           if (isStopSignal(stop.sig)) groupStopped_ = true;
           return true;
         case StopKind::SignalDelivery:
-          if (!resume(PTRACE_CONT, stop.sig, stage)) return false;
-          if (stop.sig == SIGSTOP && sentStop_ && !ownStopSeen_) {
-            ownStopSeen_ = true;  // our own, passed on so that the group stops
+          if (stop.sig == SIGSTOP) {
+            classifyStop();  // passed on either way, so that the group stops
           } else {
             out_->signalsDelivered++;
           }
+          if (!resume(PTRACE_CONT, stop.sig, stage)) return false;
           continue;
         case StopKind::SyscallStop:
           // Not expected before our first call; keep the thread moving.
@@ -471,10 +487,10 @@ class Session {
         if (isStopSignal(stop.sig)) groupStopped_ = true;
         continue;
       }
-      if (stop.sig == SIGSTOP && sentStop_ && !ownStopSeen_) {
-        // Our own SIGSTOP, dequeued by this thread now: let it take the group stop right
-        // here; a stop builds no signal frame, so our registers may stay in place.
-        ownStopSeen_ = true;
+      if (stop.sig == SIGSTOP) {
+        // SIGSTOP (ours, or someone's): let the thread take the group stop right here; a
+        // stop builds no signal frame, so our registers may stay in place.
+        classifyStop();
         if (!resume(PTRACE_SYSCALL, SIGSTOP, "inject")) return false;
         Stop next;
         if (!waitStop(&next)) return false;
@@ -630,6 +646,9 @@ class Session {
   }
 
   bool detach() {
+    // Checked while we still hold the thread: once detached it may dequeue a pending
+    // foreign SIGSTOP itself, and then nothing would show it any more.
+    if (spec_.stopProcess && (ownStopSeen_ || groupStopped_) && foreignStopPending()) foreignStop_ = true;
     if (ptrace(PTRACE_DETACH, tid_, nullptr, nullptr) != 0) return failErrno("detach", "PTRACE_DETACH");
     out_->pauseNs = pauseStart_ ? nowNs() - pauseStart_ : 0;
     where_ = Where::NotAttached;
@@ -679,6 +698,7 @@ class Session {
   bool wasStopped_ = false;
   bool sentStop_ = false;
   bool ownStopSeen_ = false;
+  bool foreignStop_ = false;
   bool journalWritten_ = false;
   Journal journal_;
   uint64_t insnAddr_ = 0;
