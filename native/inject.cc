@@ -317,7 +317,9 @@ class Session {
     memset(&info, 0, sizeof(info));
     bool fromUs = ptrace(PTRACE_GETSIGINFO, tid_, nullptr, &info) == 0 && info.si_code == SI_USER &&
                   info.si_pid == getpid();
-    if (fromUs && sentStop_ && !ownStopSeen_) {
+    // Once the group stop was seen, our SIGSTOP has been consumed (by whichever thread
+    // took it first): a later one is someone else's even if it comes from this process.
+    if (fromUs && sentStop_ && !ownStopSeen_ && !groupStopped_) {
       ownStopSeen_ = true;
     } else {
       foreignStop_ = true;

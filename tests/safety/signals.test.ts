@@ -114,10 +114,7 @@ async function mapAnon(t: Target): Promise<void> {
   expect(r.ok).toBe(true);
 }
 
-// Known bug (issue 6 note, "bug C"): a SIGSTOP from someone else during a hold is still
-// lost in this scenario (lockmem continues the process). `test.failing` keeps the check
-// running: it turns red here as soon as the bug is fixed, to be made a plain test again.
-test.failing("a SIGSTOP sent by someone else during a hold: the process stays stopped afterwards", async () => {
+test("a SIGSTOP sent by someone else during a hold: the process stays stopped afterwards", async () => {
   const t = await startTarget({ mode: "sleep", sleepMs: 10, threads: 2, threadMode: "spin" });
   await mapAnon(t);
   const { attempts } = await signalDuringHold(t, "SIGSTOP");
