@@ -148,7 +148,7 @@ Napi::Value RunBatch(const Napi::CallbackInfo& info) {
   Napi::Object req = info[0].As<Napi::Object>();
   BatchSpec spec;
   spec.pid = requirePid(req.Get("pid"), "pid");
-  spec.tid = requirePid(req.Get("tid"), "tid");
+  spec.tid = req.Get("tid").IsUndefined() ? 0 : requirePid(req.Get("tid"), "tid");
   spec.vdsoStart = requireU64(req.Get("vdsoStart"), "vdsoStart");
   spec.vdsoEnd = requireU64(req.Get("vdsoEnd"), "vdsoEnd");
   auto optionalBool = [&](const char* key) {
@@ -160,6 +160,7 @@ Napi::Value RunBatch(const Napi::CallbackInfo& info) {
   spec.stopProcess = optionalBool("stopProcess");
   spec.checkSeccomp = optionalBool("checkSeccomp");
   spec.suspendSeccomp = optionalBool("suspendSeccomp");
+  spec.continueOnly = optionalBool("continueOnly");
   Napi::Value journal = req.Get("journalPath");
   if (journal.IsString()) {
     spec.journalPath = journal.As<Napi::String>().Utf8Value();

@@ -106,6 +106,12 @@ class Session {
 
  private:
   bool session() {
+    if (spec_.continueOnly) {
+      // Every thread is a candidate: none of them is held by us.
+      tid_ = 0;
+      wasStopped_ = false;
+      return true;
+    }
     bool stoppedNow = processState() == 'T';
     wasStopped_ = spec_.haveRestoreRegs ? spec_.recoveredWasStopped : stoppedNow;
     out_->wasStopped = wasStopped_;
@@ -211,12 +217,15 @@ class Session {
     bool safe = where_ == Where::NotAttached || where_ == Where::Gone || !attached_;
     if (spec_.stopProcess && !wasStopped_ && safe) {
       bool ourStopConsumed = !sentStop_ || ownStopSeen_ || groupStopped_;
-      if (ourStopConsumed) rearmOtherThreads();
+      // Recovering: only a process that is actually stopped has calls to re-issue.
+      bool stoppedForRecovery = !spec_.continueOnly || processState() == 'T';
+      if (ourStopConsumed && stoppedForRecovery) rearmOtherThreads();
       faultPoint("before-cont");
       // Once our SIGSTOP was consumed, a pending stop signal is someone else's, and
       // SIGCONT would discard it. Before that, a pending one may be ours. A SIGSTOP of
       // someone else's that our thread took in passing keeps the process stopped too.
-      if (!foreignStop_ && (!ourStopConsumed || !foreignStopPending())) kill(spec_.pid, SIGCONT);
+      // Recovering a dead run, a pending stop may be its SIGSTOP: continue regardless.
+      if (spec_.continueOnly || (!foreignStop_ && (!ourStopConsumed || !foreignStopPending()))) kill(spec_.pid, SIGCONT);
       // The target is held until it is continued: count that in the pause.
       if (pauseStart_) out_->pauseNs = nowNs() - pauseStart_;
     }
@@ -262,7 +271,9 @@ class Session {
   void rearmOtherThreads() {
     if (spec_.eintrSyscalls.empty()) return;
     std::vector<pid_t> tids = threadIds();
-    if (tids.size() <= 1) return;
+    bool others = false;
+    for (pid_t t : tids) others = others || t != tid_;
+    if (!others) return;
     uint64_t deadline = nowNs() + 200 * 1000000ull;
     for (;;) {
       bool all = true;

@@ -50,6 +50,10 @@ struct BatchSpec {
   // Calls that return EINTR after a stop (signal(7)): with stopProcess, other threads
   // blocked in one are re-issued before the process is continued.
   std::vector<long> eintrSyscalls;
+  // Recovery of a run that died before or after the thread's registers were changed:
+  // no injection, only re-issue the calls our stop interrupted (every thread) and
+  // continue the process (unless someone else stopped it).
+  bool continueOnly = false;
   bool haveRestoreRegs = false;
   std::string restoreRegs;
   bool recoveredWasStopped = false;

@@ -154,10 +154,23 @@ async function recoverOne(json: string): Promise<RecoveryResult | undefined> {
   }
   const regs = parseRegsFile(regsText);
   if (!regs.regs || regs.restored) {
-    // Registers never changed, or already back: only the stop may be ours to undo.
+    // Registers never changed, or already back: only the stop may be ours to undo, and
+    // the calls it interrupted (epoll_wait...) to re-issue before the process goes on.
     // Whatever the state reads now: our SIGSTOP may still be on its way (the group stop
-    // completes after the kill), and SIGCONT also discards a pending one.
-    if (!regs.wasStopped) process.kill(header.pid, "SIGCONT");
+    // completes after the kill), and the SIGCONT that follows also discards a pending one.
+    if (!regs.wasStopped) {
+      await native().runBatch({
+        pid: header.pid,
+        tid: header.tid,
+        vdsoStart: 0n,
+        vdsoEnd: 0n,
+        ops: [],
+        stopOnError: true,
+        stopProcess: true,
+        continueOnly: true,
+        eintrSyscalls: syscallsReturningEintrOnStop(),
+      });
+    }
     await removeJournal(files);
     return result("continued", regs.restored ? "registers were already restored; continued the process" : "stopped before any register changed; continued the process");
   }

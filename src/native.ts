@@ -38,6 +38,11 @@ export interface BatchRequest {
   suspendSeccomp?: boolean;
   /** Calls that return EINTR after a stop: other threads blocked in one are re-issued. */
   eintrSyscalls?: number[];
+  /**
+   * Recovery when no register of ours is in the thread any more: re-issue the calls our
+   * stop interrupted, in every thread, then continue the process (ops are ignored).
+   */
+  continueOnly?: boolean;
   /** Recovery: the journaled register block to put back instead of the current registers. */
   restoreRegs?: Buffer;
   recoveredWasStopped?: boolean;
