@@ -129,6 +129,9 @@ class Session {
       sentStop_ = true;
     }
     faultPoint("sigstop-sent");
+    // Only now interrupt the thread (which makes a blocking call return): from here on a
+    // death of ours leaves the process stopped, where recovery can re-issue that call.
+    if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return cleanup(failErrno("interrupt", "PTRACE_INTERRUPT"));
     if (!waitForHold()) return cleanup();
     faultPoint("stopped");
     if (spec_.haveRestoreRegs) {
@@ -368,9 +371,6 @@ class Session {
     }
     attached_ = true;
     where_ = Where::Running;
-    if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) {
-      return failErrno("interrupt", "PTRACE_INTERRUPT");
-    }
     return true;
   }
 
