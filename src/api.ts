@@ -502,8 +502,9 @@ const FIRST_CHUNK = 2 * 1024 * 1024;
  */
 async function applyInChunks(snap: Snapshot, plan: Plan, action: ActionReport, opts: ApplyOptions & { maxPauseMs: number }): Promise<void> {
   const { ranges, finalOps } = pauseBoundedSteps(plan, snap.mappings, native().syscalls);
-  const budgetNs = opts.maxPauseMs * 1e6 * 0.5; // half the budget for the call, half for stopping and resuming
+  const budgetNs = opts.maxPauseMs * 1e6 * 0.8;
   let nsPerByte = 0;
+  let overheadNs = 0;
   let chunk = FIRST_CHUNK;
   const done: SyscallOp[] = [];
   try {
@@ -513,10 +514,15 @@ async function applyInChunks(snap: Snapshot, plan: Plan, action: ActionReport, o
         const op: SyscallOp = { nr: r.nr, args: [start, len, ...r.extraArgs], ...(r.undoNr !== undefined ? { undo: { nr: r.undoNr, args: [start, len] } } : {}) };
         const reply = await runSession(snap, plan, [op], action, opts);
         done.push(op);
-        const rate = reply.results[0].ns / Number(len);
-        // Conservative: the slowest recent rate decides the next chunk.
+        const callNs = reply.results[0].ns;
+        const rate = callNs / Number(len);
+        // Conservative: the slowest recent rate decides the next chunk, and what the
+        // session costs besides the call (stopping, resuming: high on a busy machine)
+        // comes out of the budget first.
         nsPerByte = Math.max(rate, nsPerByte * 0.5);
-        chunk = Math.floor(Math.min(MAX_CHUNK, Math.max(MIN_CHUNK, budgetNs / Math.max(nsPerByte, 1e-6))) / 4096) * 4096;
+        overheadNs = Math.max(reply.pauseNs - callNs, overheadNs * 0.5);
+        const callBudget = Math.max(budgetNs * 0.2, budgetNs - overheadNs);
+        chunk = Math.floor(Math.min(MAX_CHUNK, Math.max(MIN_CHUNK, callBudget / Math.max(nsPerByte, 1e-6))) / 4096) * 4096;
         start += len;
       }
     }

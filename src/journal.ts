@@ -214,7 +214,9 @@ export async function recoverInterrupted(pid?: number): Promise<RecoveryResult[]
   try {
     names = await fs.readdir(journalDir());
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    // No journal, or not ours to read (a non-root agent: it cannot have written one).
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "EACCES" || code === "EPERM") return [];
     throw err;
   }
   const results: RecoveryResult[] = [];
