@@ -285,6 +285,8 @@ describe("refusals change nothing", () => {
       expect((err as LockError).code).toBe("ESRCH");
       expect((err as LockError).message).toMatch(/exited/);
     }
+    // Dying takes a moment: the kernel unmaps (and unlocks) its 1.5 GiB first.
+    await t.waitForExit(20_000);
     expect(t.isAlive()).toBe(false);
   });
 });
