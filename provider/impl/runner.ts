@@ -54,14 +54,14 @@ export function runnerFor(inputs: ProviderInputs): AgentRunner {
       const left = (): number => Math.max(1, deadline - Date.now());
       const agent = await ensureAgent(conn, { dir: inputs.agent?.dir, timeoutMs: left() });
       try {
-        return await send<T>(new SshTransport(conn, { agentCommand: agent.command, agentVersion: agent.version }), request, left());
+        return await send<T>(new SshTransport(conn, { agentCommand: agent.command, agentVersion: agent.version, persistent: true }), request, left());
       } catch (e) {
         // The bootstrap refused files that do not match (tampered, or half replaced by
         // hand): nothing ran. Upload the bundle again and retry once.
         const missing = e instanceof TransportError && e.code === "ENOAGENT";
         if (!isHashMismatch(e) && !missing) throw e;
         const again = await ensureAgent(conn, { dir: inputs.agent?.dir, timeoutMs: left(), force: true });
-        return send<T>(new SshTransport(conn, { agentCommand: again.command, agentVersion: again.version }), request, left());
+        return send<T>(new SshTransport(conn, { agentCommand: again.command, agentVersion: again.version, persistent: true }), request, left());
       }
     },
   };

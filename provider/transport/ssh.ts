@@ -161,6 +161,8 @@ interface Pooled {
   active: number;
   closed: boolean;
   handshakes: Map<string, Promise<VersionResult>>;
+  /** Long-lived `agent --serve` sessions on this connection, by command line. */
+  sessions: Map<string, AgentSession>;
   freeChannels: number;
   waiters: Array<() => void>;
 }
@@ -412,7 +414,8 @@ async function connection(e: Endpoint, proxy: Endpoint | undefined, deadline: nu
     if (parent) hold(parent);
     try {
       const { client, socket } = await dial(e, parent, deadline);
-      const p: Pooled = { key, endpoint: e, client, socket, parent, active: 0, closed: false, handshakes: new Map(), freeChannels: MAX_CHANNELS_PER_CONNECTION, waiters: [] };
+      const p: Pooled = { key, endpoint: e, client, socket, parent, active: 0, closed: false, handshakes: new Map(),
+      sessions: new Map(), freeChannels: MAX_CHANNELS_PER_CONNECTION, waiters: [] };
       const drop = (): void => {
         p.closed = true;
         if (pool.get(key) === promise) pool.delete(key);
@@ -552,6 +555,137 @@ export interface SshTransportOptions {
    * run): the handshake, one agent run per connection, is skipped.
    */
   agentVersion?: VersionResult;
+  /**
+   * Keep one `<command> --serve` agent per connection and send every request as a line
+   * on it, instead of starting the agent (Node on the host) for each. Only for agents
+   * known to serve (the provider's deployed bundle).
+   */
+  persistent?: boolean;
+}
+
+/**
+ * One long-lived agent on a pooled connection: requests go one at a time, in order, as
+ * JSON lines; replies come back as lines. A channel that closes, or a request past its
+ * deadline, ends the session (the next request starts a new one).
+ */
+class AgentSession {
+  private channel?: ClientChannel;
+  private opening?: Promise<ClientChannel>;
+  private chain: Promise<unknown> = Promise.resolve();
+  private waiting?: { resolve: (r: AgentReply) => void; reject: (e: unknown) => void };
+  private buffered = "";
+  private stderr = "";
+
+  constructor(
+    private readonly p: Pooled,
+    private readonly command: string,
+    private readonly sudo: boolean,
+  ) {}
+
+  request(request: AgentRequest, deadline: number): Promise<AgentReply> {
+    const run = this.chain.then(() => this.send(request, deadline));
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private open(deadline: number): Promise<ClientChannel> {
+    if (this.channel) return Promise.resolve(this.channel);
+    if (!this.opening) {
+      const where = this.p.endpoint.where;
+      this.opening = new Promise<ClientChannel>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new TransportError({ code: "ETIMEDOUT", where, message: "starting the agent did not finish within the deadline" })), timeLeft(deadline));
+        this.p.client.exec(`${this.command} --serve`, (err, stream) => {
+          clearTimeout(timer);
+          if (err) return reject(new TransportError({ code: this.p.closed ? "ECLOSED" : "EAGENT", where, message: `cannot start \`${this.command}\`: ${err.message}` }));
+          this.buffered = "";
+          this.stderr = "";
+          let exitCode: number | null = null;
+          let signal: string | null = null;
+          stream.on("data", (d: Buffer) => this.onData(d.toString("utf8")));
+          stream.stderr.on("data", (d: Buffer) => {
+            if (this.stderr.length < MAX_AGENT_OUTPUT) this.stderr += d.toString("utf8");
+          });
+          stream.on("exit", (code: number | null, sig?: string) => {
+            exitCode = code;
+            signal = sig ?? null;
+          });
+          stream.on("close", () => this.onClose({ stdout: "", stderr: this.stderr, exitCode, signal, command: this.command, where, sudo: this.sudo }));
+          this.channel = stream;
+          resolve(stream);
+        });
+      }).finally(() => {
+        this.opening = undefined;
+      });
+    }
+    return this.opening;
+  }
+
+  private onData(text: string): void {
+    this.buffered += text;
+    for (let nl = this.buffered.indexOf("\n"); nl >= 0; nl = this.buffered.indexOf("\n")) {
+      const line = this.buffered.slice(0, nl);
+      this.buffered = this.buffered.slice(nl + 1);
+      const w = this.waiting;
+      this.waiting = undefined;
+      if (!w) continue;
+      try {
+        w.resolve(JSON.parse(line) as AgentReply);
+      } catch {
+        w.reject(new TransportError({ code: "EAGENT", where: this.p.endpoint.where, message: `the agent answered something that is not JSON: ${line.slice(0, 200)}` }));
+      }
+    }
+  }
+
+  private onClose(exit: AgentExit): void {
+    this.channel = undefined;
+    this.p.sessions.delete(this.command);
+    const w = this.waiting;
+    this.waiting = undefined;
+    if (!w) return;
+    try {
+      // Closed before answering: the same reading as a one-shot agent that exited.
+      w.resolve(interpretAgentExit(exit));
+    } catch (e) {
+      w.reject(e);
+    }
+  }
+
+  private async send(request: AgentRequest, deadline: number): Promise<AgentReply> {
+    const channel = await this.open(deadline);
+    const where = this.p.endpoint.where;
+    return new Promise<AgentReply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting = undefined;
+        this.end();
+        reject(
+          new TransportError({
+            code: "ETIMEDOUT",
+            where,
+            message: `${request.op} did not answer within the deadline`,
+            hint: "the agent may still finish on the host; send the same request again (lock and unlock converge), or give a longer timeout",
+          }),
+        );
+      }, timeLeft(deadline));
+      this.waiting = {
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      channel.write(JSON.stringify(request) + "\n");
+    });
+  }
+
+  /** Ends the agent: its stdin closes, it finishes what it does and exits. */
+  end(): void {
+    this.channel?.end();
+    this.channel = undefined;
+    this.p.sessions.delete(this.command);
+  }
 }
 
 export class SshTransport implements Transport {
@@ -561,6 +695,7 @@ export class SshTransport implements Transport {
   private readonly command: string;
   private readonly sudo: boolean;
   private readonly knownVersion?: VersionResult;
+  private readonly persistent: boolean;
 
   constructor(conn: SshConnection, opts: SshTransportOptions = {}) {
     const shared = { knownHostsPath: conn.knownHostsPath, insecureIgnoreHostKey: conn.insecureIgnoreHostKey };
@@ -575,6 +710,7 @@ export class SshTransport implements Transport {
     const command = opts.agentCommand ?? `${agentPath} agent`;
     this.command = this.sudo ? `sudo -n -- ${command}` : command;
     this.knownVersion = opts.agentVersion;
+    this.persistent = opts.persistent === true;
     installExitHook();
   }
 
@@ -595,7 +731,7 @@ export class SshTransport implements Transport {
         try {
           const agent = this.knownVersion ?? (await this.versionOf(p, deadline));
           if (request.op === "version") return { v: PROTOCOL_VERSION, ok: true, id: request.id, result: agent };
-          const reply = await execAgent(p, this.command, request, deadline, this.sudo);
+          const reply = this.persistent ? await this.sessionOf(p).request(request, deadline) : await execAgent(p, this.command, request, deadline, this.sudo);
           return explainUnprivileged(reply, agent, this.endpoint.user, this.sudo);
         } finally {
           freeSlot(p);
@@ -607,6 +743,15 @@ export class SshTransport implements Transport {
         unhold(p);
       }
     }
+  }
+
+  private sessionOf(p: Pooled): AgentSession {
+    let session = p.sessions.get(this.command);
+    if (!session) {
+      session = new AgentSession(p, this.command, this.sudo);
+      p.sessions.set(this.command, session);
+    }
+    return session;
   }
 
   /** The version handshake, once per connection and agent command. */

@@ -1,4 +1,5 @@
-// Stand-alone entry of the agent (the CLI's `lockmem agent` calls the same agentMain).
-import { agentMain } from "./server";
+// Stand-alone entry of the agent (the CLI's `lockmem agent` calls the same functions):
+// one request per run, or many with --serve.
+import { agentMain, agentServe } from "./server";
 
-void agentMain();
+void (process.argv.includes("--serve") ? agentServe() : agentMain());

@@ -219,3 +219,40 @@ export async function agentMain(): Promise<void> {
   // The stdin stream is paused, not closed: leave so a caller holding it open does not hang us.
   process.stdin.destroy();
 }
+
+/**
+ * `lockmem agent --serve`: many requests over one run, one JSON line in, one JSON line out,
+ * in order, until stdin ends. The provider keeps one per SSH connection, so that an
+ * operation costs a line on an open channel instead of starting Node on the host.
+ */
+export async function agentServe(): Promise<void> {
+  process.on("SIGHUP", () => undefined);
+  process.stdout.on("error", () => undefined);
+  let buffered = "";
+  let queue = Promise.resolve();
+  const answer = (raw: string): void => {
+    queue = queue.then(async () => {
+      const { reply } = await handleRequest(raw);
+      process.stdout.write(JSON.stringify(reply) + "\n");
+    });
+  };
+  await new Promise<void>((resolve) => {
+    process.stdin.on("data", (chunk: Buffer) => {
+      buffered += chunk.toString("utf8");
+      for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        if (line.trim() !== "") answer(line);
+      }
+      if (buffered.length > MAX_REQUEST_BYTES) {
+        // An endless line: answer it as oversized (handleRequest says so) and drop it.
+        answer(buffered);
+        buffered = "";
+      }
+    });
+    process.stdin.on("end", () => resolve());
+    process.stdin.on("error", () => resolve());
+  });
+  if (buffered.trim() !== "") answer(buffered);
+  await queue;
+}

@@ -1,7 +1,7 @@
 // `lockmem`: the command line over the host library. Exit codes: 0 done, 1 failed, 2 bad usage.
 import { Command, CommanderError, Option } from "commander";
 import * as api from "../api";
-import { agentMain } from "../agent/server";
+import { agentMain, agentServe } from "../agent/server";
 import { LockError } from "../errors";
 import { recoverInterrupted } from "../journal";
 import { formatBytes, formatMappingsTable } from "../format";
@@ -321,8 +321,9 @@ export function buildProgram(): Command {
   program
     .command("agent")
     .description("serve one JSON request on stdin (used by the Pulumi provider over SSH)")
-    .action(async () => {
-      await guarded(() => agentMain());
+    .option("--serve", "serve one request per line until stdin ends")
+    .action(async (flags: { serve?: boolean }) => {
+      await guarded(() => (flags.serve ? agentServe() : agentMain()));
     });
 
   program.addOption(new Option("--version", "print the version").hideHelp());
