@@ -112,6 +112,12 @@ _lockmem_tc_build_pulumi() { # $1: cache dir
   src="$cache/pulumi/src"
   bin="$cache/pulumi/bin"
   log="$cache/pulumi/build.log"
+  # Go is installed under /usr/local/go on this kind of machine; a bare environment may
+  # not have it on PATH.
+  if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+    _lockmem_tc_path_prepend /usr/local/go/bin
+    hash -r
+  fi
   if ! command -v go >/dev/null; then
     _lockmem_tc_say "pulumi is not on PATH and go is missing, so the Pulumi CLI cannot be built"
     return 1
