@@ -132,9 +132,13 @@ function runCli(args: string[], opts: { killAt?: string; killAfterJournalMs?: nu
 
 // ---------------------------------------------------------------- the kernel's view
 
-function journalEntries(): string[] {
+/** Journal files, of one target when `pid` is given (one failed trial must not fail the others). */
+function journalEntries(pid?: number): string[] {
   try {
-    return fs.readdirSync(journalDir).sort();
+    return fs
+      .readdirSync(journalDir)
+      .filter((n) => pid === undefined || n.startsWith(`${pid}-`))
+      .sort();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
     throw err;
@@ -142,9 +146,9 @@ function journalEntries(): string[] {
 }
 
 /** What the journal said right after the kill: none, header only, stop recorded, registers saved, registers restored. */
-function journalStage(): string {
-  const regs = journalEntries().find((n) => n.endsWith(".regs"));
-  if (regs === undefined) return journalEntries().length ? "header" : "none";
+function journalStage(pid?: number): string {
+  const regs = journalEntries(pid).find((n) => n.endsWith(".regs"));
+  if (regs === undefined) return journalEntries(pid).length ? "header" : "none";
   const text = fs.readFileSync(path.join(journalDir, regs), "utf8");
   if (/^restored=1$/m.test(text)) return "restored";
   // The addon lays the file out whole at the start, the register block as dashes.
@@ -272,7 +276,7 @@ async function putInState(s: Setup, sel: SelectionSpec, want: "locked" | "unlock
 
 async function recover(s: Setup, how: Recovery, trial: Trial): Promise<void> {
   // A header torn by the kill is dropped silently (nothing had been touched yet).
-  const hadJournal = journalEntries().some((n) => n.endsWith(".regs"));
+  const hadJournal = journalEntries(s.t.pid).some((n) => n.endsWith(".regs"));
   if (how === "cli") {
     const r = await runCli(["recover", "--pid", String(s.t.pid), "--json"]);
     if (r.code !== 0) trial.failures.push(`lockmem recover exited ${r.code ?? r.signal}: ${r.stderr.trim()}`);
@@ -305,7 +309,7 @@ async function runTrial(s: Setup, op: Op, point: string, sel: SelectionSpec, how
     const second = await runCli(args, { killAt: kill.again });
     if (second.signal !== "SIGKILL") trial.failures.push(`the second run was not killed at ${kill.again} (exit ${second.code}): ${second.stderr.trim()}`);
   }
-  trial.journal = journalStage();
+  trial.journal = journalStage(t.pid);
 
   // The promise of the journal: while registers of ours may be in a thread (saved and not
   // restored), the process is group-stopped, never running on them.
@@ -324,7 +328,7 @@ async function runTrial(s: Setup, op: Op, point: string, sel: SelectionSpec, how
     return trial;
   }
   if (isTraced(t.pid)) trial.failures.push("target is still traced");
-  const left = journalEntries();
+  const left = journalEntries(t.pid);
   if (left.length) trial.failures.push(`journal not empty: ${left.join(", ")}`);
   try {
     if (kind === "stopped") {
