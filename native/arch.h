@@ -51,6 +51,8 @@ bool isSyscallInstruction(const uint8_t* bytes);
 // syscall" register is set to -1 so that the kernel never applies its restart fixup
 // (pc -= insn length) to our injected state.
 Regs prepareSyscall(const Regs& base, uint64_t insnAddr, long nr, const uint64_t args[6]);
+// True at a syscall-entry stop (the kernel has not run the call yet).
+bool atSyscallEntry(const Regs& regs);
 // The raw return register after the syscall-exit stop.
 int64_t syscallReturn(const Regs& regs);
 

@@ -3,6 +3,8 @@
 // r10, r8, r9.
 #include "arch.h"
 
+#include <errno.h>
+
 #include <linux/audit.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -58,6 +60,9 @@ Regs prepareSyscall(const Regs& base, uint64_t insnAddr, long nr, const uint64_t
   regs.r.r9 = args[5];
   return regs;
 }
+
+// arch/x86/entry: rax holds -ENOSYS at the entry stop, the result at the exit stop.
+bool atSyscallEntry(const Regs& regs) { return static_cast<int64_t>(regs.r.rax) == -ENOSYS; }
 
 int64_t syscallReturn(const Regs& regs) { return static_cast<int64_t>(regs.r.rax); }
 

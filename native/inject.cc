@@ -485,39 +485,48 @@ class Session {
       everResumed_ = true;
       Stop stop;
       if (!waitStop(&stop)) return false;
-      if (stop.kind == StopKind::Exited) return failGone("inject");
-      if (stop.kind == StopKind::SyscallStop) {  // entry stop of our call
-        where_ = Where::SyscallEntry;
-        faultPoint("syscall-entry");
+      // Each stop is handled here; a SIGSTOP passed on in place leads straight to the next.
+      for (;;) {
+        if (stop.kind == StopKind::Exited) return failGone("inject");
+        if (stop.kind == StopKind::SyscallStop) {
+          // Normally the entry stop of our call. Checked, not assumed: were it the exit
+          // stop (the call already ran), registers set now would run something else.
+          arch::Regs now;
+          if (!arch::getRegs(tid_, &now)) return failErrno("inject", "PTRACE_GETREGS");
+          if (arch::atSyscallEntry(now)) {
+            where_ = Where::SyscallEntry;
+            faultPoint("syscall-entry");
+            return finishCall(call, res);
+          }
+          return recordResult(now, 0, res);
+        }
+        if (++retries > kMaxSignalRetries) {
+          return fail("inject", EAGAIN, "the target receives signals or stops too fast to run a call between them");
+        }
+        if (stop.kind == StopKind::EventStop) {
+          // A group stop (ours or someone's) or a leftover interrupt trap: keep going; the
+          // kernel puts the thread back into the group stop when we detach.
+          if (isStopSignal(stop.sig)) groupStopped_ = true;
+          break;
+        }
+        if (stop.sig == SIGSTOP) {
+          // SIGSTOP (ours, or someone's): let the thread take the group stop right here; a
+          // stop builds no signal frame, so our registers may stay in place.
+          classifyStop();
+          if (!resume(PTRACE_SYSCALL, SIGSTOP, "inject")) return false;
+          if (!waitStop(&stop)) return false;
+          continue;
+        }
+        // A signal arrived before our call started: deliver it with the thread's own
+        // registers, then take the thread again.
+        if (!deliverSignal(stop.sig)) return false;
         break;
       }
-      if (++retries > kMaxSignalRetries) {
-        return fail("inject", EAGAIN, "the target receives signals or stops too fast to run a call between them");
-      }
-      if (stop.kind == StopKind::EventStop) {
-        // A group stop (ours or someone's) or a leftover interrupt trap: keep going; the
-        // kernel puts the thread back into the group stop when we detach.
-        if (isStopSignal(stop.sig)) groupStopped_ = true;
-        continue;
-      }
-      if (stop.sig == SIGSTOP) {
-        // SIGSTOP (ours, or someone's): let the thread take the group stop right here; a
-        // stop builds no signal frame, so our registers may stay in place.
-        classifyStop();
-        if (!resume(PTRACE_SYSCALL, SIGSTOP, "inject")) return false;
-        Stop next;
-        if (!waitStop(&next)) return false;
-        if (next.kind == StopKind::Exited) return failGone("inject");
-        if (next.kind == StopKind::EventStop && isStopSignal(next.sig)) groupStopped_ = true;
-        if (next.kind == StopKind::SignalDelivery) {
-          if (!deliverSignal(next.sig)) return false;
-        }
-        continue;
-      }
-      // A signal arrived before our call started: deliver it with the thread's own
-      // registers, then take the thread again.
-      if (!deliverSignal(stop.sig)) return false;
     }
+  }
+
+  // From the entry stop of our call to its exit stop.
+  bool finishCall(const Syscall& call, SyscallOutcome* res) {
     uint64_t entered = nowNs();
     if (!resume(PTRACE_SYSCALL, 0, "inject")) return false;
     Stop stop;
@@ -528,9 +537,13 @@ class Session {
       msg << "unexpected stop (signal " << stop.sig << ") instead of the syscall exit of call " << call.nr;
       return fail("inject", EIO, msg.str());
     }
-    res->ns = nowNs() - entered;
     arch::Regs after;
     if (!arch::getRegs(tid_, &after)) return failErrno("inject", "PTRACE_GETREGS");
+    return recordResult(after, nowNs() - entered, res);
+  }
+
+  bool recordResult(const arch::Regs& after, uint64_t ns, SyscallOutcome* res) {
+    res->ns = ns;
     int64_t ret = arch::syscallReturn(after);
     res->ret = ret;
     res->err = (ret < 0 && ret >= -4095) ? static_cast<int>(-ret) : 0;
