@@ -220,7 +220,12 @@ class Session {
     bool safe = where_ == Where::NotAttached || where_ == Where::Gone || !attached_;
     if (spec_.stopProcess && !wasStopped_ && safe) {
       bool ourStopConsumed = !sentStop_ || ownStopSeen_ || groupStopped_;
-      // Recovering: only a process that is actually stopped has calls to re-issue.
+      // Recovering: only a process that is actually stopped has calls to re-issue. The dead
+      // run's SIGSTOP may still be taking effect: give the group stop a moment to complete.
+      if (spec_.continueOnly) {
+        uint64_t until = nowNs() + 200 * 1000000ull;
+        while (processState() != 'T' && nowNs() < until) usleep(200);
+      }
       bool stoppedForRecovery = !spec_.continueOnly || processState() == 'T';
       if (ourStopConsumed && stoppedForRecovery) rearmOtherThreads();
       faultPoint("before-cont");
