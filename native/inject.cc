@@ -180,7 +180,48 @@ class Session {
   bool waitForHold() {
     if (!waitForSignalPathStop("interrupt")) return false;
     out_->groupStopped = spec_.stopProcess;
+    // Take our SIGSTOP now, while the thread still has its own registers. Left pending, it
+    // would be dequeued mid-injection: a signal-delivery stop with our registers in place,
+    // and if lockmem died right then, the kernel would drop the signal (waitpid cleared the
+    // stop's exit code) and the thread would run on our registers.
+    for (int round = 0; sentStop_ && !ownStopSeen_ && !groupStopped_ && round < 8; round++) {
+      if (!resume(PTRACE_CONT, 0, "interrupt")) return false;
+      // SIGSTOP cannot be blocked: the thread stops again at once, unless someone's SIGCONT
+      // discarded ours; then it runs on with its own registers, and we interrupt it.
+      Stop stop;
+      if (!waitStopFor(&stop, 100 * 1000000ull)) {
+        if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return failErrno("interrupt", "PTRACE_INTERRUPT");
+        if (!waitForSignalPathStop("interrupt")) return false;
+        break;
+      }
+      if (stop.kind == StopKind::Exited) return failGone("interrupt");
+      if (stop.kind == StopKind::EventStop) {
+        if (isStopSignal(stop.sig)) groupStopped_ = true;
+        continue;
+      }
+      if (stop.kind == StopKind::SignalDelivery) {
+        if (stop.sig == SIGSTOP) classifyStop();
+        else out_->signalsDelivered++;
+        if (!resume(PTRACE_CONT, stop.sig, "interrupt")) return false;
+        if (!waitForSignalPathStop("interrupt")) return false;
+        continue;
+      }
+      // A syscall stop cannot come from PTRACE_CONT; keep the thread where it is.
+    }
     return true;
+  }
+
+  // waitStop with a deadline (polling): false when nothing came in time.
+  bool waitStopFor(Stop* stop, uint64_t ns) {
+    uint64_t until = nowNs() + ns;
+    for (;;) {
+      int status = 0;
+      pid_t r = waitpid(tid_, &status, __WALL | WNOHANG);
+      if (r == tid_) return classifyStatus(status, stop);
+      if (r < 0 && errno != EINTR) return failErrno("wait", "waitpid") && false;
+      if (nowNs() > until) return false;
+      sched_yield();
+    }
   }
 
   bool useJournaledRegisters() {
@@ -388,6 +429,10 @@ class Session {
       if (r < 0 && errno == ECHILD) return failGone("wait");
       return failErrno("wait", "waitpid");
     }
+    return classifyStatus(status, stop);
+  }
+
+  bool classifyStatus(int status, Stop* stop) {
     if (WIFEXITED(status) || WIFSIGNALED(status)) {
       where_ = Where::Gone;
       stop->kind = StopKind::Exited;
