@@ -233,7 +233,6 @@ class Session {
     memcpy(&saved_, spec_.restoreRegs.data(), sizeof(saved_));
     haveSaved_ = true;
     // The thread may be anywhere in an injected state: treat it as changed.
-    regsChanged_ = true;
     return true;
   }
 
@@ -530,9 +529,7 @@ class Session {
     for (;;) {
       arch::Regs regs = arch::prepareSyscall(saved_, insnAddr_, call.nr, call.args);
       if (!setRegs(regs, "inject")) return false;
-      regsChanged_ = true;
-      if (!resume(PTRACE_SYSCALL, 0, "inject")) return false;
-      everResumed_ = true;
+        if (!resume(PTRACE_SYSCALL, 0, "inject")) return false;
       Stop stop;
       if (!waitStop(&stop)) return false;
       // Each stop is handled here; a SIGSTOP passed on in place leads straight to the next.
@@ -607,7 +604,6 @@ class Session {
     // one that does not (ignored, or default-ignore, queued only because we trace the
     // thread) must not turn our stop into an EINTR.
     if (!setRegs(signalInterrupts(sig) ? saved_ : finalRegisters(), "inject")) return false;
-    regsChanged_ = false;
     if (!resume(PTRACE_CONT, sig, "inject")) return false;
     out_->signalsDelivered++;
     if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return failErrno("interrupt", "PTRACE_INTERRUPT");
@@ -710,7 +706,6 @@ class Session {
     bool needsKernelRestart =
         arch::currentSyscall(final) >= 0 && isRestartCode(arch::returnValue(final));
     if (!setRegs(final, "restore")) return false;
-    regsChanged_ = false;
     if (where_ == Where::SyscallExit && needsKernelRestart) {
       // Go back to the signal path so the kernel applies its restart rules (and delivers
       // any pending signal) to the thread's own registers.
@@ -767,9 +762,7 @@ class Session {
   Where where_ = Where::NotAttached;
   arch::Regs saved_{};
   bool haveSaved_ = false;
-  bool regsChanged_ = false;
   bool groupStopped_ = false;
-  bool everResumed_ = false;
   bool attached_ = false;
   bool wasStopped_ = false;
   bool sentStop_ = false;

@@ -5,6 +5,7 @@
 import * as os from "os";
 import { cgroupHeadroom, readMemoryCgroup } from "./cgroup";
 import { LockError } from "./errors";
+import { formatBytes } from "./format";
 import { toLockError, runInTarget, explainPtraceDenied } from "./inject";
 import { readLimitRecord, removeLimitRecord, writeLimitRecord } from "./limitStore";
 import { native } from "./native";
@@ -349,13 +350,6 @@ function refuseUnsafeTarget(snap: Snapshot): void {
   }
 }
 
-function bytes(n: number | bigint): string {
-  const v = Number(n);
-  if (v >= 1 << 30) return `${(v / (1 << 30)).toFixed(1)} GiB`;
-  if (v >= 1 << 20) return `${(v / (1 << 20)).toFixed(1)} MiB`;
-  if (v >= 1 << 10) return `${(v / (1 << 10)).toFixed(1)} KiB`;
-  return `${v} B`;
-}
 
 /** prlimit on another process; EPERM explained (uids differ and no CAP_SYS_RESOURCE). */
 function setLimit(ref: ProcessRef, limit: MemlockLimit): MemlockLimit {
@@ -393,7 +387,7 @@ async function limitNeeded(snap: Snapshot, plan: Plan, raise: boolean): Promise<
       code: "ENOMEM",
       pid,
       syscall: plan.whole ? "mlockall" : "mlock2",
-      message: `process ${pid} (${snap.ref.comm}) lacks CAP_IPC_LOCK and its RLIMIT_MEMLOCK (${bytes(snap.limit.soft)}) is below the ${bytes(need)} this lock needs (${what})`,
+      message: `process ${pid} (${snap.ref.comm}) lacks CAP_IPC_LOCK and its RLIMIT_MEMLOCK (${formatBytes(snap.limit.soft)}) is below the ${formatBytes(need)} this lock needs (${what})`,
       hint: "pass --raise-limit (raiseMemlockLimit: true) to raise it for this process, raise LimitMEMLOCK= in its unit, or grant it CAP_IPC_LOCK",
     });
   }
@@ -403,7 +397,7 @@ async function limitNeeded(snap: Snapshot, plan: Plan, raise: boolean): Promise<
     code: "EPERM",
     pid,
     syscall: "prlimit",
-    message: `process ${pid} needs RLIMIT_MEMLOCK ${bytes(need)} but its hard limit is ${bytes(snap.limit.hard)}, and raising a hard limit needs CAP_SYS_RESOURCE, which lockmem does not hold`,
+    message: `process ${pid} needs RLIMIT_MEMLOCK ${formatBytes(need)} but its hard limit is ${formatBytes(snap.limit.hard)}, and raising a hard limit needs CAP_SYS_RESOURCE, which lockmem does not hold`,
     hint: "run lockmem with CAP_SYS_RESOURCE, raise LimitMEMLOCK= in the target's unit, or lock fewer mappings",
   });
 }
@@ -419,7 +413,7 @@ function explainCallFailure(errno: number, snap: Snapshot, plan: Plan, call: str
         errno,
         syscall: call,
         message: hasCapIpcLock(snap.status)
-          ? `${call} in process ${pid} failed with ENOMEM: the kernel could not lock ${bytes(plan.bytes)} (out of memory, or a memory cgroup limit); ${undone}`
+          ? `${call} in process ${pid} failed with ENOMEM: the kernel could not lock ${formatBytes(plan.bytes)} (out of memory, or a memory cgroup limit); ${undone}`
           : `${call} in process ${pid} failed with ENOMEM: its RLIMIT_MEMLOCK (${limitReport(snap.limit).soft}) is too low and it lacks CAP_IPC_LOCK; ${undone}`,
         hint: hasCapIpcLock(snap.status) ? "free memory or raise the cgroup's memory.max, or lock fewer mappings" : "pass --raise-limit, raise LimitMEMLOCK=, or grant CAP_IPC_LOCK",
       });
@@ -577,7 +571,7 @@ async function lockOne(req: LockRequest, ref: ProcessRef): Promise<ProcessResult
     throw new LockError({
       code: "ENOMEM",
       pid: ref.pid,
-      message: `locking would make ${bytes(plan.residentBytes)} resident in process ${ref.pid}, but its memory cgroup has only ${bytes(headroom)} left before memory.max: the OOM killer would act`,
+      message: `locking would make ${formatBytes(plan.residentBytes)} resident in process ${ref.pid}, but its memory cgroup has only ${formatBytes(headroom)} left before memory.max: the OOM killer would act`,
       hint: "raise the cgroup's memory.max (systemd: MemoryMax=), use --on-fault, or lock fewer mappings",
     });
   }
@@ -725,12 +719,12 @@ async function doctorOne(req: StatusRequest, ref: ProcessRef): Promise<DoctorPro
   });
   const lockPlan = planLock(facts(snap), effectiveSelection(req.mappings), {}, native().syscalls);
   if (cap || lockPlan.neededLimit <= snap.limit.soft) {
-    checks.push({ check: "RLIMIT_MEMLOCK", ok: true, detail: cap ? `${limitReport(snap.limit).soft} (not enforced)` : `${bytes(snap.limit.soft)} covers the ${bytes(lockPlan.neededLimit)} needed` });
+    checks.push({ check: "RLIMIT_MEMLOCK", ok: true, detail: cap ? `${limitReport(snap.limit).soft} (not enforced)` : `${formatBytes(snap.limit.soft)} covers the ${formatBytes(lockPlan.neededLimit)} needed` });
   } else {
     checks.push({
       check: "RLIMIT_MEMLOCK",
       ok: false,
-      detail: `soft limit ${bytes(snap.limit.soft)} (hard ${limitReport(snap.limit).hard}) is below the ${bytes(lockPlan.neededLimit)} needed`,
+      detail: `soft limit ${formatBytes(snap.limit.soft)} (hard ${limitReport(snap.limit).hard}) is below the ${formatBytes(lockPlan.neededLimit)} needed`,
       hint: lockPlan.neededLimit <= snap.limit.hard ? "pass --raise-limit" : "raise LimitMEMLOCK= in its unit or grant CAP_IPC_LOCK (the hard limit is too low too)",
     });
   }
@@ -743,7 +737,7 @@ async function doctorOne(req: StatusRequest, ref: ProcessRef): Promise<DoctorPro
     checks.push({
       check: "memory cgroup",
       ok,
-      detail: `${cg?.path}: ${bytes(headroom)} left before memory.max; locking makes ${bytes(lockPlan.residentBytes)} resident`,
+      detail: `${cg?.path}: ${formatBytes(headroom)} left before memory.max; locking makes ${formatBytes(lockPlan.residentBytes)} resident`,
       ...(ok ? {} : { hint: "raise memory.max (MemoryMax=) or use --on-fault" }),
     });
   }

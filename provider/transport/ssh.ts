@@ -468,6 +468,16 @@ function installExitHook(): void {
 
 // ------------------------------------------------------------------ transport
 
+/** The agent did not answer in time: it may still finish, and resending converges. */
+function noAnswer(where: string, op: string): TransportError {
+  return new TransportError({
+    code: "ETIMEDOUT",
+    where,
+    message: `${op} did not answer within the deadline`,
+    hint: "the agent may still finish on the host; send the same request again (lock and unlock converge), or give a longer timeout",
+  });
+}
+
 function execAgent(p: Pooled, command: string, request: AgentRequest, deadline: number, sudo: boolean): Promise<AgentReply> {
   const where = p.endpoint.where;
   return new Promise((resolve, reject) => {
@@ -484,12 +494,7 @@ function execAgent(p: Pooled, command: string, request: AgentRequest, deadline: 
         finish(() => {
           channel?.close();
           reject(
-            new TransportError({
-              code: "ETIMEDOUT",
-              where,
-              message: `${request.op} did not answer within the deadline`,
-              hint: "the agent may still finish on the host; send the same request again (lock and unlock converge), or give a longer timeout",
-            }),
+            noAnswer(where, request.op),
           );
         }),
       timeLeft(deadline),
@@ -657,14 +662,7 @@ class AgentSession {
       const timer = setTimeout(() => {
         this.waiting = undefined;
         this.end();
-        reject(
-          new TransportError({
-            code: "ETIMEDOUT",
-            where,
-            message: `${request.op} did not answer within the deadline`,
-            hint: "the agent may still finish on the host; send the same request again (lock and unlock converge), or give a longer timeout",
-          }),
-        );
+        reject(noAnswer(where, request.op));
       }, timeLeft(deadline));
       this.waiting = {
         resolve: (r) => {

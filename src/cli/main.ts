@@ -174,8 +174,14 @@ function printDoctor(report: api.HostReport<api.DoctorProcess>, out: string[]): 
   }
 }
 
-function anyFailed(report: api.HostReport<api.ProcessResult>): boolean {
-  return report.processes.some((p) => p.error !== undefined);
+/** The report of a lock or unlock; exit 1 when any process failed. */
+function emitActions(report: api.HostReport<api.ProcessResult>, flags: CommonFlags): void {
+  emit(flags.json === true, report, () => {
+    const out: string[] = [];
+    report.processes.forEach((p) => printAction(p, flags.dryRun === true, out));
+    return out;
+  });
+  if (report.processes.some((p) => p.error !== undefined)) process.exitCode = EXIT_FAILED;
 }
 
 /** JSON output: bigints never reach here (the library renders them as strings). */
@@ -258,12 +264,7 @@ export function buildProgram(): Command {
         dryRun: flags.dryRun,
       }),
     );
-    emit(flags.json === true, report, () => {
-      const out: string[] = [];
-      report.processes.forEach((p) => printAction(p, flags.dryRun === true, out));
-      return out;
-    });
-    if (anyFailed(report)) process.exitCode = EXIT_FAILED;
+    emitActions(report, flags);
   });
 
   const unlock = addSelectionOptions(addTargetOptions(program.command("unlock").description("unlock the selected mappings (--all: everything)")))
@@ -283,12 +284,7 @@ export function buildProgram(): Command {
         dryRun: flags.dryRun,
       }),
     );
-    emit(flags.json === true, report, () => {
-      const out: string[] = [];
-      report.processes.forEach((p) => printAction(p, flags.dryRun === true, out));
-      return out;
-    });
-    if (anyFailed(report)) process.exitCode = EXIT_FAILED;
+    emitActions(report, flags);
   });
 
   const doctor = addSelectionOptions(addTargetOptions(program.command("doctor").description("diagnose what would stop a lock (like ppriv -D)")))
