@@ -88,7 +88,7 @@ test.each([
  * another operator would. Retries when the lock was over before the signal went out.
  */
 async function signalDuringHold(t: Target, sig: NodeJS.Signals): Promise<{ attempts: number }> {
-  for (let attempt = 1; attempt <= 5; attempt++) {
+  for (let attempt = 1; attempt <= 12; attempt++) {
     let finished = false;
     const pending = api.lock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } }).finally(() => (finished = true));
     await waitUntil(() => (isTraced(t.pid) && threadsAll(t, stopped)) || finished, "lockmem to hold the stopped target", { timeoutMs: 20_000, intervalMs: 0 });
@@ -106,7 +106,7 @@ async function signalDuringHold(t: Target, sig: NodeJS.Signals): Promise<{ attem
     else process.kill(t.pid, "SIGSTOP");
     await waitUntil(() => threadsAll(t, sig === "SIGSTOP" ? (x) => !stopped(x) : (x) => x === "T"), "the target back in its starting state");
   }
-  throw new Error(`could not send ${sig} while lockmem held the target in 5 attempts`);
+  throw new Error(`could not send ${sig} while lockmem held the target in 12 attempts`);
 }
 
 async function mapAnon(t: Target): Promise<void> {
