@@ -126,6 +126,7 @@ class BatchWorker : public Napi::AsyncWorker {
     reply.Set("pauseNs", Napi::Number::New(env, static_cast<double>(outcome_.pauseNs)));
     reply.Set("rearmed", Napi::Boolean::New(env, outcome_.rearmed));
     reply.Set("signalsDelivered", Napi::Number::New(env, outcome_.signalsDelivered));
+    reply.Set("signalsDeferred", Napi::Number::New(env, outcome_.signalsDeferred));
     reply.Set("wasStopped", Napi::Boolean::New(env, outcome_.wasStopped));
     reply.Set("groupStopped", Napi::Boolean::New(env, outcome_.groupStopped));
     reply.Set("otherThreadsRearmed", Napi::Number::New(env, outcome_.otherThreadsRearmed));
@@ -184,6 +185,11 @@ Napi::Value RunBatch(const Napi::CallbackInfo& info) {
     spec.haveRestoreRegs = true;
     spec.restoreRegs.assign(reinterpret_cast<const char*>(buf.Data()), buf.Length());
     spec.recoveredWasStopped = optionalBool("recoveredWasStopped");
+    Napi::Value mask = req.Get("restoreSigmask");
+    if (!mask.IsUndefined()) {
+      spec.haveRestoreSigmask = true;
+      spec.restoreSigmask = requireU64(mask, "restoreSigmask");
+    }
   } else if (!restore.IsUndefined()) {
     throw Napi::TypeError::New(env, "restoreRegs must be a Buffer");
   }

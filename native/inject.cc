@@ -9,11 +9,17 @@
 // force_sig(SIGTRAP), which resets the target's SIGTRAP handler to SIG_DFL if the target
 // blocks or ignores SIGTRAP. Syscall stops raise no signal.
 //
-// Signals: a signal that arrives while we hold the thread is reported as a
-// signal-delivery stop, before our injected call starts. It is delivered right there
-// with the thread's own registers put back (so the kernel builds the handler frame and
-// applies its restart rules exactly as without us), then we interrupt the thread again
-// and carry on. No signal is dropped and none is delayed past our session.
+// Signals: while our registers are in the thread, its signals are blocked
+// (PTRACE_SETSIGMASK, the thread's own mask journaled first), so that one arriving
+// meanwhile stays pending and is delivered with the thread's own registers once they
+// are back. Taken mid-injection instead, it would stop the thread at a signal-delivery
+// stop with our registers in place, and if lockmem died right then the kernel would
+// drop the signal (waitpid cleared the stop's exit code). Only SIGSTOP and SIGKILL get
+// through a mask. A thread leaving a call that installed a temporary mask (ppoll,
+// epoll_pwait, ...) keeps its mask, because setting one would discard the kernel's
+// pending restore of the real one: there a signal that arrives is reported as a
+// signal-delivery stop before our call starts, and is delivered right there with the
+// thread's own registers put back, then we interrupt the thread again and carry on.
 //
 // Restart: when the thread was stopped inside a call, the kernel decides whether to
 // restart it (ERESTART* codes) only on the signal-handling path. If our last stop was a
@@ -140,6 +146,7 @@ class Session {
       if (!saveRegisters()) return cleanup();
       if (!journal_.saveRegs(saved_)) return cleanup(failErrno("journal", "journaling the registers"));
     }
+    if (!deferSignals()) return cleanup();
     faultPoint("regs-journaled");
     if (!findSyscallInstruction()) return cleanup();
     if (spec_.checkSeccomp && !spec_.suspendSeccomp && !checkSeccomp()) return cleanup();
@@ -233,6 +240,37 @@ class Session {
     memcpy(&saved_, spec_.restoreRegs.data(), sizeof(saved_));
     haveSaved_ = true;
     // The thread may be anywhere in an injected state: treat it as changed.
+    return true;
+  }
+
+  // Blocks every signal of the thread for the injection (see the top of this file); the
+  // thread's own mask goes into the journal first, so that a later run can put it back.
+  bool deferSignals() {
+    // Without a journal nothing could put the mask back after a crash; a thread in a
+    // temporary mask would lose its real one.
+    if (!journal_.enabled() || arch::inTemporarySigmask(saved_)) return true;
+    uint64_t current = 0;
+    if (ptrace(PTRACE_GETSIGMASK, tid_, sizeof(current), &current) != 0) return failErrno("getregs", "PTRACE_GETSIGMASK");
+    // Recovering a run that blocked them: what we read now is its mask, not the thread's.
+    uint64_t own = spec_.haveRestoreSigmask ? spec_.restoreSigmask : current;
+    if (!journal_.saveSigmask(own)) {
+      if (errno == ENOTSUP) return true;  // an older run's journal: signals stay deliverable
+      return failErrno("journal", "journaling the signal mask");
+    }
+    uint64_t all = ~0ull;  // the kernel leaves SIGKILL and SIGSTOP out
+    if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof(all), &all) != 0) return failErrno("inject", "PTRACE_SETSIGMASK");
+    ownMask_ = own;
+    signalsBlocked_ = true;
+    return true;
+  }
+
+  // Before the thread may run its own code again.
+  bool restoreSignalMask() {
+    if (!signalsBlocked_) return true;
+    SignalState st = readSignalState();
+    if (st.known) out_->signalsDeferred = __builtin_popcountll(st.pending & ~ownMask_);
+    if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof(ownMask_), &ownMask_) != 0) return failErrno("restore", "PTRACE_SETSIGMASK");
+    signalsBlocked_ = false;
     return true;
   }
 
@@ -649,7 +687,8 @@ class Session {
     }
     st.known = true;
     st.pending = pnd | shd;
-    st.blocked = blk;
+    // While we block its signals, what counts is the thread's own mask.
+    st.blocked = tid == tid_ && signalsBlocked_ ? ownMask_ : blk;
     st.caught = cgt;
     return st;
   }
@@ -706,6 +745,7 @@ class Session {
     bool needsKernelRestart =
         arch::currentSyscall(final) >= 0 && isRestartCode(arch::returnValue(final));
     if (!setRegs(final, "restore")) return false;
+    if (!restoreSignalMask()) return false;
     if (where_ == Where::SyscallExit && needsKernelRestart) {
       // Go back to the signal path so the kernel applies its restart rules (and delivers
       // any pending signal) to the thread's own registers.
@@ -769,6 +809,8 @@ class Session {
   bool ownStopSeen_ = false;
   bool foreignStop_ = false;
   bool journalWritten_ = false;
+  bool signalsBlocked_ = false;
+  uint64_t ownMask_ = 0;
   Journal journal_;
   uint64_t insnAddr_ = 0;
   uint64_t pauseStart_ = 0;

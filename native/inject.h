@@ -57,6 +57,9 @@ struct BatchSpec {
   bool haveRestoreRegs = false;
   std::string restoreRegs;
   bool recoveredWasStopped = false;
+  // Recovery: the thread's own signal mask, journaled by a run that blocked its signals.
+  bool haveRestoreSigmask = false;
+  uint64_t restoreSigmask = 0;
 };
 
 struct BatchOutcome {
@@ -65,6 +68,9 @@ struct BatchOutcome {
   uint64_t pauseNs = 0;
   bool rearmed = false;
   int signalsDelivered = 0;
+  // Signals (distinct numbers) that arrived while the thread's signals were blocked for
+  // the injection and were left pending, delivered once it runs again.
+  int signalsDeferred = 0;
   bool wasStopped = false;
   // The whole process was held in a group stop by us (crash safety).
   bool groupStopped = false;

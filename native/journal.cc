@@ -43,10 +43,12 @@ bool Journal::begin(pid_t pid, pid_t tid, bool wasStopped) {
   if (!enabled()) return true;
   fd_ = open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd_ < 0) return false;
-  std::string text = "v=1\npid=" + std::to_string(pid) + "\ntid=" + std::to_string(tid) +
+  std::string text = "v=2\npid=" + std::to_string(pid) + "\ntid=" + std::to_string(tid) +
                      "\nwasStopped=" + (wasStopped ? "1" : "0") + "\nregs=";
   regsAt_ = static_cast<off_t>(text.size());
-  text += std::string(2 * sizeof(arch::Regs), '-') + "\nrestored=";
+  text += std::string(2 * sizeof(arch::Regs), '-') + "\nsigmask=";
+  sigmaskAt_ = static_cast<off_t>(text.size());
+  text += std::string(16, '-') + "\nrestored=";
   restoredAt_ = static_cast<off_t>(text.size());
   text += "0\n";
   // Before the target is stopped: durable, so that a later run knows whether to SIGCONT it.
@@ -67,7 +69,9 @@ bool Journal::openExisting() {
     errno = EINVAL;
     return false;
   }
+  size_t sigmask = text.find("\nsigmask=");
   regsAt_ = static_cast<off_t>(regs + 6);
+  sigmaskAt_ = sigmask == std::string::npos ? -1 : static_cast<off_t>(sigmask + 9);
   restoredAt_ = static_cast<off_t>(restored + 10);
   return true;
 }
@@ -91,6 +95,18 @@ bool Journal::saveRegs(const arch::Regs& regs) {
   }
   if (fd_ < 0 && !openExisting()) return false;
   return writeAt(regsAt_, text);
+}
+
+bool Journal::saveSigmask(uint64_t mask) {
+  if (!enabled()) return true;
+  if (fd_ < 0 && !openExisting()) return false;
+  if (sigmaskAt_ < 0) {
+    errno = ENOTSUP;
+    return false;
+  }
+  char text[17];
+  snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(mask));
+  return writeAt(sigmaskAt_, text);
 }
 
 bool Journal::markRestored() {

@@ -2,13 +2,15 @@
 // and before any register is changed, so that a later run can put the target back if
 // this process dies in the middle (DESIGN.md: "the tracer dies").
 //
-// Format, one "key=value" per line: v=1, pid, tid, wasStopped (0/1: whether the process
+// Format, one "key=value" per line: v=2, pid, tid, wasStopped (0/1: whether the process
 // was stopped before we came, i.e. whether to SIGCONT it afterwards), then, once saved,
-// regs=<hex of the saved register block> (dashes until saved), and restored=0, set to
-// restored=1 once they are back in place.
+// regs=<hex of the saved register block> (dashes until saved), sigmask=<16 hex digits of
+// the thread's own signal mask> (dashes unless we blocked its signals), and restored=0,
+// set to restored=1 once both are back in place. v=1 journals have no sigmask line.
 #pragma once
 
 #include <sys/types.h>
+#include <cstdint>
 #include <string>
 
 #include "arch.h"
@@ -25,6 +27,8 @@ class Journal {
   // False with errno set.
   bool begin(pid_t pid, pid_t tid, bool wasStopped);
   bool saveRegs(const arch::Regs& regs);
+  // False with errno = ENOTSUP for a journal without a sigmask line (an older run's).
+  bool saveSigmask(uint64_t mask);
   // The thread has its own registers back: from here on a later run must never put
   // journaled registers into it again, only continue the process if needed.
   bool markRestored();
@@ -38,6 +42,7 @@ class Journal {
   // grows while the target is held): no open, no size change, no metadata update.
   int fd_ = -1;
   off_t regsAt_ = -1;
+  off_t sigmaskAt_ = -1;
   off_t restoredAt_ = -1;
 };
 

@@ -120,7 +120,10 @@ export interface ActionReport {
   thread?: { tid: number; reason: string };
   pauseUs?: number;
   rearmed?: boolean;
+  /** Signals that arrived during a hold and were delivered in place (threads in ppoll & co). */
   signalsDelivered?: number;
+  /** Distinct signals that arrived during a hold, kept pending and delivered right after it. */
+  signalsDeferred?: number;
   /** ptrace sessions used (more than one with maxPauseMs). */
   sessions?: number;
   limitRaised?: { from: LimitReport; to: LimitReport };
@@ -471,6 +474,7 @@ function recordSession(action: ActionReport, reply: BatchReply, thread: { tid: n
   action.sessions = (action.sessions ?? 0) + 1;
   action.rearmed = (action.rearmed ?? false) || reply.rearmed;
   action.signalsDelivered = (action.signalsDelivered ?? 0) + reply.signalsDelivered;
+  action.signalsDeferred = (action.signalsDeferred ?? 0) + reply.signalsDeferred;
 }
 
 async function runSession(snap: Snapshot, plan: Plan, ops: SyscallOp[], action: ActionReport, opts: ApplyOptions): Promise<BatchReply> {

@@ -92,6 +92,8 @@ export async function removeJournal(files: JournalFiles): Promise<void> {
 interface RegsFile {
   wasStopped: boolean;
   regs?: Buffer;
+  /** The thread's own signal mask, when the run blocked its signals (v=2 journals). */
+  sigmask?: bigint;
   restored: boolean;
 }
 
@@ -102,10 +104,12 @@ function parseRegsFile(text: string): RegsFile {
     if (eq > 0) fields.set(line.slice(0, eq), line.slice(eq + 1));
   }
   const regsHex = fields.get("regs");
+  const maskHex = fields.get("sigmask");
   return {
     wasStopped: fields.get("wasStopped") === "1",
     // Dashes until the addon saved them.
     regs: regsHex && regsHex.length === native().regsSize * 2 && /^[0-9a-f]+$/.test(regsHex) ? Buffer.from(regsHex, "hex") : undefined,
+    sigmask: maskHex && /^[0-9a-f]{16}$/.test(maskHex) ? BigInt("0x" + maskHex) : undefined,
     restored: fields.get("restored") === "1",
   };
 }
@@ -195,6 +199,7 @@ async function recoverOne(json: string): Promise<RecoveryResult | undefined> {
     journalPath: files.regs,
     restoreRegs: regs.regs,
     recoveredWasStopped: regs.wasStopped,
+    ...(regs.sigmask !== undefined ? { restoreSigmask: regs.sigmask } : {}),
   });
   await removeJournal(files);
   return result("restored", `registers put back, ${header.ops.length} call(s) completed, process ${regs.wasStopped ? "left stopped as it was" : "continued"}`);

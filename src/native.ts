@@ -46,6 +46,8 @@ export interface BatchRequest {
   /** Recovery: the journaled register block to put back instead of the current registers. */
   restoreRegs?: Buffer;
   recoveredWasStopped?: boolean;
+  /** Recovery: the thread's own signal mask, journaled by a run that blocked its signals. */
+  restoreSigmask?: bigint;
 }
 
 export interface SyscallResult {
@@ -68,6 +70,8 @@ export interface BatchReply {
   rearmed: boolean;
   /** Signals that arrived while we held the thread and were delivered (never dropped). */
   signalsDelivered: number;
+  /** Distinct signals that arrived while the thread's signals were blocked for the injection; delivered once it runs again. */
+  signalsDeferred: number;
   /** True when the process was already stopped (SIGSTOP) before; it is left stopped. */
   wasStopped: boolean;
   /** The whole process was held in a group stop during the session. */

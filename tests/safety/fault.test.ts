@@ -38,7 +38,10 @@ const POINTS = [
   "before-cont",
 ] as const;
 
-type Kind = "spin" | "sleep" | "pipe" | "epoll" | "threads" | "stopped";
+// glibc's SIGRTMIN + 2: real-time signals queue, so every one sent must be counted.
+const SIGNAL = 34 + 2;
+
+type Kind = "spin" | "sleep" | "pipe" | "epoll" | "threads" | "stopped" | "signals";
 type Op = "lock" | "unlock";
 
 const KINDS: Record<Kind, TargetOptions> = {
@@ -53,6 +56,9 @@ const KINDS: Record<Kind, TargetOptions> = {
   threads: { mode: "sleep", sleepMs: 20, threads: 3, threadMode: "epoll", threadSleepMs: 10, anonMb: 256 },
   // SIGSTOPped by its owner before lockmem comes: must stay stopped.
   stopped: { mode: "spin", threads: 2, threadMode: "sleep", threadSleepMs: 10, anonMb: 256 },
+  // Receives a stream of queued RT signals through every trial: each one counted, none
+  // lost, even when lockmem dies while it blocks the thread's signals for the injection.
+  signals: { mode: "spin", anonMb: 256, countSignals: [SIGNAL] },
 };
 
 // Point trials lock the code (several mlock2 calls: a half state is possible); random
@@ -208,6 +214,7 @@ async function checkWorkload(kind: Kind, t: Target, before: TargetStats): Promis
       .map((x) => `${x.tid}: ${x.n}`);
   switch (kind) {
     case "spin":
+    case "signals":
       await t.waitForStats((s) => s.main.progress > before.main.progress, "spin progress", 5000);
       return;
     case "sleep":
@@ -256,18 +263,45 @@ interface Trial {
   recovery: Recovery;
   outcome?: "old" | "new";
   failures: string[];
-  /** A failure of the known open bug, counted separately (see knownRandomDeaths). */
-  known?: boolean;
 }
 
 const trials: Trial[] = [];
-const knownRandomDeaths: string[] = [];
 
 interface Setup {
   kind: Kind;
   t: Target;
   /** When, in a whole CLI run, the journal exists (ms after spawn): the session's window, by op. */
   window: Record<Op, { from: number; to: number; total: number }>;
+  /** The "signals" kind: the stream sent to it while the trials run. */
+  stream?: SignalStream;
+}
+
+interface SignalStream {
+  stop: () => Promise<number>;
+}
+
+/** Sends SIGNAL to `pid` every couple of milliseconds until stopped (bounded by the RT queue). */
+function signalStream(pid: number): SignalStream {
+  let sent = 0;
+  let running = true;
+  const done = (async () => {
+    while (running && sent < 30_000) {
+      try {
+        process.kill(pid, SIGNAL);
+      } catch {
+        break; // the target is gone: its trial reports that
+      }
+      sent++;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await done;
+      return sent;
+    },
+  };
 }
 
 async function putInState(s: Setup, sel: SelectionSpec, want: "locked" | "unlocked"): Promise<void> {
@@ -368,6 +402,7 @@ async function setUp(kind: Kind): Promise<Setup> {
     await waitUntil(() => allThreads(t, (x) => x === "T"), "the target to stop");
   }
   const s: Setup = { kind, t, window: { lock: { from: 0, to: 0, total: 0 }, unlock: { from: 0, to: 0, total: 0 } } };
+  if (kind === "signals") s.stream = signalStream(t.pid);
   // Calibrate the random kills: most of a CLI run is Node starting and /proc reading, so
   // an instant drawn over the whole run would seldom fall inside the session. Watch
   // (inotify, no polling) when the journal appears and goes, and draw around that window.
@@ -398,6 +433,18 @@ async function finish(s: Setup): Promise<string[]> {
     const eintr = s1.threads.reduce((a, th) => a + th.eintr, 0);
     if (eintr) problems.push(`stopped target: ${eintr} EINTR in its worker nanosleeps`);
   }
+  if (s.stream) {
+    const sent = await s.stream.stop();
+    let counted = 0;
+    try {
+      const st = await s.t.waitForStats((x) => (x.signals[String(SIGNAL)] ?? 0) >= sent, `${sent} signals counted`, 10_000);
+      counted = st.signals[String(SIGNAL)] ?? 0;
+    } catch {
+      counted = (await s.t.stats()).signals[String(SIGNAL)] ?? 0;
+    }
+    console.log(`signals target: sent ${sent} signals during its trials, counted ${counted}`);
+    if (counted !== sent) problems.push(`signals target: sent ${sent}, counted ${counted}`);
+  }
   await api.unlock({ target: { pid: s.t.pid }, mappings: { all: true } });
   await s.t.stop();
   return problems;
@@ -407,7 +454,7 @@ const endProblems: string[] = [];
 
 describe.each(Object.keys(KINDS) as Kind[])("kill -9 during lock and unlock: %s target", (kind) => {
   test(`every fault point, random instants, and a kill during recovery`, async () => {
-    let s = await setUp(kind);
+    const s = await setUp(kind);
     const methods: Recovery[] = ["cli", "library", "next-op"];
     let i = 0;
     const how = (): Recovery => methods[i++ % methods.length];
@@ -425,17 +472,9 @@ describe.each(Object.keys(KINDS) as Kind[])("kill -9 during lock and unlock: %s 
       } finally {
         trials.push(mine[mine.length - 1]);
       }
-      // Known open bug (issue 6 note): very rarely a target dies when the CLI is killed at a
-      // random instant (it runs on from our syscall in [vdso]). Recorded, printed and bounded
-      // below, and the kind goes on with a fresh target; every other failure stays fatal.
-      if (point === "random" && !s.t.isAlive()) {
-        const last = mine[mine.length - 1];
-        last.known = true;
-        knownRandomDeaths.push(`${kind} ${op} at random (journal ${last.journal}): ${last.failures.join("; ") || "target died"}`);
-        s = await setUp(kind);
-        return;
-      }
       if (thrown !== undefined) throw thrown;
+      // A dead target ends its kind: the trials after it would only repeat that.
+      if (!s.t.isAlive()) throw new Error(`${kind} target died at ${op} ${point}: ${mine[mine.length - 1].failures.join("; ")}`);
     };
     try {
       for (const op of ["lock", "unlock"] as const) {
@@ -460,7 +499,7 @@ describe.each(Object.keys(KINDS) as Kind[])("kill -9 during lock and unlock: %s 
       }
     }
     endProblems.push(...(await finish(s)));
-    const failed = mine.filter((x) => x.failures.length > 0 && !x.known);
+    const failed = mine.filter((x) => x.failures.length > 0);
     expect(failed.map((f) => `${f.op} ${f.point}: ${f.failures.join("; ")}`)).toEqual([]);
   });
 });
@@ -485,11 +524,6 @@ afterAll(() => {
   lines.push(`by target: ${kinds.map((k) => `${k} ${trials.filter((x) => x.kind === k && !x.failures.length).length}/${trials.filter((x) => x.kind === k).length}`).join(", ")}`);
   if (endProblems.length) lines.push(`after the trials: ${endProblems.join("; ")}`);
   console.log(lines.join("\n"));
-});
-
-test("known open bug: at most 2 targets died in random-instant kills (each one printed)", () => {
-  console.log(`known bug (issue 6): targets that died after a random-instant kill: ${knownRandomDeaths.length}${knownRandomDeaths.length ? `\n  ${knownRandomDeaths.join("\n  ")}` : ""}`);
-  expect(knownRandomDeaths.length).toBeLessThanOrEqual(2);
 });
 
 test("the run covered every point at least 10 times and 200 trials in all", () => {
