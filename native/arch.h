@@ -66,7 +66,8 @@ Regs cancelSyscall(const Regs& regs);
 // True when the thread stopped on its way out of a call that installed a temporary
 // signal mask (ppoll, pselect6, epoll_pwait, epoll_pwait2, rt_sigsuspend, io_pgetevents,
 // io_uring_enter) and failed: the kernel puts the thread's own mask back only later, on
-// the signal path (TIF_RESTORE_SIGMASK), and PTRACE_SETSIGMASK would discard that.
+// the signal path (TIF_RESTORE_SIGMASK). Before Linux 5.2, PTRACE_GETSIGMASK read the
+// temporary mask then, not the real one.
 bool inTemporarySigmask(const Regs& regs);
 // Re-issue the interrupted call on resume: pc back onto the syscall instruction and the
 // syscall number back into the number register.

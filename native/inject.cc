@@ -15,11 +15,12 @@
 // are back. Taken mid-injection instead, it would stop the thread at a signal-delivery
 // stop with our registers in place, and if lockmem died right then the kernel would
 // drop the signal (waitpid cleared the stop's exit code). Only SIGSTOP and SIGKILL get
-// through a mask. A thread leaving a call that installed a temporary mask (ppoll,
-// epoll_pwait, ...) keeps its mask, because setting one would discard the kernel's
-// pending restore of the real one: there a signal that arrives is reported as a
-// signal-delivery stop before our call starts, and is delivered right there with the
-// thread's own registers put back, then we interrupt the thread again and carry on.
+// through a mask. A thread stopped on its way out of a call that installed a temporary
+// mask (ppoll, epoll_pwait, ...) is fine too: since Linux 5.2 PTRACE_GETSIGMASK returns
+// the real mask the kernel was about to restore, and PTRACE_SETSIGMASK cancels that
+// restore. On older kernels such a thread keeps its mask, and a signal that arrives is
+// reported as a signal-delivery stop before our call starts, and is delivered right there
+// with the thread's own registers put back; then we interrupt the thread again.
 //
 // Restart: when the thread was stopped inside a call, the kernel decides whether to
 // restart it (ERESTART* codes) only on the signal-handling path. If our last stop was a
@@ -36,6 +37,7 @@
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
+#include <sys/utsname.h>
 #include <sched.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -246,9 +248,9 @@ class Session {
   // Blocks every signal of the thread for the injection (see the top of this file); the
   // thread's own mask goes into the journal first, so that a later run can put it back.
   bool deferSignals() {
-    // Without a journal nothing could put the mask back after a crash; a thread in a
-    // temporary mask would lose its real one.
-    if (!journal_.enabled() || arch::inTemporarySigmask(saved_)) return true;
+    // Without a journal nothing could put the mask back after a crash. Before Linux 5.2,
+    // PTRACE_GETSIGMASK read a temporary mask instead of the real one.
+    if (!journal_.enabled() || (arch::inTemporarySigmask(saved_) && !kernelAtLeast(5, 2))) return true;
     uint64_t current = 0;
     if (ptrace(PTRACE_GETSIGMASK, tid_, sizeof(current), &current) != 0) return failErrno("getregs", "PTRACE_GETSIGMASK");
     // Recovering a run that blocked them: what we read now is its mask, not the thread's.
@@ -262,6 +264,13 @@ class Session {
     ownMask_ = own;
     signalsBlocked_ = true;
     return true;
+  }
+
+  static bool kernelAtLeast(int major, int minor) {
+    utsname u;
+    int ma = 0, mi = 0;
+    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &ma, &mi) != 2) return false;
+    return ma > major || (ma == major && mi >= minor);
   }
 
   // Before the thread may run its own code again.

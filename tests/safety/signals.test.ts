@@ -1,8 +1,11 @@
 // Signals that arrive while lockmem holds the target: delivered afterwards, none lost
 // (RT signals queue, so the target's own counters must match what was sent exactly);
 // a SIGSTOP or SIGCONT sent by someone else during a hold keeps its meaning.
+import * as fs from "fs";
 import * as path from "path";
 import * as api from "../../src/api";
+import { native } from "../../src/native";
+import { syscallsReturningEintrOnStop } from "../../src/proc/tasks";
 import { startTarget, stopAllTargets, Target, waitUntil, workDir } from "../support/target";
 import { isTraced, vmLckKb } from "../support/smaps";
 
@@ -48,10 +51,13 @@ test.each([
   ["spin, per-mapping lock", { mode: "spin" as const, threads: 2, threadMode: "sleep" as const }, { kinds: ["anon" as const] }, undefined],
   ["sleep + epoll threads, mlockall", { mode: "sleep" as const, sleepMs: 10, threads: 2, threadMode: "epoll" as const }, { all: true }, undefined],
   ["pipe, bounded pauses (many sessions)", { mode: "pipe" as const }, { kinds: ["anon" as const] }, 2],
+  // Signals unblocked only inside ppoll's temporary mask (the pselect pattern).
+  ["ppoll with a temporary signal mask", { mode: "ppoll" as const }, { kinds: ["anon" as const] }, undefined],
 ])("a stream of RT signals during repeated lock/unlock (%s): none lost", async (_name, opts, mappings, maxPauseMs) => {
   const t = await startTarget({ ...opts, anonMb: 64, countSignals: [RT_A, RT_B] });
   const stream = signalStream(t.pid, [RT_A, RT_B], 4000);
   let delivered = 0;
+  let deferred = 0;
   let sessions = 0;
   const cycles = 30;
   for (let i = 0; i < cycles; i++) {
@@ -59,6 +65,7 @@ test.each([
     const u = await api.unlock({ target: { pid: t.pid }, mappings, maxPauseMs });
     for (const a of [l.processes[0].action, u.processes[0].action]) {
       delivered += a?.signalsDelivered ?? 0;
+      deferred += a?.signalsDeferred ?? 0;
       sessions += a?.sessions ?? 0;
     }
   }
@@ -66,7 +73,7 @@ test.each([
   const s = await t.waitForStats((x) => (x.signals[String(RT_A)] ?? 0) >= sent[RT_A] && (x.signals[String(RT_B)] ?? 0) >= sent[RT_B], "every signal counted");
   console.log(
     `signals (${_name}): sent ${RT_A}:${sent[RT_A]} ${RT_B}:${sent[RT_B]}, received ${RT_A}:${s.signals[String(RT_A)]} ${RT_B}:${s.signals[String(RT_B)]}, ` +
-      `delivered by lockmem during a hold ${delivered}, over ${sessions} sessions in ${cycles} lock/unlock cycles`,
+      `during a hold: delivered in place ${delivered}, kept pending (distinct per session) ${deferred}, over ${sessions} sessions in ${cycles} lock/unlock cycles`,
   );
   expect(s.signals[String(RT_A)]).toBe(sent[RT_A]);
   expect(s.signals[String(RT_B)]).toBe(sent[RT_B]);
@@ -75,6 +82,8 @@ test.each([
   // that is the signals' doing; an early end without EINTR would be ours.
   expect(s.sleep.violations).toBe(0);
   expect(s.pipe.eintr).toBe(0);
+  // The thread's real mask after every ppoll return (SIGUSR2 blocked again).
+  expect(s.ppoll.mask_violations).toBe(0);
   expect(s.threads.every((th) => th.eintr === 0)).toBe(true);
   expect(vmLckKb(t.pid)).toBe(0);
   expect(isTraced(t.pid)).toBe(false);
@@ -171,4 +180,40 @@ test("a SIGCONT sent by someone else during a hold of a running process: it keep
   expect(s1.sleep.violations).toBe(0);
   expect(s1.sleep.eintr).toBe(0);
   await t.stop(); // its 1.5 GiB back before the next test
+});
+
+test("a thread held inside ppoll's temporary mask: none of its signals lost, its real mask survives", async () => {
+  // lockmem may prefer another thread (here the control thread in poll); injected straight
+  // into the main thread instead, which waits in ppoll with every signal unblocked. The
+  // kernel's pending restore of its real mask must survive our blocking of its signals.
+  const t = await startTarget({ mode: "ppoll", countSignals: [RT_A] });
+  const maps = fs.readFileSync(`/proc/${t.pid}/maps`, "utf8").split("\n");
+  const [vdsoStart, vdsoEnd] = (maps.find((l) => l.endsWith("[vdso]")) as string).split(" ")[0].split("-").map((x) => BigInt("0x" + x));
+  const page = BigInt("0x" + (maps.find((l) => l.includes(" r-xp ")) as string).split("-")[0]);
+  const { mlock2, munlock } = native().syscalls;
+  const stream = signalStream(t.pid, [RT_A], 3000);
+  let delivered = 0;
+  for (let i = 0; i < 300; i++) {
+    const reply = await native().runBatch({
+      pid: t.pid,
+      tid: t.pid,
+      vdsoStart,
+      vdsoEnd,
+      stopOnError: true,
+      stopProcess: true,
+      journalPath: path.join(workDir(), `ppoll-${process.pid}.regs`),
+      eintrSyscalls: syscallsReturningEintrOnStop(),
+      ops: [{ nr: mlock2, args: [page, 4096n, 0n], undo: { nr: munlock, args: [page, 4096n] } }, { nr: munlock, args: [page, 4096n] }],
+    });
+    expect(reply.results.map((r) => r.errno)).toEqual([0, 0]);
+    delivered += reply.signalsDelivered + reply.signalsDeferred;
+  }
+  const sent = await stream.stop();
+  const s = await t.waitForStats((x) => (x.signals[String(RT_A)] ?? 0) >= sent[RT_A], "every signal counted");
+  console.log(`ppoll thread held 300 times: sent ${sent[RT_A]}, received ${s.signals[String(RT_A)]}, arrived during a hold ${delivered}, ppoll returns ${s.ppoll.waits}`);
+  expect(s.signals[String(RT_A)]).toBe(sent[RT_A]);
+  expect(s.ppoll.mask_violations).toBe(0);
+  expect(s.ppoll.waits).toBeGreaterThan(0);
+  expect(isTraced(t.pid)).toBe(false);
+  expect(threadsAll(t, (x) => !stopped(x))).toBe(true);
 });

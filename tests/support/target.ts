@@ -13,7 +13,7 @@ import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 
-export type TargetMode = "spin" | "sleep" | "pipe" | "epoll" | "idle" | "heartbeat";
+export type TargetMode = "spin" | "sleep" | "pipe" | "epoll" | "ppoll" | "idle" | "heartbeat";
 export type WorkerMode = "spin" | "sleep" | "epoll";
 
 export interface TargetOptions {
@@ -98,6 +98,7 @@ export interface TargetStats extends ControlReply {
   sleep: { sleep_ms: number; done: number; violations: number; eintr: number; max_oversleep_us: number; min_elapsed_us: number };
   pipe: { written: number; read: number; mismatches: number; eintr: number; ok: boolean };
   epoll: { timeout_ms: number; waits: number; events: number; timeouts: number; eintr: number; ticks: number };
+  ppoll: { waits: number; eintr: number; mask_violations: number };
   heartbeat: { period_us: number; iterations: number; max_gap_us: number; max_stall_us: number };
   threads: WorkerStats[];
   control: { tid: number; epoll: boolean; commands: number; eintr: number };
