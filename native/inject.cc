@@ -31,6 +31,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -43,7 +44,6 @@
 #include <time.h>
 
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 #include <string>
 
@@ -82,6 +82,29 @@ bool isRestartCode(int64_t v) {
 }
 
 uint64_t sigbit(int sig) { return 1ull << (sig - 1); }
+
+// A /proc file with plain read(2) calls (these are read while the target is held: no
+// stream machinery). Empty when it cannot be read.
+std::string readProcFile(const char* path) {
+  std::string text;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return text;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return text;
+}
+
+// The hex value after "\n<key>" in a /proc status text, 0 when absent.
+uint64_t statusHex(const std::string& text, const char* key) {
+  size_t at = text.find(key);
+  return at == std::string::npos ? 0 : strtoull(text.c_str() + at + strlen(key), nullptr, 16);
+}
 
 // What waitpid reported.
 enum class StopKind { Exited, SyscallStop, SignalDelivery, EventStop };
@@ -176,8 +199,7 @@ class Session {
   char processState() {
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/stat", spec_.pid);
-    std::ifstream in(path);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string text = readProcFile(path);
     size_t close = text.rfind(')');
     return close == std::string::npos || close + 2 >= text.size() ? '?' : text[close + 2];
   }
@@ -350,8 +372,7 @@ class Session {
   std::string readTaskFile(pid_t tid, const char* file) {
     char path[96];
     snprintf(path, sizeof(path), "/proc/%d/task/%d/%s", spec_.pid, tid, file);
-    std::ifstream in(path);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return readProcFile(path);
   }
 
   char taskState(pid_t tid) {
@@ -680,25 +701,13 @@ class Session {
     SignalState st;
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/task/%d/status", spec_.pid, tid);
-    std::ifstream in(path);
-    if (!in) return st;
-    uint64_t pnd = 0, shd = 0, blk = 0, cgt = 0;
-    std::string line;
-    while (std::getline(in, line)) {
-      auto field = [&](const char* key, uint64_t* v) {
-        size_t n = strlen(key);
-        if (line.compare(0, n, key) == 0) *v = strtoull(line.c_str() + n, nullptr, 16);
-      };
-      field("SigPnd:", &pnd);
-      field("ShdPnd:", &shd);
-      field("SigBlk:", &blk);
-      field("SigCgt:", &cgt);
-    }
+    std::string text = readProcFile(path);
+    if (text.find("\nSigCgt:") == std::string::npos) return st;
     st.known = true;
-    st.pending = pnd | shd;
+    st.pending = statusHex(text, "\nSigPnd:") | statusHex(text, "\nShdPnd:");
     // While we block its signals, what counts is the thread's own mask.
-    st.blocked = tid == tid_ && signalsBlocked_ ? ownMask_ : blk;
-    st.caught = cgt;
+    st.blocked = tid == tid_ && signalsBlocked_ ? ownMask_ : statusHex(text, "\nSigBlk:");
+    st.caught = statusHex(text, "\nSigCgt:");
     return st;
   }
 
