@@ -1,5 +1,6 @@
-// Reproduces the open issue-6 bug: a target dying around a lockmem session killed at a
-// random instant. Usage (after npm run build:ts, as root): node scripts/repro-random-kill.js pipe 500
+// Stress outside jest for issue 6: the CLI SIGKILLed at random instants around its session,
+// then `lockmem recover`; stops at the first target that dies (a bug fixed since: our own
+// pending SIGSTOP taken mid-injection, then signals taken with our registers in place). Usage (after npm run build:ts, as root): node scripts/repro-random-kill.js pipe 500
 // Prints 'DIED at iter ...' with the target's thread states, pending signals and the journal
 // at the kill, then check dmesg for the segfault line.
 const { startTarget, stopAllTargets } = require(require('path').join(__dirname, '..', 'dist', 'tests', 'support', 'target.js'));
