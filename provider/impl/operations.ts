@@ -3,7 +3,8 @@ import * as crypto from "crypto";
 import { HostReport, LockRequest, ProcessReport, ProcessResult, UnlockRequest } from "../../src/api";
 import { LockError } from "../../src/errors";
 import { SelectionSpec } from "../../src/types";
-import { DEFAULT_OPERATION_TIMEOUT_MS } from "../transport/types";
+import { DeployError } from "../deploy";
+import { DEFAULT_OPERATION_TIMEOUT_MS, TransportError } from "../transport/types";
 import { canonical, effectiveSelection } from "./diff";
 import { AgentRunner, describeError, runnerFor } from "./runner";
 import { LimitState, ProcessState, ProviderInputs, ProviderOutputs } from "./state";
@@ -31,6 +32,31 @@ function lockRequest(i: ProviderInputs): LockRequest {
 
 function timeoutOf(i: ProviderInputs, op: "create" | "update" | "delete" | "read"): number {
   return (op === "read" ? undefined : i.timeouts?.[op]) ?? DEFAULT_OPERATION_TIMEOUT_MS;
+}
+
+/**
+ * One operation's deadline: customTimeouts bound the whole operation (every agent call of
+ * an update or a delete together), not each call.
+ */
+interface Deadline {
+  op: "create" | "update" | "delete";
+  ms: number;
+  /** Milliseconds left (at least 1: a call with no time left fails at once, clearly). */
+  left(): number;
+}
+
+function deadlineOf(i: ProviderInputs, op: Deadline["op"]): Deadline {
+  const ms = timeoutOf(i, op);
+  const end = Date.now() + ms;
+  return { op, ms, left: () => Math.max(1, end - Date.now()) };
+}
+
+/** For an error that is the deadline passing: which deadline, and what to change. */
+function deadlineNote(e: unknown, d: Deadline, i: ProviderInputs): string {
+  const timedOut = (e instanceof TransportError && e.code === "ETIMEDOUT") || (e instanceof DeployError && /within \d+ ms/.test(e.message));
+  if (!timedOut) return "";
+  const given = i.timeouts?.[d.op] !== undefined;
+  return ` (the ${d.op} deadline passed: ${given ? `customTimeouts.${d.op} is ${d.ms} ms` : `the default ${d.ms} ms, customTimeouts.${d.op} not set`}; if the host is only slow, give a longer customTimeouts.${d.op})`;
 }
 
 /** The agent's own wait for a concurrent lockmem on the same target, inside our deadline. */
@@ -69,19 +95,18 @@ function failIfAnyFailed(runner: AgentRunner, op: string, report: HostReport<Pro
   throw new ResourceError(`${runner.where}: ${op} failed for ${failed.length} of ${report.processes.length} processes: ${lines.join("; ")}`);
 }
 
-async function call<T>(runner: AgentRunner, op: string, request: Parameters<AgentRunner["call"]>[0], timeoutMs: number): Promise<T> {
+async function call<T>(runner: AgentRunner, op: string, request: Parameters<AgentRunner["call"]>[0], d: Deadline, i: ProviderInputs): Promise<T> {
   try {
-    return await runner.call<T>(request, timeoutMs);
+    return await runner.call<T>(request, d.left());
   } catch (e) {
-    throw new ResourceError(`${op}: ${describeError(e, runner.where)}`);
+    throw new ResourceError(`${op}: ${describeError(e, runner.where)}${deadlineNote(e, d, i)}`);
   }
 }
 
 /** Locks per the inputs and returns the outputs. `previous`: limits this resource set before. */
-async function lock(i: ProviderInputs, op: "create" | "update", previous: ProcessState[] = []): Promise<ProviderOutputs> {
+async function lock(i: ProviderInputs, op: "create" | "update", previous: ProcessState[] = [], d = deadlineOf(i, op)): Promise<ProviderOutputs> {
   const runner = runnerFor(i);
-  const timeoutMs = timeoutOf(i, op);
-  const report = await call<HostReport<ProcessResult>>(runner, "locking", { op: "lock", args: lockRequest(i), waitMs: waitMs(timeoutMs) }, timeoutMs);
+  const report = await call<HostReport<ProcessResult>>(runner, "locking", { op: "lock", args: lockRequest(i), waitMs: waitMs(d.left()) }, d, i);
   failIfAnyFailed(runner, "lock", report);
   const processes = report.processes.map((p) => {
     const earlier = previous.find((e) => e.pid === p.pid && e.startTime === p.startTime)?.limitSetTo;
@@ -167,19 +192,19 @@ export async function update(id: string, olds: ProviderOutputs, news: ProviderIn
   const undo = leftBehind(effectiveSelection(olds.mappings), effectiveSelection(news.mappings));
   // Only munlockall clears MCL_FUTURE: unlock the old selection with it, then lock anew.
   const futureOff = olds.future === true && news.future !== true;
-  const timeoutMs = timeoutOf(news, "update");
+  const d = deadlineOf(news, "update");
   const unlockOld = async (spec: SelectionSpec, future: boolean): Promise<void> => {
     const runner = runnerFor(olds);
     for (const p of olds.processes ?? []) {
-      if (!(await stillThere(runner, p, timeoutMs))) continue;
+      if (!(await stillThere(runner, p, d, news))) continue;
       const args: UnlockRequest = { target: { pid: p.pid }, mappings: spec, ...(future ? { future: true } : {}) };
-      const report = await call<HostReport<ProcessResult>>(runner, "unlocking what is no longer selected", { op: "unlock", args, waitMs: waitMs(timeoutMs) }, timeoutMs);
+      const report = await call<HostReport<ProcessResult>>(runner, "unlocking what is no longer selected", { op: "unlock", args, waitMs: waitMs(d.left()) }, d, news);
       failIfAnyFailed(runner, "unlock", report);
     }
   };
   if (futureOff) await unlockOld(effectiveSelection(olds.mappings), true);
   else if (undo?.before) await unlockOld(undo.spec, false);
-  const outs = await lock(news, "update", olds.processes);
+  const outs = await lock(news, "update", olds.processes, d);
   if (!undo || undo.before || futureOff) return { outs };
   await unlockOld(undo.spec, false);
   // Report the end state, after the unlock.
@@ -187,13 +212,13 @@ export async function update(id: string, olds: ProviderOutputs, news: ProviderIn
 }
 
 /** True when the recorded process still runs (same pid and start time). */
-async function stillThere(runner: AgentRunner, p: ProcessState, timeoutMs: number): Promise<boolean> {
+async function stillThere(runner: AgentRunner, p: ProcessState, d: Deadline, i: ProviderInputs): Promise<boolean> {
   try {
-    const report = await runner.call<HostReport<ProcessReport>>({ op: "status", args: { target: { pid: p.pid } } }, timeoutMs);
+    const report = await runner.call<HostReport<ProcessReport>>({ op: "status", args: { target: { pid: p.pid } } }, d.left());
     return report.processes.some((r) => r.pid === p.pid && r.startTime === p.startTime);
   } catch (e) {
     if (e instanceof LockError && GONE.has(e.code)) return false;
-    throw new ResourceError(`checking process ${p.pid}: ${describeError(e, runner.where)}`);
+    throw new ResourceError(`checking process ${p.pid}: ${describeError(e, runner.where)}${deadlineNote(e, d, i)}`);
   }
 }
 
@@ -201,17 +226,17 @@ async function stillThere(runner: AgentRunner, p: ProcessState, timeoutMs: numbe
 export async function remove(_id: string, props: ProviderOutputs): Promise<void> {
   const i = inputsOf(props);
   const runner = runnerFor(i);
-  const timeoutMs = timeoutOf(i, "delete");
+  const d = deadlineOf(i, "delete");
   for (const p of props.processes ?? []) {
-    if (!(await stillThere(runner, p, timeoutMs))) continue;
+    if (!(await stillThere(runner, p, d, i))) continue;
     const args: UnlockRequest = { target: { pid: p.pid }, mappings: effectiveSelection(i.mappings), ...(i.future ? { future: true } : {}) };
     try {
-      const report = await runner.call<HostReport<ProcessResult>>({ op: "unlock", args, waitMs: waitMs(timeoutMs) }, timeoutMs);
+      const report = await runner.call<HostReport<ProcessResult>>({ op: "unlock", args, waitMs: waitMs(d.left()) }, d.left());
       failIfAnyFailed(runner, "unlock", report);
     } catch (e) {
       if (e instanceof LockError && GONE.has(e.code)) continue; // exited meanwhile
       if (e instanceof ResourceError) throw e;
-      throw new ResourceError(`unlocking: ${describeError(e, runner.where)}`);
+      throw new ResourceError(`unlocking: ${describeError(e, runner.where)}${deadlineNote(e, d, i)}`);
     }
   }
 }
