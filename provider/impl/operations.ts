@@ -88,11 +88,34 @@ function hostOf(i: ProviderInputs, reported: string): string {
   return i.connection ? i.connection.host : reported;
 }
 
-function failIfAnyFailed(runner: AgentRunner, op: string, report: HostReport<ProcessResult>): void {
+function failureText(runner: AgentRunner, op: string, report: HostReport<ProcessResult>): string {
   const failed = report.processes.filter((p) => p.error);
-  if (failed.length === 0) return;
   const lines = failed.map((p) => `process ${p.pid}: ${p.error!.message}${p.error!.hint ? ` (${p.error!.hint})` : ""}`);
-  throw new ResourceError(`${runner.where}: ${op} failed for ${failed.length} of ${report.processes.length} processes: ${lines.join("; ")}`);
+  return `${runner.where}: ${op} failed for ${failed.length} of ${report.processes.length} processes: ${lines.join("; ")}`;
+}
+
+function failIfAnyFailed(runner: AgentRunner, op: string, report: HostReport<ProcessResult>): void {
+  if (report.processes.some((p) => p.error)) throw new ResourceError(failureText(runner, op, report));
+}
+
+/**
+ * A lock that took in some processes and failed in others (target.match "all"; each failed
+ * one is left as it was by the agent). Thrown with the resource's id and its outputs: the
+ * dynamic-provider host turns `id`/`properties`/`reasons` into the engine's
+ * ErrorResourceInitFailed, so the state records what is locked (destroy unlocks it, the next
+ * up retries the rest) instead of forgetting it.
+ */
+export class PartialLockError extends ResourceError {
+  readonly reasons: string[];
+
+  constructor(
+    message: string,
+    readonly id: string,
+    readonly properties: ProviderOutputs,
+  ) {
+    super(message);
+    this.reasons = [message];
+  }
 }
 
 async function call<T>(runner: AgentRunner, op: string, request: Parameters<AgentRunner["call"]>[0], d: Deadline, i: ProviderInputs): Promise<T> {
@@ -103,32 +126,46 @@ async function call<T>(runner: AgentRunner, op: string, request: Parameters<Agen
   }
 }
 
-/** Locks per the inputs and returns the outputs. `previous`: limits this resource set before. */
-async function lock(i: ProviderInputs, op: "create" | "update", previous: ProcessState[] = [], d = deadlineOf(i, op)): Promise<ProviderOutputs> {
+/**
+ * Locks per the inputs and returns the outputs. `previous`: limits this resource set before.
+ * Some processes locked and others not: PartialLockError with the outputs of the locked ones.
+ */
+async function lock(i: ProviderInputs, op: "create" | "update", id: string, previous: ProcessState[] = [], d = deadlineOf(i, op)): Promise<ProviderOutputs> {
   const runner = runnerFor(i);
   const report = await call<HostReport<ProcessResult>>(runner, "locking", { op: "lock", args: lockRequest(i), waitMs: waitMs(d.left()) }, d, i);
-  failIfAnyFailed(runner, "lock", report);
-  const processes = report.processes.map((p) => {
+  const failed = report.processes.filter((p) => p.error);
+  const locked = report.processes.filter((p) => !p.error);
+  if (locked.length === 0) failIfAnyFailed(runner, "lock", report);
+  const processes = locked.map((p) => {
     const earlier = previous.find((e) => e.pid === p.pid && e.startTime === p.startTime)?.limitSetTo;
     const raised = p.action?.limitRaised?.to;
     return processState(p, raised ?? (earlier && canonical(earlier) === canonical(p.memlockLimit) ? earlier : undefined));
   });
   const warnings = report.processes.flatMap((p) => p.warnings.map((w) => `process ${p.pid}: ${w}`));
-  const inSync = report.processes.every((p) => p.selection?.inSync !== false);
-  return {
+  const inSync = failed.length === 0 && locked.every((p) => p.selection?.inSync !== false);
+  const drift = [
+    ...failed.map((p) => `process ${p.pid}: the lock failed: ${p.error!.message}`),
+    ...(locked.some((p) => p.selection?.inSync === false) ? ["selected mappings stayed unlocked after the lock: see warnings"] : []),
+  ];
+  const outs: ProviderOutputs = {
     ...i,
     host: hostOf(i, report.host),
     processes,
     lockedBytes: processes.reduce((a, p) => a + p.lockedBytes, 0),
     inSync,
-    drift: inSync ? [] : ["selected mappings stayed unlocked after the lock: see warnings"],
+    drift,
     warnings,
   };
+  if (failed.length > 0) {
+    const done = `locked in process${locked.length > 1 ? "es" : ""} ${locked.map((p) => p.pid).join(", ")}, which the state records: destroy unlocks ${locked.length > 1 ? "them" : "it"}, the next up retries the others`;
+    throw new PartialLockError(`${failureText(runner, "lock", report)}; ${done}`, id, outs);
+  }
+  return outs;
 }
 
 export async function create(inputs: ProviderInputs): Promise<{ id: string; outs: ProviderOutputs }> {
-  const outs = await lock(inputs, "create");
-  return { id: `lockmem-${crypto.randomUUID()}`, outs };
+  const id = `lockmem-${crypto.randomUUID()}`;
+  return { id, outs: await lock(inputs, "create", id) };
 }
 
 /** Reports what is on the host; a target that is gone or restarted is drift, never a removal. */
@@ -204,8 +241,16 @@ export async function update(id: string, olds: ProviderOutputs, news: ProviderIn
   };
   if (futureOff) await unlockOld(effectiveSelection(olds.mappings), true);
   else if (undo?.before) await unlockOld(undo.spec, false);
-  const outs = await lock(news, "update", olds.processes, d);
-  if (!undo || undo.before || futureOff) return { outs };
+  const unlockAfter = undo !== undefined && !undo.before && !futureOff;
+  let outs: ProviderOutputs;
+  try {
+    outs = await lock(news, "update", id, olds.processes, d);
+  } catch (e) {
+    // Locked in part: what is no longer selected must not outlive the old state either.
+    if (e instanceof PartialLockError && unlockAfter) await unlockOld(undo.spec, false);
+    throw e;
+  }
+  if (!unlockAfter) return { outs };
   await unlockOld(undo.spec, false);
   // Report the end state, after the unlock.
   return { outs: (await read(id, outs)).props };

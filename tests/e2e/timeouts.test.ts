@@ -89,7 +89,7 @@ test("create against a host that never answers ends at customTimeouts.create, wi
       expect(ms).toBeLessThan(30_000);
       // Nothing was created, nothing changed.
       const state = await s.exportState();
-      expect((state.deployment.resources ?? []).filter((r: { type: string }) => r.type === "lockmem:index:LockedProcessMemory")).toEqual([]);
+      expect((state.deployment.resources ?? []).filter((r: { urn: string }) => r.urn.endsWith("LockedProcessMemory:Resource::hung"))).toEqual([]);
       expect(nothingLocked(t.pid)).toBe(true);
     }, { workDir: work.workDir });
   } finally {
