@@ -81,6 +81,14 @@ test('install "never": runs the agent at agent.path on an SSH host and locally; 
     );
 
   await withStack(program(bundle.wrapper, undefined), async (s) => {
+    // A path the check refuses ("~" is never expanded): preview names the field, no host is asked.
+    const tilde = await s.preview({ program: program("~/bin/lockmem", undefined) }).then(
+      () => "",
+      (e: Error) => e.message,
+    );
+    expect(tilde).toMatch(/property agent .*agent\.path: "~" is not expanded/);
+    expect(fx.hosts[0].log()).not.toMatch(/Accepted publickey/);
+
     // A path with nothing there: the host and the field to fix are named; nothing locked.
     const missing = await upError(s, program("/nonexistent/bin/lockmem", undefined));
     expect(missing).toContain(where);
