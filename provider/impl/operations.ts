@@ -247,7 +247,12 @@ export async function update(id: string, olds: ProviderOutputs, news: ProviderIn
     outs = await lock(news, "update", id, olds.processes, d);
   } catch (e) {
     // Locked in part: what is no longer selected must not outlive the old state either.
-    if (e instanceof PartialLockError && unlockAfter) await unlockOld(undo.spec, false);
+    if (!(e instanceof PartialLockError) || !unlockAfter) throw e;
+    try {
+      await unlockOld(undo.spec, false);
+    } catch (u) {
+      throw new PartialLockError(`${e.message}; unlocking what is no longer selected failed too: ${(u as Error).message}`, e.id, e.properties);
+    }
     throw e;
   }
   if (!unlockAfter) return { outs };
