@@ -405,9 +405,12 @@ async function limitNeeded(snap: Snapshot, plan: Plan, raise: boolean): Promise<
   });
 }
 
+/** What a failure message says when every call of the attempt was undone. */
+const ALL_UNDONE = "nothing stays locked from this attempt";
+
 function explainCallFailure(errno: number, snap: Snapshot, plan: Plan, call: string): LockError {
   const pid = snap.ref.pid;
-  const undone = "nothing stays locked from this attempt";
+  const undone = ALL_UNDONE;
   switch (errno) {
     case 12: // ENOMEM
       return new LockError({
@@ -485,8 +488,41 @@ async function runSession(snap: Snapshot, plan: Plan, ops: SyscallOp[], action: 
   });
   recordSession(action, reply, thread);
   const failedAt = reply.results.findIndex((r) => r.errno !== 0);
-  if (failedAt >= 0) throw explainCallFailure(reply.results[failedAt].errno, snap, plan, callName(ops[failedAt].nr));
+  if (failedAt >= 0) {
+    const err = explainCallFailure(reply.results[failedAt].errno, snap, plan, callName(ops[failedAt].nr));
+    const undoFailed = reply.undoResults.filter((r) => r.errno !== 0).length;
+    if (undoFailed === 0) throw err;
+    throw withUndoFailure(err, `${undoFailed} of the ${reply.undoResults.length} undo call(s) in the target failed (errno ${reply.undoResults.find((r) => r.errno !== 0)!.errno})`, []);
+  }
   return reply;
+}
+
+/** A range a failed attempt could not undo. */
+interface LeftLocked {
+  start: bigint;
+  len: bigint;
+}
+
+/**
+ * The failure `err`, saying that undoing the attempt failed too (instead of "nothing stays
+ * locked"), which ranges may stay locked and how to clear them: the undo error is a warning
+ * the operator must see, never dropped in favour of the original error alone.
+ */
+function withUndoFailure(err: LockError, why: string, left: LeftLocked[]): LockError {
+  const pid = err.pid;
+  const bytes = left.reduce((a, r) => a + r.len, 0n);
+  // Chunks of one range are adjacent: show the ranges, not every chunk.
+  left = [...left].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0)).reduce<LeftLocked[]>((out, r) => {
+    const last = out[out.length - 1];
+    if (last && last.start + last.len === r.start) last.len += r.len;
+    else out.push({ ...r });
+    return out;
+  }, []);
+  const ranges = left.length === 0 ? "" : `: ${formatBytes(bytes)} in ${left.length} range(s) may stay locked (${left.slice(0, 4).map((r) => `${hex(r.start)}-${hex(r.start + r.len)}`).join(", ")}${left.length > 4 ? ", ..." : ""})`;
+  const warning = `warning: undoing this attempt failed too: ${why}${ranges}`;
+  const message = err.message.includes(ALL_UNDONE) ? err.message.replace(ALL_UNDONE, warning) : `${err.message}; ${warning}`;
+  const fix = `check with \`lockmem status --pid ${pid}\` and unlock what stays locked with \`lockmem unlock --pid ${pid}\``;
+  return new LockError({ ...err.toJSON(), message, hint: err.hint ? `${err.hint}; ${fix}` : fix });
 }
 
 const MIN_CHUNK = 64 * 1024;
@@ -526,11 +562,23 @@ async function applyInChunks(snap: Snapshot, plan: Plan, action: ActionReport, o
     }
     if (finalOps.length > 0) await runSession(snap, plan, finalOps, action, opts);
   } catch (err) {
-    // Undo, newest first, in bounded sessions too.
+    // Undo, newest first, in bounded sessions too. An undo that fails is reported with the
+    // original error (what stays locked, and how to clear it), not dropped.
+    const left: LeftLocked[] = [];
+    let firstUndoError: string | undefined;
     for (const op of done.reverse()) {
-      if (op.undo) await runInTarget(snap.ref.pid, snap.mappings, [op.undo], { startTime: snap.ref.startTime, checkSeccomp: snap.status.seccomp === 2, suspendSeccomp: opts.suspendSeccomp }).catch(() => undefined);
+      if (!op.undo) continue;
+      try {
+        const { reply } = await runInTarget(snap.ref.pid, snap.mappings, [op.undo], { startTime: snap.ref.startTime, checkSeccomp: snap.status.seccomp === 2, suspendSeccomp: opts.suspendSeccomp });
+        if (reply.results[0].errno !== 0) throw new Error(`munlock returned errno ${reply.results[0].errno}`);
+      } catch (undoErr) {
+        firstUndoError ??= undoErr instanceof Error ? undoErr.message : String(undoErr);
+        left.push({ start: op.undo.args[0], len: op.undo.args[1] });
+      }
     }
-    throw err;
+    if (left.length === 0) throw err;
+    const original = err instanceof LockError ? err : await toLockError(err, snap.ref.pid);
+    throw withUndoFailure(original, `${left.length} of ${done.filter((o) => o.undo).length} chunk(s) could not be unlocked again (first: ${firstUndoError})`, left);
   }
 }
 

@@ -38,6 +38,10 @@ function checkAgent(agent: unknown): string | undefined {
       return `agent.${key}: must be a plain path of letters, digits and _ . / + ~ -, got ${JSON.stringify(v)}`;
     }
   }
+  // The agent command runs as is (no shell expands "~" locally; the SSH transport refuses it).
+  if (typeof a.path === "string" && a.path.includes("~")) {
+    return `agent.path: "~" is not expanded here, got ${JSON.stringify(a.path)}; give the absolute path (e.g. /usr/local/bin/lockmem) or a command name on the PATH`;
+  }
   if (a.path !== undefined && a.install !== "never") return 'agent.path: only used with install: "never" (install "auto" runs the agent it deploys)';
   if (a.dir !== undefined && a.install === "never") return 'agent.dir: only used with install: "auto"';
   if (typeof a.dir === "string" && !a.dir.startsWith("/") && !a.dir.startsWith("~/")) return "agent.dir: must be absolute or start with ~/";

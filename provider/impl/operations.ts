@@ -3,7 +3,8 @@ import * as crypto from "crypto";
 import { HostReport, LockRequest, ProcessReport, ProcessResult, UnlockRequest } from "../../src/api";
 import { LockError } from "../../src/errors";
 import { SelectionSpec } from "../../src/types";
-import { DEFAULT_OPERATION_TIMEOUT_MS } from "../transport/types";
+import { DeployError } from "../deploy";
+import { DEFAULT_OPERATION_TIMEOUT_MS, TransportError } from "../transport/types";
 import { canonical, effectiveSelection } from "./diff";
 import { AgentRunner, describeError, runnerFor } from "./runner";
 import { LimitState, ProcessState, ProviderInputs, ProviderOutputs } from "./state";
@@ -31,6 +32,31 @@ function lockRequest(i: ProviderInputs): LockRequest {
 
 function timeoutOf(i: ProviderInputs, op: "create" | "update" | "delete" | "read"): number {
   return (op === "read" ? undefined : i.timeouts?.[op]) ?? DEFAULT_OPERATION_TIMEOUT_MS;
+}
+
+/**
+ * One operation's deadline: customTimeouts bound the whole operation (every agent call of
+ * an update or a delete together), not each call.
+ */
+interface Deadline {
+  op: "create" | "update" | "delete";
+  ms: number;
+  /** Milliseconds left (at least 1: a call with no time left fails at once, clearly). */
+  left(): number;
+}
+
+function deadlineOf(i: ProviderInputs, op: Deadline["op"]): Deadline {
+  const ms = timeoutOf(i, op);
+  const end = Date.now() + ms;
+  return { op, ms, left: () => Math.max(1, end - Date.now()) };
+}
+
+/** For an error that is the deadline passing: which deadline, and what to change. */
+function deadlineNote(e: unknown, d: Deadline, i: ProviderInputs): string {
+  const timedOut = (e instanceof TransportError && e.code === "ETIMEDOUT") || (e instanceof DeployError && /within \d+ ms/.test(e.message));
+  if (!timedOut) return "";
+  const given = i.timeouts?.[d.op] !== undefined;
+  return ` (the ${d.op} deadline passed: ${given ? `customTimeouts.${d.op} is ${d.ms} ms` : `the default ${d.ms} ms, customTimeouts.${d.op} not set`}; if the host is only slow, give a longer customTimeouts.${d.op})`;
 }
 
 /** The agent's own wait for a concurrent lockmem on the same target, inside our deadline. */
@@ -62,48 +88,84 @@ function hostOf(i: ProviderInputs, reported: string): string {
   return i.connection ? i.connection.host : reported;
 }
 
-function failIfAnyFailed(runner: AgentRunner, op: string, report: HostReport<ProcessResult>): void {
+function failureText(runner: AgentRunner, op: string, report: HostReport<ProcessResult>): string {
   const failed = report.processes.filter((p) => p.error);
-  if (failed.length === 0) return;
   const lines = failed.map((p) => `process ${p.pid}: ${p.error!.message}${p.error!.hint ? ` (${p.error!.hint})` : ""}`);
-  throw new ResourceError(`${runner.where}: ${op} failed for ${failed.length} of ${report.processes.length} processes: ${lines.join("; ")}`);
+  return `${runner.where}: ${op} failed for ${failed.length} of ${report.processes.length} processes: ${lines.join("; ")}`;
 }
 
-async function call<T>(runner: AgentRunner, op: string, request: Parameters<AgentRunner["call"]>[0], timeoutMs: number): Promise<T> {
-  try {
-    return await runner.call<T>(request, timeoutMs);
-  } catch (e) {
-    throw new ResourceError(`${op}: ${describeError(e, runner.where)}`);
+function failIfAnyFailed(runner: AgentRunner, op: string, report: HostReport<ProcessResult>): void {
+  if (report.processes.some((p) => p.error)) throw new ResourceError(failureText(runner, op, report));
+}
+
+/**
+ * A lock that took in some processes and failed in others (target.match "all"; each failed
+ * one is left as it was by the agent). Thrown with the resource's id and its outputs: the
+ * dynamic-provider host turns `id`/`properties`/`reasons` into the engine's
+ * ErrorResourceInitFailed, so the state records what is locked (destroy unlocks it, the next
+ * up retries the rest) instead of forgetting it.
+ */
+export class PartialLockError extends ResourceError {
+  readonly reasons: string[];
+
+  constructor(
+    message: string,
+    readonly id: string,
+    readonly properties: ProviderOutputs,
+  ) {
+    super(message);
+    this.reasons = [message];
   }
 }
 
-/** Locks per the inputs and returns the outputs. `previous`: limits this resource set before. */
-async function lock(i: ProviderInputs, op: "create" | "update", previous: ProcessState[] = []): Promise<ProviderOutputs> {
+async function call<T>(runner: AgentRunner, op: string, request: Parameters<AgentRunner["call"]>[0], d: Deadline, i: ProviderInputs): Promise<T> {
+  try {
+    return await runner.call<T>(request, d.left());
+  } catch (e) {
+    throw new ResourceError(`${op}: ${describeError(e, runner.where)}${deadlineNote(e, d, i)}`);
+  }
+}
+
+/**
+ * Locks per the inputs and returns the outputs. `previous`: limits this resource set before.
+ * Some processes locked and others not: PartialLockError with the outputs of the locked ones.
+ */
+async function lock(i: ProviderInputs, op: "create" | "update", id: string, previous: ProcessState[] = [], d = deadlineOf(i, op)): Promise<ProviderOutputs> {
   const runner = runnerFor(i);
-  const timeoutMs = timeoutOf(i, op);
-  const report = await call<HostReport<ProcessResult>>(runner, "locking", { op: "lock", args: lockRequest(i), waitMs: waitMs(timeoutMs) }, timeoutMs);
-  failIfAnyFailed(runner, "lock", report);
-  const processes = report.processes.map((p) => {
+  const report = await call<HostReport<ProcessResult>>(runner, "locking", { op: "lock", args: lockRequest(i), waitMs: waitMs(d.left()) }, d, i);
+  const failed = report.processes.filter((p) => p.error);
+  const locked = report.processes.filter((p) => !p.error);
+  if (locked.length === 0) failIfAnyFailed(runner, "lock", report);
+  const processes = locked.map((p) => {
     const earlier = previous.find((e) => e.pid === p.pid && e.startTime === p.startTime)?.limitSetTo;
     const raised = p.action?.limitRaised?.to;
     return processState(p, raised ?? (earlier && canonical(earlier) === canonical(p.memlockLimit) ? earlier : undefined));
   });
   const warnings = report.processes.flatMap((p) => p.warnings.map((w) => `process ${p.pid}: ${w}`));
-  const inSync = report.processes.every((p) => p.selection?.inSync !== false);
-  return {
+  const inSync = failed.length === 0 && locked.every((p) => p.selection?.inSync !== false);
+  const drift = [
+    ...failed.map((p) => `process ${p.pid}: the lock failed: ${p.error!.message}`),
+    ...(locked.some((p) => p.selection?.inSync === false) ? ["selected mappings stayed unlocked after the lock: see warnings"] : []),
+  ];
+  const outs: ProviderOutputs = {
     ...i,
     host: hostOf(i, report.host),
     processes,
     lockedBytes: processes.reduce((a, p) => a + p.lockedBytes, 0),
     inSync,
-    drift: inSync ? [] : ["selected mappings stayed unlocked after the lock: see warnings"],
+    drift,
     warnings,
   };
+  if (failed.length > 0) {
+    const done = `locked in process${locked.length > 1 ? "es" : ""} ${locked.map((p) => p.pid).join(", ")}, which the state records: destroy unlocks ${locked.length > 1 ? "them" : "it"}, the next up retries the others`;
+    throw new PartialLockError(`${failureText(runner, "lock", report)}; ${done}`, id, outs);
+  }
+  return outs;
 }
 
 export async function create(inputs: ProviderInputs): Promise<{ id: string; outs: ProviderOutputs }> {
-  const outs = await lock(inputs, "create");
-  return { id: `lockmem-${crypto.randomUUID()}`, outs };
+  const id = `lockmem-${crypto.randomUUID()}`;
+  return { id, outs: await lock(inputs, "create", id) };
 }
 
 /** Reports what is on the host; a target that is gone or restarted is drift, never a removal. */
@@ -167,33 +229,46 @@ export async function update(id: string, olds: ProviderOutputs, news: ProviderIn
   const undo = leftBehind(effectiveSelection(olds.mappings), effectiveSelection(news.mappings));
   // Only munlockall clears MCL_FUTURE: unlock the old selection with it, then lock anew.
   const futureOff = olds.future === true && news.future !== true;
-  const timeoutMs = timeoutOf(news, "update");
+  const d = deadlineOf(news, "update");
   const unlockOld = async (spec: SelectionSpec, future: boolean): Promise<void> => {
     const runner = runnerFor(olds);
     for (const p of olds.processes ?? []) {
-      if (!(await stillThere(runner, p, timeoutMs))) continue;
+      if (!(await stillThere(runner, p, d, news))) continue;
       const args: UnlockRequest = { target: { pid: p.pid }, mappings: spec, ...(future ? { future: true } : {}) };
-      const report = await call<HostReport<ProcessResult>>(runner, "unlocking what is no longer selected", { op: "unlock", args, waitMs: waitMs(timeoutMs) }, timeoutMs);
+      const report = await call<HostReport<ProcessResult>>(runner, "unlocking what is no longer selected", { op: "unlock", args, waitMs: waitMs(d.left()) }, d, news);
       failIfAnyFailed(runner, "unlock", report);
     }
   };
   if (futureOff) await unlockOld(effectiveSelection(olds.mappings), true);
   else if (undo?.before) await unlockOld(undo.spec, false);
-  const outs = await lock(news, "update", olds.processes);
-  if (!undo || undo.before || futureOff) return { outs };
+  const unlockAfter = undo !== undefined && !undo.before && !futureOff;
+  let outs: ProviderOutputs;
+  try {
+    outs = await lock(news, "update", id, olds.processes, d);
+  } catch (e) {
+    // Locked in part: what is no longer selected must not outlive the old state either.
+    if (!(e instanceof PartialLockError) || !unlockAfter) throw e;
+    try {
+      await unlockOld(undo.spec, false);
+    } catch (u) {
+      throw new PartialLockError(`${e.message}; unlocking what is no longer selected failed too: ${(u as Error).message}`, e.id, e.properties);
+    }
+    throw e;
+  }
+  if (!unlockAfter) return { outs };
   await unlockOld(undo.spec, false);
   // Report the end state, after the unlock.
   return { outs: (await read(id, outs)).props };
 }
 
 /** True when the recorded process still runs (same pid and start time). */
-async function stillThere(runner: AgentRunner, p: ProcessState, timeoutMs: number): Promise<boolean> {
+async function stillThere(runner: AgentRunner, p: ProcessState, d: Deadline, i: ProviderInputs): Promise<boolean> {
   try {
-    const report = await runner.call<HostReport<ProcessReport>>({ op: "status", args: { target: { pid: p.pid } } }, timeoutMs);
+    const report = await runner.call<HostReport<ProcessReport>>({ op: "status", args: { target: { pid: p.pid } } }, d.left());
     return report.processes.some((r) => r.pid === p.pid && r.startTime === p.startTime);
   } catch (e) {
     if (e instanceof LockError && GONE.has(e.code)) return false;
-    throw new ResourceError(`checking process ${p.pid}: ${describeError(e, runner.where)}`);
+    throw new ResourceError(`checking process ${p.pid}: ${describeError(e, runner.where)}${deadlineNote(e, d, i)}`);
   }
 }
 
@@ -201,17 +276,17 @@ async function stillThere(runner: AgentRunner, p: ProcessState, timeoutMs: numbe
 export async function remove(_id: string, props: ProviderOutputs): Promise<void> {
   const i = inputsOf(props);
   const runner = runnerFor(i);
-  const timeoutMs = timeoutOf(i, "delete");
+  const d = deadlineOf(i, "delete");
   for (const p of props.processes ?? []) {
-    if (!(await stillThere(runner, p, timeoutMs))) continue;
+    if (!(await stillThere(runner, p, d, i))) continue;
     const args: UnlockRequest = { target: { pid: p.pid }, mappings: effectiveSelection(i.mappings), ...(i.future ? { future: true } : {}) };
     try {
-      const report = await runner.call<HostReport<ProcessResult>>({ op: "unlock", args, waitMs: waitMs(timeoutMs) }, timeoutMs);
+      const report = await runner.call<HostReport<ProcessResult>>({ op: "unlock", args, waitMs: waitMs(d.left()) }, d.left());
       failIfAnyFailed(runner, "unlock", report);
     } catch (e) {
       if (e instanceof LockError && GONE.has(e.code)) continue; // exited meanwhile
       if (e instanceof ResourceError) throw e;
-      throw new ResourceError(`unlocking: ${describeError(e, runner.where)}`);
+      throw new ResourceError(`unlocking: ${describeError(e, runner.where)}${deadlineNote(e, d, i)}`);
     }
   }
 }

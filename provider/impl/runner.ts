@@ -39,12 +39,22 @@ export function runnerFor(inputs: ProviderInputs): AgentRunner {
     const reply = await transport.run({ ...request, v: PROTOCOL_VERSION } as AgentRequest, { timeoutMs });
     return resultOf<T>(reply, transport.where);
   };
+  if (inputs.agent?.install === "never") {
+    const agentPath = inputs.agent.path;
+    const transport = conn ? new SshTransport({ ...conn, agentPath }) : localTransport(inputs);
+    return {
+      where,
+      async call<T>(request: AgentCall, timeoutMs: number): Promise<T> {
+        try {
+          return await send<T>(transport, request, timeoutMs);
+        } catch (e) {
+          throw missingAgent(e, agentPath, conn !== undefined);
+        }
+      },
+    };
+  }
   if (!conn) {
     const transport = localTransport(inputs);
-    return { where, call: (request, timeoutMs) => send(transport, request, timeoutMs) };
-  }
-  if (inputs.agent?.install === "never") {
-    const transport = new SshTransport({ ...conn, agentPath: inputs.agent.path });
     return { where, call: (request, timeoutMs) => send(transport, request, timeoutMs) };
   }
   return {
@@ -65,6 +75,18 @@ export function runnerFor(inputs: ProviderInputs): AgentRunner {
       }
     },
   };
+}
+
+/** With install "never", the fix for an agent that is not there, in the resource's terms. */
+function missingAgent(e: unknown, agentPath: string | undefined, remote: boolean): unknown {
+  if (!(e instanceof TransportError) || e.code !== "ENOAGENT") return e;
+  const now = agentPath === undefined ? "unset: lockmem on the PATH" : JSON.stringify(agentPath);
+  return new TransportError({
+    code: e.code,
+    where: e.where,
+    message: e.message.startsWith(`${e.where}: `) ? e.message.slice(e.where.length + 2) : e.message,
+    hint: `set agent.path (now ${now}) to the lockmem command ${remote ? "on the host" : "on this machine"}, install lockmem there (npm install -g pulumi-lockmem), or use agent.install: "auto"${remote ? " to have the provider deploy it" : ""}`,
+  });
 }
 
 /** An error a resource operation reports: where, what, and the hint; never a credential. */

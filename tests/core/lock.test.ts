@@ -290,3 +290,66 @@ describe("refusals change nothing", () => {
     expect(t.isAlive()).toBe(false);
   });
 });
+
+describe("bounded pauses: an undo that fails is reported, not dropped", () => {
+  // A second tracer (Python's ctypes, a real PTRACE_SEIZE) takes the target as soon as the
+  // first chunks are locked: the next chunk cannot attach and fails, and so does undoing
+  // the chunks before it. The error must say so, and which ranges stay locked.
+  const TRACER = [
+    "import ctypes, sys, time",
+    "libc = ctypes.CDLL(None, use_errno=True)",
+    "pid = int(sys.argv[1])",
+    "print('ready', flush=True)",
+    "deadline = time.time() + 60",
+    "while time.time() < deadline:",
+    "    lck = [l for l in open(f'/proc/{pid}/status') if l.startswith('VmLck:')][0]",
+    "    if int(lck.split()[1]) > 0 and libc.ptrace(ctypes.c_long(0x4206), ctypes.c_long(pid), None, None) == 0:",
+    "        print('seized', flush=True)",
+    "        sys.stdin.readline()",
+    "        sys.exit(0)",
+    "sys.exit(3)",
+  ].join("\n");
+
+  test("a chunk fails, its undo fails too: the error names what stays locked and the fix", async () => {
+    const t = await startTarget({ mode: "idle", protNoneMb: 0 });
+    // Not yet resident: locking faults it in, so the chunks take a while.
+    await t.control("mmap-anon 1024");
+    const { spawn } = await import("child_process");
+    const tracer = spawn("python3", ["-c", TRACER, String(t.pid)], { stdio: ["pipe", "pipe", "inherit"] });
+    let out = "";
+    tracer.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => tracer.on("exit", (code) => r(code)));
+    try {
+      await waitUntil(() => out.includes("ready"), "the tracer to start");
+      const err = await api.lock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] }, maxPauseMs: 1 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(out).toContain("seized");
+      expect(err).toBeInstanceOf(LockError);
+      const e = err as LockError;
+      expect(e.message).toMatch(new RegExp(`already traced by process ${tracer.pid}`));
+      expect(e.message).not.toMatch(/nothing stays locked/);
+      const m = /undoing this attempt failed too: (\d+) of (\d+) chunk\(s\) could not be unlocked again .*: ([\d.]+ \w+) in (\d+) range\(s\) may stay locked \(([^)]*)\)/.exec(e.message);
+      expect(m).not.toBeNull();
+      expect(Number(m![1])).toBe(Number(m![2]));
+      expect(e.hint).toMatch(new RegExp(`lockmem unlock --pid ${t.pid}`));
+      // The ranges named are exactly what the kernel has locked.
+      const ranges = m![5].split(", ").map((r) => r.split("-").map((x) => BigInt(`0x${x}`)));
+      expect(ranges.length).toBe(Number(m![4]));
+      const lockedBytes = ranges.reduce((a, [s, end]) => a + (end - s), 0n);
+      expect(BigInt(vmLckKb(t.pid)) * 1024n).toBe(lockedBytes);
+      for (const km of kernelMappings(t.pid).filter(isLockedVma)) {
+        expect(ranges.some(([s, end]) => km.start >= s && km.end <= end)).toBe(true);
+      }
+    } finally {
+      tracer.stdin.end();
+      await exited;
+    }
+    // Once the other tracer is gone, the unlock the hint names clears it.
+    expect(isTraced(t.pid)).toBe(false);
+    await api.unlock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } });
+    expect(vmLckKb(t.pid)).toBe(0);
+    expectTargetHealthy(t);
+  });
+});
