@@ -21,6 +21,7 @@ import { SshFixture, startSshFixture } from "../tests/support/sshd";
 import { TestStack, withStack } from "../tests/support/stack";
 import { Target, startTarget, stopAllTargets } from "../tests/support/target";
 import { packageRoot } from "../provider/agent-bundle";
+import { trace } from "../provider/trace";
 
 function envInt(name: string, fallback: number): number {
   const text = process.env[name];
@@ -122,9 +123,11 @@ function program(approach: Approach, fleet: Fleet) {
   };
 }
 
-async function timed(fn: () => Promise<unknown>): Promise<number> {
+async function timed(fn: () => Promise<unknown>, label = ""): Promise<number> {
   const t0 = process.hrtime.bigint();
+  trace("bench-start", label);
   await fn();
+  trace("bench-end", label);
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
@@ -158,12 +161,12 @@ async function oneApproach(approach: Approach, fleet: Fleet, workDir: string): P
     async (s: TestStack) => {
       const ms = {} as Record<Phase, number>;
       await resetStalls(fleet);
-      ms.up = await timed(() => s.up({ program: p }));
+      ms.up = await timed(() => s.up({ program: p }), `${approach} up`);
       lockedAll(fleet, true);
       const upStalls = await maxStall(fleet);
-      ms.preview = await timed(() => s.preview({ program: p, expectNoChanges: true }));
+      ms.preview = await timed(() => s.preview({ program: p, expectNoChanges: true }), `${approach} preview`);
       await resetStalls(fleet);
-      ms.destroy = await timed(() => s.destroy());
+      ms.destroy = await timed(() => s.destroy(), `${approach} destroy`);
       lockedAll(fleet, false);
       const downStalls = await maxStall(fleet);
       return { ms, stalls: upStalls.map((u, i) => Math.max(u, downStalls[i])) };

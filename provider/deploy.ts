@@ -11,6 +11,7 @@ import { Client, SFTPWrapper } from "ssh2";
 import { AGENT_ADDON, AGENT_JS, AgentBundle, BUNDLE_FILES, MANIFEST, loadBundle } from "./agent-bundle";
 import { VersionResult } from "../src/agent/protocol";
 import { SshConnection, withSshClient } from "./transport/ssh";
+import { trace } from "./trace";
 
 export const DEFAULT_AGENT_DIR = "~/.lockmem/agent";
 export const MIN_NODE_MAJOR = 18;
@@ -235,12 +236,18 @@ async function deploy(conn: SshConnection, agentDir: string, timeoutMs: number):
   const bundle = loadBundle();
   const name = `${bundle.manifest.version}-${bundle.manifest.id.slice(0, 16)}`;
   return withSshClient(conn, timeoutMs, async (client, where) => {
+    trace("probe-start", where);
     const p = await probe(client, where, `${shellDir(agentDir)}/${q(name)}`, timeoutMs);
+    trace("probe-end", where);
     const node = checkNode(p, where);
     const base = agentDir.startsWith("~/") ? path.posix.join(p.home, agentDir.slice(2)) : agentDir;
     const final = `${base}/${name}`;
     const intact = p.present && BUNDLE_FILES.every((f) => p.hashes.get(f) === bundle.manifest.files[f]);
-    if (!intact) await upload(client, where, bundle, base, final);
+    if (!intact) {
+      trace("upload-start", where);
+      await upload(client, where, bundle, base, final);
+      trace("upload-end", where);
+    }
     const version: VersionResult = {
       protocol: bundle.manifest.protocol,
       agent: bundle.manifest.version,
