@@ -222,8 +222,13 @@ async function upload(client: Client, where: string, bundle: AgentBundle, base: 
   }
 }
 
+/** `node` and `dir` are shell words already (quoted, or "$HOME"/... to be expanded there). */
 function agentCommand(node: string, dir: string, bundle: AgentBundle): string {
-  return [q(node), "-e", q(BOOT), q(dir), bundle.manifest.files[AGENT_JS], bundle.manifest.files[AGENT_ADDON]].join(" ");
+  return [node, "-e", q(BOOT), dir, bundle.manifest.files[AGENT_JS], bundle.manifest.files[AGENT_ADDON]].join(" ");
+}
+
+function folderName(bundle: AgentBundle): string {
+  return `${bundle.manifest.version}-${bundle.manifest.id.slice(0, 16)}`;
 }
 
 const deployed = new Map<string, Promise<DeployedAgent>>();
@@ -234,7 +239,7 @@ function cacheKey(conn: SshConnection, dir: string): string {
 
 async function deploy(conn: SshConnection, agentDir: string, timeoutMs: number): Promise<DeployedAgent> {
   const bundle = loadBundle();
-  const name = `${bundle.manifest.version}-${bundle.manifest.id.slice(0, 16)}`;
+  const name = folderName(bundle);
   return withSshClient(conn, timeoutMs, async (client, where) => {
     trace("probe-start", where);
     const p = await probe(client, where, `${shellDir(agentDir)}/${q(name)}`, timeoutMs);
@@ -255,7 +260,7 @@ async function deploy(conn: SshConnection, agentDir: string, timeoutMs: number):
       arch: "x64",
       uid: conn.sudo ? 0 : (p.uid ?? -1),
     };
-    return { command: agentCommand(node, final, bundle), dir: final, nodeVersion: p.nodeVersion ?? "", version, uploaded: !intact };
+    return { command: agentCommand(q(node), q(final), bundle), dir: final, nodeVersion: p.nodeVersion ?? "", version, uploaded: !intact };
   });
 }
 
@@ -275,6 +280,27 @@ export function ensureAgent(conn: SshConnection, opts: { dir?: string; timeoutMs
     });
   }
   return p;
+}
+
+/**
+ * The command that runs this package's agent where `ensureAgent` puts it, made without asking
+ * the host anything: `node` from the PATH of SSH sessions (what the probe would find) and the
+ * folder under "$HOME", expanded by the remote shell. It saves the probe, one remote command
+ * per host, on every operation after the first deployment. The bootstrap still checks both
+ * hashes before it runs anything, so a missing, half-copied or tampered bundle, or a `node`
+ * that cannot run it, only makes the first request fail: the caller then deploys as usual
+ * (ensureAgent: probe, upload if needed) and uses that command. Not with sudo: sudo looks
+ * `node` up on its own secure_path, so the probe's absolute path is needed there.
+ */
+export function presumedAgentCommand(conn: SshConnection, agentDir = DEFAULT_AGENT_DIR): string | undefined {
+  if (conn.sudo) return undefined;
+  const bundle = loadBundle();
+  return agentCommand("node", shellDir(`${agentDir}/${folderName(bundle)}`), bundle);
+}
+
+/** Whether ensureAgent has deployed (or is deploying) to this host in this process. */
+export function deployedHere(conn: SshConnection, agentDir = DEFAULT_AGENT_DIR): boolean {
+  return deployed.has(cacheKey(conn, agentDir));
 }
 
 /** True when an agent run failed because its files did not match (see BOOT). */

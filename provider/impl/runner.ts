@@ -5,9 +5,9 @@ import * as path from "path";
 import { AgentRequest, PROTOCOL_VERSION } from "../../src/agent/protocol";
 import { LockError } from "../../src/errors";
 import { packageRoot } from "../agent-bundle";
-import { ensureAgent, isHashMismatch } from "../deploy";
+import { MIN_NODE_MAJOR, deployedHere, ensureAgent, isHashMismatch, presumedAgentCommand } from "../deploy";
 import { LocalTransport } from "../transport/local";
-import { SshTransport } from "../transport/ssh";
+import { SshConnection, SshTransport } from "../transport/ssh";
 import { Transport, TransportError, resultOf } from "../transport/types";
 import { ProviderInputs } from "./state";
 
@@ -32,6 +32,30 @@ function whereOf(inputs: ProviderInputs): string {
   return c ? `ssh ${c.user ?? "root"}@${c.host}:${c.port ?? 22}` : "local";
 }
 
+/** Failures to reach the host: the deployment path would only fail the same way, later. */
+const UNREACHABLE = new Set(["ECONNECT", "EHOSTKEY", "EAUTH", "ETIMEDOUT", "EUSAGE"]);
+
+/**
+ * The deployed agent, started without a probe (presumedAgentCommand), ready for requests:
+ * its version handshake is the first line on its session. Undefined when it does not run
+ * as it should (not deployed yet, tampered, no suitable node): nothing but that handshake
+ * ran, and the caller deploys. Unreachable hosts fail here as they would anywhere.
+ */
+async function presumedAgent(conn: SshConnection, dir: string | undefined, timeoutMs: number): Promise<SshTransport | undefined> {
+  if (deployedHere(conn, dir)) return undefined;
+  const command = presumedAgentCommand(conn, dir);
+  if (!command) return undefined;
+  const transport = new SshTransport(conn, { agentCommand: command, persistent: true });
+  try {
+    const reply = await transport.run({ v: PROTOCOL_VERSION, op: "version" }, { timeoutMs });
+    const version = resultOf<{ node: string }>(reply, transport.where);
+    return Number(/^v?(\d+)\./.exec(version.node)?.[1]) >= MIN_NODE_MAJOR ? transport : undefined;
+  } catch (e) {
+    if (e instanceof TransportError && UNREACHABLE.has(e.code)) throw e;
+    return undefined;
+  }
+}
+
 export function runnerFor(inputs: ProviderInputs): AgentRunner {
   const where = whereOf(inputs);
   const conn = inputs.connection;
@@ -52,6 +76,8 @@ export function runnerFor(inputs: ProviderInputs): AgentRunner {
     async call<T>(request: AgentCall, timeoutMs: number): Promise<T> {
       const deadline = Date.now() + timeoutMs;
       const left = (): number => Math.max(1, deadline - Date.now());
+      const ready = await presumedAgent(conn, inputs.agent?.dir, left());
+      if (ready) return send<T>(ready, request, left());
       const agent = await ensureAgent(conn, { dir: inputs.agent?.dir, timeoutMs: left() });
       try {
         return await send<T>(new SshTransport(conn, { agentCommand: agent.command, agentVersion: agent.version, persistent: true }), request, left());

@@ -759,11 +759,13 @@ export class SshTransport implements Transport {
     return session;
   }
 
-  /** The version handshake, once per connection and agent command. */
+  /** The version handshake, once per connection and agent command (on the session, if persistent). */
   private versionOf(p: Pooled, deadline: number): Promise<VersionResult> {
     let v = p.handshakes.get(this.command);
     if (!v) {
-      v = execAgent(p, this.command, { v: PROTOCOL_VERSION, op: "version" }, deadline, this.sudo).then((r) => checkVersionReply(r, this.where));
+      const request: AgentRequest = { v: PROTOCOL_VERSION, op: "version" };
+      const reply = this.persistent ? this.sessionOf(p).request(request, deadline) : execAgent(p, this.command, request, deadline, this.sudo);
+      v = reply.then((r) => checkVersionReply(r, this.where));
       p.handshakes.set(this.command, v);
       v.catch(() => p.handshakes.delete(this.command));
     }
