@@ -3,7 +3,8 @@
 // users reach for today: one resource per target that dials a new SSH connection and runs
 // `gdb -p PID -batch -ex 'call (int)mlockall(3)'` (munlockall on delete), as
 // @pulumi/command's remote.Command does. Same run, same targets, the real engine.
-// Prints wall-time ratios and the longest stall any target's heartbeat saw.
+// Prints wall-time ratios and the longest stall any target's heartbeat saw, and as a
+// reference the engine alone: the same number of dynamic resources that do nothing.
 //
 // Both lock the same thing: every mapping, current and future (mlockall(MCL_CURRENT |
 // MCL_FUTURE) = 3, i.e. mappings { all: true }, future: true).
@@ -94,9 +95,31 @@ class GdbLock extends pulumi.dynamic.Resource {
   }
 }
 
+// ---------------------------------------------------------------- the engine alone
+
+/**
+ * The same inputs as the recipe's (a secret key included), and nothing done: what the
+ * engine, the dynamic-provider plugin and the Automation API cost by themselves for this
+ * many resources. Neither approach can be faster than this; it is printed as a reference.
+ */
+const noopProvider: pulumi.dynamic.ResourceProvider = {
+  async create(inputs: GdbInputs) {
+    return { id: `noop-${inputs.host}-${inputs.pid}`, outs: inputs };
+  },
+  async delete() {
+    return;
+  },
+};
+
+class NoopLock extends pulumi.dynamic.Resource {
+  constructor(name: string, args: GdbInputs) {
+    super(noopProvider, name, { ...args, privateKey: pulumi.secret(args.privateKey) }, { additionalSecretOutputs: ["privateKey"] });
+  }
+}
+
 // ---------------------------------------------------------------- measuring
 
-type Approach = "lockmem" | "gdb";
+type Approach = "lockmem" | "gdb" | "engine";
 type Phase = "up" | "preview" | "destroy";
 
 interface Fleet {
@@ -116,7 +139,9 @@ function program(approach: Approach, fleet: Fleet) {
           future: true,
         });
       } else {
-        new GdbLock(`t${n}`, { host: h.address, port: h.port, privateKey: fleet.fx.userKey.privateKey, hostKey: h.hostKey, pid: target.pid });
+        const args = { host: h.address, port: h.port, privateKey: fleet.fx.userKey.privateKey, hostKey: h.hostKey, pid: target.pid };
+        if (approach === "gdb") new GdbLock(`t${n}`, args);
+        else new NoopLock(`t${n}`, args);
       }
     });
     return {};
@@ -162,6 +187,11 @@ async function oneApproach(approach: Approach, fleet: Fleet, workDir: string): P
       const ms = {} as Record<Phase, number>;
       await resetStalls(fleet);
       ms.up = await timed(() => s.up({ program: p }), `${approach} up`);
+      if (approach === "engine") {
+        ms.preview = await timed(() => s.preview({ program: p, expectNoChanges: true }), `${approach} preview`);
+        ms.destroy = await timed(() => s.destroy(), `${approach} destroy`);
+        return { ms, stalls: [] };
+      }
       lockedAll(fleet, true);
       const upStalls = await maxStall(fleet);
       ms.preview = await timed(() => s.preview({ program: p, expectNoChanges: true }), `${approach} preview`);
@@ -194,25 +224,29 @@ async function main(): Promise<void> {
       for (let k = 0; k < PER_HOST; k++) targets.push({ host: h, target: await startTarget({ mode: "heartbeat", heartbeatUs: HEARTBEAT_US, anonMb: ANON_MB, readyTimeoutMs: 60_000 }) });
     }
     const fleet: Fleet = { fx, targets };
-    const results: Record<Approach, { ms: Record<Phase, number>[]; stalls: number[] }> = { lockmem: { ms: [], stalls: [] }, gdb: { ms: [], stalls: [] } };
+    const results: Record<Approach, { ms: Record<Phase, number>[]; stalls: number[] }> = { lockmem: { ms: [], stalls: [] }, gdb: { ms: [], stalls: [] }, engine: { ms: [], stalls: [] } };
     // Deploy the agent once so that every measured lockmem round is a steady-state one
     // (the first `up` on a fresh host also uploads the bundle: reported separately).
     const firstUp = await timed(() => oneApproach("lockmem", fleet, workDir));
     for (let round = 0; round < ROUNDS; round++) {
-      for (const approach of (round % 2 === 0 ? ["lockmem", "gdb"] : ["gdb", "lockmem"]) as Approach[]) {
+      for (const approach of (round % 2 === 0 ? ["lockmem", "gdb", "engine"] : ["engine", "gdb", "lockmem"]) as Approach[]) {
         const r = await oneApproach(approach, fleet, workDir);
         results[approach].ms.push(r.ms);
         results[approach].stalls.push(...r.stalls);
-        console.log(`round ${round + 1} ${approach.padEnd(7)}: up ${r.ms.up.toFixed(0)} ms, preview ${r.ms.preview.toFixed(0)} ms, destroy ${r.ms.destroy.toFixed(0)} ms, longest stall ${(Math.max(...r.stalls) / 1000).toFixed(1)} ms`);
+        const stall = approach === "engine" ? "" : `, longest stall ${(Math.max(...r.stalls) / 1000).toFixed(1)} ms`;
+        console.log(`round ${round + 1} ${approach.padEnd(7)}: up ${r.ms.up.toFixed(0)} ms, preview ${r.ms.preview.toFixed(0)} ms, destroy ${r.ms.destroy.toFixed(0)} ms${stall}`);
       }
     }
     const med = (a: Approach, ph: Phase): number => median(results[a].ms.map((m) => m[ph]));
     console.log(`\nbench:fleet: ${HOSTS} hosts x ${PER_HOST} targets (${ANON_MB} MiB resident each, heartbeat every ${HEARTBEAT_US} us), real sshd on 127.0.0.x, real Pulumi engine, ${ROUNDS} round(s)`);
     console.log(`(first lockmem up/preview/destroy cycle, agent upload included: ${firstUp.toFixed(0)} ms)`);
-    console.log("phase     lockmem ms   gdb recipe ms   gdb/lockmem");
+    console.log("phase     lockmem ms   gdb recipe ms   gdb/lockmem   engine alone ms   gdb/lockmem above the engine");
     for (const ph of ["up", "preview", "destroy"] as Phase[]) {
-      console.log(`${ph.padEnd(9)} ${med("lockmem", ph).toFixed(0).padStart(10)}   ${med("gdb", ph).toFixed(0).padStart(13)}   ${(med("gdb", ph) / med("lockmem", ph)).toFixed(2).padStart(10)}x`);
+      const [l, g, e] = [med("lockmem", ph), med("gdb", ph), med("engine", ph)];
+      const above = l - e > 0 ? `${((g - e) / (l - e)).toFixed(2)}x` : "-";
+      console.log(`${ph.padEnd(9)} ${l.toFixed(0).padStart(10)}   ${g.toFixed(0).padStart(13)}   ${(g / l).toFixed(2).padStart(10)}x   ${e.toFixed(0).padStart(15)}   ${above.padStart(29)}`);
     }
+    console.log(`(engine alone: the same ${HOSTS * PER_HOST} dynamic resources with the recipe's inputs, doing nothing; neither approach can beat it)`);
     const lm = Math.max(...results.lockmem.stalls);
     const gd = Math.max(...results.gdb.stalls);
     console.log(`target stall (us, over every target, up and destroy): lockmem median ${median(results.lockmem.stalls).toFixed(0)} max ${lm}; gdb recipe median ${median(results.gdb.stalls).toFixed(0)} max ${gd}`);
