@@ -11,7 +11,7 @@
 //
 // Needs root, openssh-server, gdb and `source scripts/toolchain.sh` (Node >= 22, pulumi).
 // Knobs: BENCH_HOSTS (10), BENCH_TARGETS_PER_HOST (2), BENCH_ANON_MB (64), BENCH_ROUNDS (1),
-// BENCH_HEARTBEAT_US (1000).
+// BENCH_HEARTBEAT_US (1000), BENCH_PARALLEL (unset: the CLI's default, 4 per CPU).
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -38,6 +38,8 @@ const ANON_MB = envInt("BENCH_ANON_MB", 64);
 const ROUNDS = envInt("BENCH_ROUNDS", 1);
 /** Sleep between heartbeats: 20 targets beating every 100 us would starve 2 cores by themselves. */
 const HEARTBEAT_US = envInt("BENCH_HEARTBEAT_US", 1000);
+/** `--parallel` for every approach alike; unset: the CLI's default (4 per CPU). */
+const PARALLEL = process.env.BENCH_PARALLEL ? envInt("BENCH_PARALLEL", 1) : undefined;
 const GOAL_UP = 3;
 const GOAL_STALL = 10;
 
@@ -186,17 +188,17 @@ async function oneApproach(approach: Approach, fleet: Fleet, workDir: string): P
     async (s: TestStack) => {
       const ms = {} as Record<Phase, number>;
       await resetStalls(fleet);
-      ms.up = await timed(() => s.up({ program: p }), `${approach} up`);
+      ms.up = await timed(() => s.up({ program: p, parallel: PARALLEL }), `${approach} up`);
       if (approach === "engine") {
-        ms.preview = await timed(() => s.preview({ program: p, expectNoChanges: true }), `${approach} preview`);
-        ms.destroy = await timed(() => s.destroy(), `${approach} destroy`);
+        ms.preview = await timed(() => s.preview({ program: p, expectNoChanges: true, parallel: PARALLEL }), `${approach} preview`);
+        ms.destroy = await timed(() => s.destroy({ parallel: PARALLEL }), `${approach} destroy`);
         return { ms, stalls: [] };
       }
       lockedAll(fleet, true);
       const upStalls = await maxStall(fleet);
-      ms.preview = await timed(() => s.preview({ program: p, expectNoChanges: true }), `${approach} preview`);
+      ms.preview = await timed(() => s.preview({ program: p, expectNoChanges: true, parallel: PARALLEL }), `${approach} preview`);
       await resetStalls(fleet);
-      ms.destroy = await timed(() => s.destroy(), `${approach} destroy`);
+      ms.destroy = await timed(() => s.destroy({ parallel: PARALLEL }), `${approach} destroy`);
       lockedAll(fleet, false);
       const downStalls = await maxStall(fleet);
       return { ms, stalls: upStalls.map((u, i) => Math.max(u, downStalls[i])) };
@@ -238,7 +240,7 @@ async function main(): Promise<void> {
       }
     }
     const med = (a: Approach, ph: Phase): number => median(results[a].ms.map((m) => m[ph]));
-    console.log(`\nbench:fleet: ${HOSTS} hosts x ${PER_HOST} targets (${ANON_MB} MiB resident each, heartbeat every ${HEARTBEAT_US} us), real sshd on 127.0.0.x, real Pulumi engine, ${ROUNDS} round(s)`);
+    console.log(`\nbench:fleet: ${HOSTS} hosts x ${PER_HOST} targets (${ANON_MB} MiB resident each, heartbeat every ${HEARTBEAT_US} us), real sshd on 127.0.0.x, real Pulumi engine (parallel ${PARALLEL ?? `default: ${4 * os.cpus().length}`}), ${ROUNDS} round(s)`);
     console.log(`(first lockmem up/preview/destroy cycle, agent upload included: ${firstUp.toFixed(0)} ms)`);
     console.log("phase     lockmem ms   gdb recipe ms   gdb/lockmem   engine alone ms   gdb/lockmem above the engine");
     for (const ph of ["up", "preview", "destroy"] as Phase[]) {
