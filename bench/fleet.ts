@@ -269,7 +269,7 @@ async function main(): Promise<void> {
       console.log("phase     lockmem ms   gdb recipe ms   gdb/lockmem   engine alone ms   gdb/lockmem above the engine");
       for (const ph of ["up", "preview", "destroy"] as Phase[]) {
         const [l, g, e] = [med("lockmem", ph, of), med("gdb", ph, of), med("engine", ph, of)];
-        const above = l - e > 0 ? `${((g - e) / (l - e)).toFixed(2)}x` : "-";
+        const above = l > e && g > e ? `${((g - e) / (l - e)).toFixed(2)}x` : "-";
         console.log(`${ph.padEnd(9)} ${l.toFixed(0).padStart(10)}   ${g.toFixed(0).padStart(13)}   ${(g / l).toFixed(2).padStart(10)}x   ${e.toFixed(0).padStart(15)}   ${above.padStart(29)}`);
       }
     };

@@ -137,11 +137,15 @@ async function probe(client: Client, where: string, folder: string, timeoutMs: n
   return out;
 }
 
+/** Whether a `node -v` / process.version ("v20.11.1") can run the agent bundle. */
+export function supportedNode(version: string | undefined): boolean {
+  return Number(/^v?(\d+)\./.exec(version ?? "")?.[1]) >= MIN_NODE_MAJOR;
+}
+
 function checkNode(p: Probe, where: string): string {
   const fix = `install Node.js ${MIN_NODE_MAJOR} or later on the host (e.g. \`apt-get install nodejs\` or a NodeSource package) so that \`node\` is on the PATH of SSH sessions, or install lockmem there yourself and set agent: { install: "never", path: "/path/to/lockmem" }`;
   if (!p.node) throw new DeployError("ENONODE", where, `the lockmem agent needs Node.js >= ${MIN_NODE_MAJOR} on the host, and \`node\` is not on the PATH of SSH sessions`, fix);
-  const major = Number(/^v?(\d+)\./.exec(p.nodeVersion ?? "")?.[1]);
-  if (!(major >= MIN_NODE_MAJOR)) {
+  if (!supportedNode(p.nodeVersion)) {
     throw new DeployError("ENONODE", where, `the lockmem agent needs Node.js >= ${MIN_NODE_MAJOR}, and ${p.node} is ${p.nodeVersion || "a version that does not run"}`, fix);
   }
   return p.node;

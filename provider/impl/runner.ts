@@ -2,10 +2,10 @@
 // connection, over SSH otherwise, with the deployed agent (install "auto") or the one
 // installed on the host (install "never", protocol version checked by the transport).
 import * as path from "path";
-import { AgentRequest, PROTOCOL_VERSION } from "../../src/agent/protocol";
+import { AgentRequest, PROTOCOL_VERSION, VersionResult } from "../../src/agent/protocol";
 import { LockError } from "../../src/errors";
 import { packageRoot } from "../agent-bundle";
-import { MIN_NODE_MAJOR, deployedHere, ensureAgent, isHashMismatch, presumedAgentCommand } from "../deploy";
+import { deployedHere, ensureAgent, isHashMismatch, presumedAgentCommand, supportedNode } from "../deploy";
 import { LocalTransport } from "../transport/local";
 import { SshConnection, SshTransport } from "../transport/ssh";
 import { Transport, TransportError, resultOf } from "../transport/types";
@@ -48,8 +48,7 @@ async function presumedAgent(conn: SshConnection, dir: string | undefined, timeo
   const transport = new SshTransport(conn, { agentCommand: command, persistent: true });
   try {
     const reply = await transport.run({ v: PROTOCOL_VERSION, op: "version" }, { timeoutMs });
-    const version = resultOf<{ node: string }>(reply, transport.where);
-    return Number(/^v?(\d+)\./.exec(version.node)?.[1]) >= MIN_NODE_MAJOR ? transport : undefined;
+    return supportedNode(resultOf<VersionResult>(reply, transport.where).node) ? transport : undefined;
   } catch (e) {
     if (e instanceof TransportError && UNREACHABLE.has(e.code)) throw e;
     return undefined;
