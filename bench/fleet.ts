@@ -3,14 +3,15 @@
 // users reach for today: one resource per target that dials a new SSH connection and runs
 // `gdb -p PID -batch -ex 'call (int)mlockall(3)'` (munlockall on delete), as
 // @pulumi/command's remote.Command does. Same run, same targets, the real engine.
-// Prints wall-time ratios and the longest stall any target's heartbeat saw.
+// Prints wall-time ratios and the longest stall any target's heartbeat saw, and as a
+// reference the engine alone: the same number of dynamic resources that do nothing.
 //
 // Both lock the same thing: every mapping, current and future (mlockall(MCL_CURRENT |
 // MCL_FUTURE) = 3, i.e. mappings { all: true }, future: true).
 //
 // Needs root, openssh-server, gdb and `source scripts/toolchain.sh` (Node >= 22, pulumi).
 // Knobs: BENCH_HOSTS (10), BENCH_TARGETS_PER_HOST (2), BENCH_ANON_MB (64), BENCH_ROUNDS (1),
-// BENCH_HEARTBEAT_US (1000).
+// BENCH_HEARTBEAT_US (1000), BENCH_PARALLEL (unset: the CLI's default, 4 per CPU).
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -21,6 +22,7 @@ import { SshFixture, startSshFixture } from "../tests/support/sshd";
 import { TestStack, withStack } from "../tests/support/stack";
 import { Target, startTarget, stopAllTargets } from "../tests/support/target";
 import { packageRoot } from "../provider/agent-bundle";
+import { trace } from "../provider/trace";
 
 function envInt(name: string, fallback: number): number {
   const text = process.env[name];
@@ -36,6 +38,8 @@ const ANON_MB = envInt("BENCH_ANON_MB", 64);
 const ROUNDS = envInt("BENCH_ROUNDS", 1);
 /** Sleep between heartbeats: 20 targets beating every 100 us would starve 2 cores by themselves. */
 const HEARTBEAT_US = envInt("BENCH_HEARTBEAT_US", 1000);
+/** `--parallel` for every approach alike; unset: the CLI's default (4 per CPU). */
+const PARALLEL = process.env.BENCH_PARALLEL ? envInt("BENCH_PARALLEL", 1) : undefined;
 const GOAL_UP = 3;
 const GOAL_STALL = 10;
 
@@ -93,9 +97,31 @@ class GdbLock extends pulumi.dynamic.Resource {
   }
 }
 
+// ---------------------------------------------------------------- the engine alone
+
+/**
+ * The same inputs as the recipe's (a secret key included), and nothing done: what the
+ * engine, the dynamic-provider plugin and the Automation API cost by themselves for this
+ * many resources. Neither approach can be faster than this; it is printed as a reference.
+ */
+const noopProvider: pulumi.dynamic.ResourceProvider = {
+  async create(inputs: GdbInputs) {
+    return { id: `noop-${inputs.host}-${inputs.pid}`, outs: inputs };
+  },
+  async delete() {
+    return;
+  },
+};
+
+class NoopLock extends pulumi.dynamic.Resource {
+  constructor(name: string, args: GdbInputs) {
+    super(noopProvider, name, { ...args, privateKey: pulumi.secret(args.privateKey) }, { additionalSecretOutputs: ["privateKey"] });
+  }
+}
+
 // ---------------------------------------------------------------- measuring
 
-type Approach = "lockmem" | "gdb";
+type Approach = "lockmem" | "gdb" | "engine";
 type Phase = "up" | "preview" | "destroy";
 
 interface Fleet {
@@ -115,17 +141,30 @@ function program(approach: Approach, fleet: Fleet) {
           future: true,
         });
       } else {
-        new GdbLock(`t${n}`, { host: h.address, port: h.port, privateKey: fleet.fx.userKey.privateKey, hostKey: h.hostKey, pid: target.pid });
+        const args = { host: h.address, port: h.port, privateKey: fleet.fx.userKey.privateKey, hostKey: h.hostKey, pid: target.pid };
+        if (approach === "gdb") new GdbLock(`t${n}`, args);
+        else new NoopLock(`t${n}`, args);
       }
     });
     return {};
   };
 }
 
-async function timed(fn: () => Promise<unknown>): Promise<number> {
+interface Took {
+  /** The Automation API call, start to finish. */
+  all: number;
+  /** Until the CLI printed its last output (its summary, just before it exits). */
+  cli: number;
+}
+
+async function timed(label: string, fn: (onOutput: () => void) => Promise<unknown>): Promise<Took> {
   const t0 = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t0) / 1e6;
+  let last = t0;
+  trace("bench-start", label);
+  await fn(() => (last = process.hrtime.bigint()));
+  const end = process.hrtime.bigint();
+  trace("bench-end", label);
+  return { all: Number(end - t0) / 1e6, cli: Number(last - t0) / 1e6 };
 }
 
 async function resetStalls(fleet: Fleet): Promise<void> {
@@ -151,22 +190,36 @@ function lockedAll(fleet: Fleet, expectLocked: boolean): void {
   }
 }
 
-async function oneApproach(approach: Approach, fleet: Fleet, workDir: string): Promise<{ ms: Record<Phase, number>; stalls: number[] }> {
+type Timings = { ms: Record<Phase, number>; cli: Record<Phase, number> };
+
+async function oneApproach(approach: Approach, fleet: Fleet, workDir: string): Promise<Timings & { stalls: number[] }> {
   const p = program(approach, fleet);
   return withStack(
     p,
     async (s: TestStack) => {
-      const ms = {} as Record<Phase, number>;
+      const t = { ms: {}, cli: {} } as Timings;
+      const record = (ph: Phase, took: Took): void => {
+        t.ms[ph] = took.all;
+        t.cli[ph] = took.cli;
+      };
+      const up = (): Promise<Took> => timed(`${approach} up`, (onOutput) => s.up({ program: p, parallel: PARALLEL, onOutput }));
+      const preview = (): Promise<Took> => timed(`${approach} preview`, (onOutput) => s.preview({ program: p, expectNoChanges: true, parallel: PARALLEL, onOutput }));
+      const destroy = (): Promise<Took> => timed(`${approach} destroy`, (onOutput) => s.destroy({ parallel: PARALLEL, onOutput }));
       await resetStalls(fleet);
-      ms.up = await timed(() => s.up({ program: p }));
+      record("up", await up());
+      if (approach === "engine") {
+        record("preview", await preview());
+        record("destroy", await destroy());
+        return { ...t, stalls: [] };
+      }
       lockedAll(fleet, true);
       const upStalls = await maxStall(fleet);
-      ms.preview = await timed(() => s.preview({ program: p, expectNoChanges: true }));
+      record("preview", await preview());
       await resetStalls(fleet);
-      ms.destroy = await timed(() => s.destroy());
+      record("destroy", await destroy());
       lockedAll(fleet, false);
       const downStalls = await maxStall(fleet);
-      return { ms, stalls: upStalls.map((u, i) => Math.max(u, downStalls[i])) };
+      return { ...t, stalls: upStalls.map((u, i) => Math.max(u, downStalls[i])) };
     },
     { workDir },
   );
@@ -191,25 +244,39 @@ async function main(): Promise<void> {
       for (let k = 0; k < PER_HOST; k++) targets.push({ host: h, target: await startTarget({ mode: "heartbeat", heartbeatUs: HEARTBEAT_US, anonMb: ANON_MB, readyTimeoutMs: 60_000 }) });
     }
     const fleet: Fleet = { fx, targets };
-    const results: Record<Approach, { ms: Record<Phase, number>[]; stalls: number[] }> = { lockmem: { ms: [], stalls: [] }, gdb: { ms: [], stalls: [] } };
+    const results: Record<Approach, { ms: Record<Phase, number>[]; cli: Record<Phase, number>[]; stalls: number[] }> = {
+      lockmem: { ms: [], cli: [], stalls: [] },
+      gdb: { ms: [], cli: [], stalls: [] },
+      engine: { ms: [], cli: [], stalls: [] },
+    };
     // Deploy the agent once so that every measured lockmem round is a steady-state one
     // (the first `up` on a fresh host also uploads the bundle: reported separately).
-    const firstUp = await timed(() => oneApproach("lockmem", fleet, workDir));
+    const firstUp = (await timed("lockmem first cycle", () => oneApproach("lockmem", fleet, workDir))).all;
     for (let round = 0; round < ROUNDS; round++) {
-      for (const approach of (round % 2 === 0 ? ["lockmem", "gdb"] : ["gdb", "lockmem"]) as Approach[]) {
+      for (const approach of (round % 2 === 0 ? ["lockmem", "gdb", "engine"] : ["engine", "gdb", "lockmem"]) as Approach[]) {
         const r = await oneApproach(approach, fleet, workDir);
         results[approach].ms.push(r.ms);
+        results[approach].cli.push(r.cli);
         results[approach].stalls.push(...r.stalls);
-        console.log(`round ${round + 1} ${approach.padEnd(7)}: up ${r.ms.up.toFixed(0)} ms, preview ${r.ms.preview.toFixed(0)} ms, destroy ${r.ms.destroy.toFixed(0)} ms, longest stall ${(Math.max(...r.stalls) / 1000).toFixed(1)} ms`);
+        const stall = approach === "engine" ? "" : `, longest stall ${(Math.max(...r.stalls) / 1000).toFixed(1)} ms`;
+        console.log(`round ${round + 1} ${approach.padEnd(7)}: up ${r.ms.up.toFixed(0)} ms, preview ${r.ms.preview.toFixed(0)} ms, destroy ${r.ms.destroy.toFixed(0)} ms${stall}`);
       }
     }
-    const med = (a: Approach, ph: Phase): number => median(results[a].ms.map((m) => m[ph]));
-    console.log(`\nbench:fleet: ${HOSTS} hosts x ${PER_HOST} targets (${ANON_MB} MiB resident each, heartbeat every ${HEARTBEAT_US} us), real sshd on 127.0.0.x, real Pulumi engine, ${ROUNDS} round(s)`);
+    const med = (a: Approach, ph: Phase, of: "ms" | "cli" = "ms"): number => median(results[a][of].map((m) => m[ph]));
+    console.log(`\nbench:fleet: ${HOSTS} hosts x ${PER_HOST} targets (${ANON_MB} MiB resident each, heartbeat every ${HEARTBEAT_US} us), real sshd on 127.0.0.x, real Pulumi engine (parallel ${PARALLEL ?? `default: ${4 * os.cpus().length}`}), ${ROUNDS} round(s)`);
     console.log(`(first lockmem up/preview/destroy cycle, agent upload included: ${firstUp.toFixed(0)} ms)`);
-    console.log("phase     lockmem ms   gdb recipe ms   gdb/lockmem");
-    for (const ph of ["up", "preview", "destroy"] as Phase[]) {
-      console.log(`${ph.padEnd(9)} ${med("lockmem", ph).toFixed(0).padStart(10)}   ${med("gdb", ph).toFixed(0).padStart(13)}   ${(med("gdb", ph) / med("lockmem", ph)).toFixed(2).padStart(10)}x`);
-    }
+    const table = (of: "ms" | "cli"): void => {
+      console.log("phase     lockmem ms   gdb recipe ms   gdb/lockmem   engine alone ms   gdb/lockmem above the engine");
+      for (const ph of ["up", "preview", "destroy"] as Phase[]) {
+        const [l, g, e] = [med("lockmem", ph, of), med("gdb", ph, of), med("engine", ph, of)];
+        const above = l > e && g > e ? `${((g - e) / (l - e)).toFixed(2)}x` : "-";
+        console.log(`${ph.padEnd(9)} ${l.toFixed(0).padStart(10)}   ${g.toFixed(0).padStart(13)}   ${(g / l).toFixed(2).padStart(10)}x   ${e.toFixed(0).padStart(15)}   ${above.padStart(29)}`);
+      }
+    };
+    table("ms");
+    console.log(`(engine alone: the same ${HOSTS * PER_HOST} dynamic resources with the recipe's inputs, doing nothing; neither approach can beat it)`);
+    console.log("the same, until the CLI printed its summary (without the Automation API's reading of outputs and history afterwards):");
+    table("cli");
     const lm = Math.max(...results.lockmem.stalls);
     const gd = Math.max(...results.gdb.stalls);
     console.log(`target stall (us, over every target, up and destroy): lockmem median ${median(results.lockmem.stalls).toFixed(0)} max ${lm}; gdb recipe median ${median(results.gdb.stalls).toFixed(0)} max ${gd}`);

@@ -11,6 +11,7 @@ import { Client, SFTPWrapper } from "ssh2";
 import { AGENT_ADDON, AGENT_JS, AgentBundle, BUNDLE_FILES, MANIFEST, loadBundle } from "./agent-bundle";
 import { VersionResult } from "../src/agent/protocol";
 import { SshConnection, withSshClient } from "./transport/ssh";
+import { trace } from "./trace";
 
 export const DEFAULT_AGENT_DIR = "~/.lockmem/agent";
 export const MIN_NODE_MAJOR = 18;
@@ -136,11 +137,15 @@ async function probe(client: Client, where: string, folder: string, timeoutMs: n
   return out;
 }
 
+/** Whether a `node -v` / process.version ("v20.11.1") can run the agent bundle. */
+export function supportedNode(version: string | undefined): boolean {
+  return Number(/^v?(\d+)\./.exec(version ?? "")?.[1]) >= MIN_NODE_MAJOR;
+}
+
 function checkNode(p: Probe, where: string): string {
   const fix = `install Node.js ${MIN_NODE_MAJOR} or later on the host (e.g. \`apt-get install nodejs\` or a NodeSource package) so that \`node\` is on the PATH of SSH sessions, or install lockmem there yourself and set agent: { install: "never", path: "/path/to/lockmem" }`;
   if (!p.node) throw new DeployError("ENONODE", where, `the lockmem agent needs Node.js >= ${MIN_NODE_MAJOR} on the host, and \`node\` is not on the PATH of SSH sessions`, fix);
-  const major = Number(/^v?(\d+)\./.exec(p.nodeVersion ?? "")?.[1]);
-  if (!(major >= MIN_NODE_MAJOR)) {
+  if (!supportedNode(p.nodeVersion)) {
     throw new DeployError("ENONODE", where, `the lockmem agent needs Node.js >= ${MIN_NODE_MAJOR}, and ${p.node} is ${p.nodeVersion || "a version that does not run"}`, fix);
   }
   return p.node;
@@ -221,8 +226,13 @@ async function upload(client: Client, where: string, bundle: AgentBundle, base: 
   }
 }
 
+/** `node` and `dir` are shell words already (quoted, or "$HOME"/... to be expanded there). */
 function agentCommand(node: string, dir: string, bundle: AgentBundle): string {
-  return [q(node), "-e", q(BOOT), q(dir), bundle.manifest.files[AGENT_JS], bundle.manifest.files[AGENT_ADDON]].join(" ");
+  return [node, "-e", q(BOOT), dir, bundle.manifest.files[AGENT_JS], bundle.manifest.files[AGENT_ADDON]].join(" ");
+}
+
+function folderName(bundle: AgentBundle): string {
+  return `${bundle.manifest.version}-${bundle.manifest.id.slice(0, 16)}`;
 }
 
 const deployed = new Map<string, Promise<DeployedAgent>>();
@@ -233,14 +243,20 @@ function cacheKey(conn: SshConnection, dir: string): string {
 
 async function deploy(conn: SshConnection, agentDir: string, timeoutMs: number): Promise<DeployedAgent> {
   const bundle = loadBundle();
-  const name = `${bundle.manifest.version}-${bundle.manifest.id.slice(0, 16)}`;
+  const name = folderName(bundle);
   return withSshClient(conn, timeoutMs, async (client, where) => {
+    trace("probe-start", where);
     const p = await probe(client, where, `${shellDir(agentDir)}/${q(name)}`, timeoutMs);
+    trace("probe-end", where);
     const node = checkNode(p, where);
     const base = agentDir.startsWith("~/") ? path.posix.join(p.home, agentDir.slice(2)) : agentDir;
     const final = `${base}/${name}`;
     const intact = p.present && BUNDLE_FILES.every((f) => p.hashes.get(f) === bundle.manifest.files[f]);
-    if (!intact) await upload(client, where, bundle, base, final);
+    if (!intact) {
+      trace("upload-start", where);
+      await upload(client, where, bundle, base, final);
+      trace("upload-end", where);
+    }
     const version: VersionResult = {
       protocol: bundle.manifest.protocol,
       agent: bundle.manifest.version,
@@ -248,7 +264,7 @@ async function deploy(conn: SshConnection, agentDir: string, timeoutMs: number):
       arch: "x64",
       uid: conn.sudo ? 0 : (p.uid ?? -1),
     };
-    return { command: agentCommand(node, final, bundle), dir: final, nodeVersion: p.nodeVersion ?? "", version, uploaded: !intact };
+    return { command: agentCommand(q(node), q(final), bundle), dir: final, nodeVersion: p.nodeVersion ?? "", version, uploaded: !intact };
   });
 }
 
@@ -268,6 +284,27 @@ export function ensureAgent(conn: SshConnection, opts: { dir?: string; timeoutMs
     });
   }
   return p;
+}
+
+/**
+ * The command that runs this package's agent where `ensureAgent` puts it, made without asking
+ * the host anything: `node` from the PATH of SSH sessions (what the probe would find) and the
+ * folder under "$HOME", expanded by the remote shell. It saves the probe, one remote command
+ * per host, on every operation after the first deployment. The bootstrap still checks both
+ * hashes before it runs anything, so a missing, half-copied or tampered bundle, or a `node`
+ * that cannot run it, only makes the first request fail: the caller then deploys as usual
+ * (ensureAgent: probe, upload if needed) and uses that command. Not with sudo: sudo looks
+ * `node` up on its own secure_path, so the probe's absolute path is needed there.
+ */
+export function presumedAgentCommand(conn: SshConnection, agentDir = DEFAULT_AGENT_DIR): string | undefined {
+  if (conn.sudo) return undefined;
+  const bundle = loadBundle();
+  return agentCommand("node", shellDir(`${agentDir}/${folderName(bundle)}`), bundle);
+}
+
+/** Whether ensureAgent has deployed (or is deploying) to this host in this process. */
+export function deployedHere(conn: SshConnection, agentDir = DEFAULT_AGENT_DIR): boolean {
+  return deployed.has(cacheKey(conn, agentDir));
 }
 
 /** True when an agent run failed because its files did not match (see BOOT). */

@@ -2,12 +2,12 @@
 // connection, over SSH otherwise, with the deployed agent (install "auto") or the one
 // installed on the host (install "never", protocol version checked by the transport).
 import * as path from "path";
-import { AgentRequest, PROTOCOL_VERSION } from "../../src/agent/protocol";
+import { AgentRequest, PROTOCOL_VERSION, VersionResult } from "../../src/agent/protocol";
 import { LockError } from "../../src/errors";
 import { packageRoot } from "../agent-bundle";
-import { ensureAgent, isHashMismatch } from "../deploy";
+import { deployedHere, ensureAgent, isHashMismatch, presumedAgentCommand, supportedNode } from "../deploy";
 import { LocalTransport } from "../transport/local";
-import { SshTransport } from "../transport/ssh";
+import { SshConnection, SshTransport } from "../transport/ssh";
 import { Transport, TransportError, resultOf } from "../transport/types";
 import { ProviderInputs } from "./state";
 
@@ -30,6 +30,29 @@ function localTransport(inputs: ProviderInputs): Transport {
 function whereOf(inputs: ProviderInputs): string {
   const c = inputs.connection;
   return c ? `ssh ${c.user ?? "root"}@${c.host}:${c.port ?? 22}` : "local";
+}
+
+/** Failures to reach the host: the deployment path would only fail the same way, later. */
+const UNREACHABLE = new Set(["ECONNECT", "EHOSTKEY", "EAUTH", "ETIMEDOUT", "EUSAGE"]);
+
+/**
+ * The deployed agent, started without a probe (presumedAgentCommand), ready for requests:
+ * its version handshake is the first line on its session. Undefined when it does not run
+ * as it should (not deployed yet, tampered, no suitable node): nothing but that handshake
+ * ran, and the caller deploys. Unreachable hosts fail here as they would anywhere.
+ */
+async function presumedAgent(conn: SshConnection, dir: string | undefined, timeoutMs: number): Promise<SshTransport | undefined> {
+  if (deployedHere(conn, dir)) return undefined;
+  const command = presumedAgentCommand(conn, dir);
+  if (!command) return undefined;
+  const transport = new SshTransport(conn, { agentCommand: command, persistent: true });
+  try {
+    const reply = await transport.run({ v: PROTOCOL_VERSION, op: "version" }, { timeoutMs });
+    return supportedNode(resultOf<VersionResult>(reply, transport.where).node) ? transport : undefined;
+  } catch (e) {
+    if (e instanceof TransportError && UNREACHABLE.has(e.code)) throw e;
+    return undefined;
+  }
 }
 
 export function runnerFor(inputs: ProviderInputs): AgentRunner {
@@ -62,6 +85,8 @@ export function runnerFor(inputs: ProviderInputs): AgentRunner {
     async call<T>(request: AgentCall, timeoutMs: number): Promise<T> {
       const deadline = Date.now() + timeoutMs;
       const left = (): number => Math.max(1, deadline - Date.now());
+      const ready = await presumedAgent(conn, inputs.agent?.dir, left());
+      if (ready) return send<T>(ready, request, left());
       const agent = await ensureAgent(conn, { dir: inputs.agent?.dir, timeoutMs: left() });
       try {
         return await send<T>(new SshTransport(conn, { agentCommand: agent.command, agentVersion: agent.version, persistent: true }), request, left());

@@ -13,6 +13,7 @@ import { AgentReply, AgentRequest, PROTOCOL_VERSION, VersionResult } from "../..
 import { AgentExit, MAX_AGENT_OUTPUT, checkVersionReply, explainUnprivileged, interpretAgentExit } from "./agent-output";
 import { HostKey, blobType, fingerprint, hostKeyAlgorithms, parseKeyLine, readKnownHosts } from "./known-hosts";
 import { DEFAULT_OPERATION_TIMEOUT_MS, RunOptions, Transport, TransportError } from "./types";
+import { trace } from "../trace";
 
 /** The fields of @pulumi/command's `remote.ProxyConnectionArgs`, resolved (no Inputs). */
 export interface SshProxyConnection {
@@ -413,7 +414,9 @@ async function connection(e: Endpoint, proxy: Endpoint | undefined, deadline: nu
   const promise = (async (): Promise<Pooled> => {
     if (parent) hold(parent);
     try {
+      trace("dial-start", e.where);
       const { client, socket } = await dial(e, parent, deadline);
+      trace("dial-end", e.where);
       const p: Pooled = { key, endpoint: e, client, socket, parent, active: 0, closed: false, handshakes: new Map(),
       sessions: new Map(), freeChannels: MAX_CHANNELS_PER_CONNECTION, waiters: [] };
       const drop = (): void => {
@@ -599,8 +602,10 @@ class AgentSession {
       const where = this.p.endpoint.where;
       this.opening = new Promise<ClientChannel>((resolve, reject) => {
         const timer = setTimeout(() => reject(new TransportError({ code: "ETIMEDOUT", where, message: "starting the agent did not finish within the deadline" })), timeLeft(deadline));
+        trace("session-exec", where);
         this.p.client.exec(`${this.command} --serve`, (err, stream) => {
           clearTimeout(timer);
+          trace("session-open", where);
           if (err) return reject(new TransportError({ code: this.p.closed ? "ECLOSED" : "EAGENT", where, message: `cannot start \`${this.command}\`: ${err.message}` }));
           this.buffered = "";
           this.stderr = "";
@@ -632,6 +637,7 @@ class AgentSession {
       this.buffered = this.buffered.slice(nl + 1);
       const w = this.waiting;
       this.waiting = undefined;
+      trace("reply", this.p.endpoint.where);
       if (!w) continue;
       try {
         w.resolve(JSON.parse(line) as AgentReply);
@@ -674,6 +680,7 @@ class AgentSession {
           reject(e);
         },
       };
+      trace("request-sent", `${where} ${request.op}`);
       channel.write(JSON.stringify(request) + "\n");
     });
   }
@@ -752,11 +759,13 @@ export class SshTransport implements Transport {
     return session;
   }
 
-  /** The version handshake, once per connection and agent command. */
+  /** The version handshake, once per connection and agent command (on the session, if persistent). */
   private versionOf(p: Pooled, deadline: number): Promise<VersionResult> {
     let v = p.handshakes.get(this.command);
     if (!v) {
-      v = execAgent(p, this.command, { v: PROTOCOL_VERSION, op: "version" }, deadline, this.sudo).then((r) => checkVersionReply(r, this.where));
+      const request: AgentRequest = { v: PROTOCOL_VERSION, op: "version" };
+      const reply = this.persistent ? this.sessionOf(p).request(request, deadline) : execAgent(p, this.command, request, deadline, this.sudo);
+      v = reply.then((r) => checkVersionReply(r, this.where));
       p.handshakes.set(this.command, v);
       v.catch(() => p.handshakes.delete(this.command));
     }

@@ -1,10 +1,11 @@
 // The `lockmem agent` wire protocol: one JSON request on stdin, one JSON reply line on
 // stdout. Requests are checked against a strict JSON schema (ajv) before anything runs,
 // so a malformed request changes nothing on the host.
-import Ajv, { ErrorObject, ValidateFunction } from "ajv";
+import type { ErrorObject, ValidateFunction } from "ajv";
 import { LockErrorCode, LockErrorInit } from "../errors";
 import { LockRequest, StatusRequest, UnlockRequest } from "../api";
 import { TargetSpec } from "../types";
+import { requestValidator } from "./request-validators";
 
 /** Bumped on any incompatible change of request or reply shapes. */
 export const PROTOCOL_VERSION = 1;
@@ -190,13 +191,9 @@ export const REQUEST_SCHEMAS: Record<AgentOp, object> = {
 
 const TARGET_SELECTORS = ["pid", "pidFile", "systemdUnit", "name", "cmdline"] as const;
 
-let ajv: Ajv | undefined;
-const validators: Partial<Record<AgentOp, ValidateFunction<AgentRequest>>> = {};
-
-/** Compiles only the schema of the op at hand: the agent answers one request per process. */
+/** Only the schema of the op at hand is compiled (request-validators.ts). */
 function validatorFor(op: AgentOp): ValidateFunction<AgentRequest> {
-  ajv ??= new Ajv({ strict: true, allErrors: false, verbose: true });
-  return (validators[op] ??= ajv.compile<AgentRequest>(REQUEST_SCHEMAS[op]));
+  return requestValidator(op, REQUEST_SCHEMAS[op]) as ValidateFunction<AgentRequest>;
 }
 
 /** A rejected request: the reply error, ready to send. */

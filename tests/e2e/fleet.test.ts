@@ -24,7 +24,8 @@ beforeAll(async () => {
   scratch = fs.mkdtempSync(path.join(os.tmpdir(), "lockmem-e2e-fleet-"));
   fs.mkdirSync(path.join(scratch, "bin"));
   // install: "auto" needs no agent on the hosts; the fixture wants a PATH folder and a sudo rule anyway.
-  fx = await startSshFixture({ hosts: HOSTS, firstOctet: 150, agentBinDir: path.join(scratch, "bin"), agentWrapper: "/nonexistent/lockmem" });
+  // Host 0 logs every session it starts (DEBUG1), to count the remote commands an operation costs.
+  fx = await startSshFixture({ hosts: HOSTS, firstOctet: 150, agentBinDir: path.join(scratch, "bin"), agentWrapper: "/nonexistent/lockmem", debugHosts: [0] });
 });
 
 afterAll(async () => {
@@ -78,6 +79,13 @@ test("fleet: deploy, lock every host, tamper, drift, unreachable host, destroy",
       expect(fs.statSync(deployedDir(i)).mode & 0o077).toBe(0);
     }
     expect(countChanges((await s.preview({ program: base, expectNoChanges: true })).changes)).toBe(0);
+
+    // Once deployed, an operation in a new provider process starts the agent straight away:
+    // one remote command on the host (the agent session), no probe before it.
+    const commands = (): number => (fx.hosts[0].log().match(/Starting session: command/g) ?? []).length;
+    const before = commands();
+    expect(countChanges((await s.refresh()).changes)).toBe(0);
+    expect(commands() - before).toBe(1);
 
     // The state file holds the connection only encrypted.
     const state = s.stateFileText();

@@ -45,6 +45,10 @@ export interface OperationOptions {
   program?: PulumiFn;
   /** Fail the operation if it would change anything. */
   expectNoChanges?: boolean;
+  /** Resource operations at once (`--parallel`); the CLI's default is 4 per CPU. */
+  parallel?: number;
+  /** Called with the CLI's output as it comes. */
+  onOutput?: (out: string) => void;
 }
 
 export interface UpOutcome {
@@ -72,7 +76,7 @@ export interface TestStack {
   up(opts?: OperationOptions): Promise<UpOutcome>;
   preview(opts?: OperationOptions): Promise<ChangeOutcome>;
   refresh(opts?: Pick<OperationOptions, "expectNoChanges">): Promise<ChangeOutcome>;
-  destroy(): Promise<ChangeOutcome>;
+  destroy(opts?: Pick<OperationOptions, "parallel" | "onOutput">): Promise<ChangeOutcome>;
   /** The state as the CLI exports it (secrets stay encrypted). */
   exportState(): Promise<Deployment>;
   /** The raw text of the backend's state file on disk: what a leak check must read. */
@@ -143,7 +147,7 @@ export async function withStack<T>(
       stack: s,
       async up(opts = {}) {
         mayHaveResources = true;
-        const r = await s.up({ program: opts.program, expectNoChanges: opts.expectNoChanges });
+        const r = await s.up({ program: opts.program, expectNoChanges: opts.expectNoChanges, parallel: opts.parallel, onOutput: opts.onOutput });
         return {
           outputs: plainOutputs(r.outputs),
           secretOutputs: Object.keys(r.outputs).filter((k) => r.outputs[k].secret),
@@ -152,15 +156,15 @@ export async function withStack<T>(
         };
       },
       async preview(opts = {}) {
-        const r = await s.preview({ program: opts.program, expectNoChanges: opts.expectNoChanges });
+        const r = await s.preview({ program: opts.program, expectNoChanges: opts.expectNoChanges, parallel: opts.parallel, onOutput: opts.onOutput });
         return { changes: r.changeSummary, stdout: r.stdout };
       },
       async refresh(opts = {}) {
         const r = await s.refresh({ expectNoChanges: opts.expectNoChanges });
         return { changes: r.summary.resourceChanges ?? {}, stdout: r.stdout };
       },
-      async destroy() {
-        const r = await s.destroy();
+      async destroy(opts = {}) {
+        const r = await s.destroy({ parallel: opts.parallel, onOutput: opts.onOutput });
         mayHaveResources = false;
         return { changes: r.summary.resourceChanges ?? {}, stdout: r.stdout };
       },
