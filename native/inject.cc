@@ -449,8 +449,15 @@ class Session {
     if (fromUs && sentStop_ && !ownStopSeen_ && !groupStopped_) {
       ownStopSeen_ = true;
     } else {
-      foreignStop_ = true;
+      noteForeignStop();
     }
+  }
+
+  // Someone else wants the process stopped: so must a later run that finishes our session
+  // if we die, which only the journal can tell (the signal itself is consumed).
+  void noteForeignStop() {
+    foreignStop_ = true;
+    if (journalWritten_ || spec_.haveRestoreRegs) journal_.markForeignStop();
   }
 
   bool fail(const char* stage, int err, const std::string& message) {
@@ -777,7 +784,7 @@ class Session {
   bool detach() {
     // Checked while we still hold the thread: once detached it may dequeue a pending
     // foreign SIGSTOP itself, and then nothing would show it any more.
-    if (spec_.stopProcess && (ownStopSeen_ || groupStopped_) && foreignStopPending()) foreignStop_ = true;
+    if (spec_.stopProcess && (ownStopSeen_ || groupStopped_) && foreignStopPending()) noteForeignStop();
     if (ptrace(PTRACE_DETACH, tid_, nullptr, nullptr) != 0) return failErrno("detach", "PTRACE_DETACH");
     out_->pauseNs = pauseStart_ ? nowNs() - pauseStart_ : 0;
     where_ = Where::NotAttached;

@@ -48,7 +48,9 @@ bool Journal::begin(pid_t pid, pid_t tid, bool wasStopped) {
   regsAt_ = static_cast<off_t>(text.size());
   text += std::string(2 * sizeof(arch::Regs), '-') + "\nsigmask=";
   sigmaskAt_ = static_cast<off_t>(text.size());
-  text += std::string(16, '-') + "\nrestored=";
+  text += std::string(16, '-') + "\nforeignStop=";
+  foreignStopAt_ = static_cast<off_t>(text.size());
+  text += "0\nrestored=";
   restoredAt_ = static_cast<off_t>(text.size());
   text += "0\n";
   // Before the target is stopped: durable, so that a later run knows whether to SIGCONT it.
@@ -72,6 +74,8 @@ bool Journal::openExisting() {
   size_t sigmask = text.find("\nsigmask=");
   regsAt_ = static_cast<off_t>(regs + 6);
   sigmaskAt_ = sigmask == std::string::npos ? -1 : static_cast<off_t>(sigmask + 9);
+  size_t foreign = text.find("\nforeignStop=");
+  foreignStopAt_ = foreign == std::string::npos ? -1 : static_cast<off_t>(foreign + 13);
   restoredAt_ = static_cast<off_t>(restored + 10);
   return true;
 }
@@ -107,6 +111,16 @@ bool Journal::saveSigmask(uint64_t mask) {
   char text[17];
   snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(mask));
   return writeAt(sigmaskAt_, text);
+}
+
+bool Journal::markForeignStop() {
+  if (!enabled()) return true;
+  if (fd_ < 0 && !openExisting()) return false;
+  if (foreignStopAt_ < 0) {
+    errno = ENOTSUP;
+    return false;
+  }
+  return writeAt(foreignStopAt_, "1");
 }
 
 bool Journal::markRestored() {

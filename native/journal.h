@@ -5,8 +5,10 @@
 // Format, one "key=value" per line: v=2, pid, tid, wasStopped (0/1: whether the process
 // was stopped before we came, i.e. whether to SIGCONT it afterwards), then, once saved,
 // regs=<hex of the saved register block> (dashes until saved), sigmask=<16 hex digits of
-// the thread's own signal mask> (dashes unless we blocked its signals), and restored=0,
-// set to restored=1 once both are back in place. v=1 journals have no sigmask line.
+// the thread's own signal mask> (dashes unless we blocked its signals), foreignStop=0, set
+// to 1 once a stop signal from someone else was taken or seen pending during the session
+// (the process must then stay stopped), and restored=0, set to restored=1 once registers
+// and mask are back in place. v=1 journals have neither the sigmask nor the foreignStop line.
 #pragma once
 
 #include <sys/types.h>
@@ -32,6 +34,9 @@ class Journal {
   // The thread has its own registers back: from here on a later run must never put
   // journaled registers into it again, only continue the process if needed.
   bool markRestored();
+  // Someone else's stop signal arrived during the session: a later run must not continue
+  // the process. False with errno = ENOTSUP for a journal without the line.
+  bool markForeignStop();
   void remove();
 
  private:
@@ -43,6 +48,7 @@ class Journal {
   int fd_ = -1;
   off_t regsAt_ = -1;
   off_t sigmaskAt_ = -1;
+  off_t foreignStopAt_ = -1;
   off_t restoredAt_ = -1;
 };
 

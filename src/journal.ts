@@ -94,6 +94,8 @@ interface RegsFile {
   regs?: Buffer;
   /** The thread's own signal mask, when the run blocked its signals (v=2 journals). */
   sigmask?: bigint;
+  /** Someone else's stop signal arrived during the run: the process must stay stopped. */
+  foreignStop: boolean;
   restored: boolean;
 }
 
@@ -110,6 +112,7 @@ function parseRegsFile(text: string): RegsFile {
     // Dashes until the addon saved them.
     regs: regsHex && regsHex.length === native().regsSize * 2 && /^[0-9a-f]+$/.test(regsHex) ? Buffer.from(regsHex, "hex") : undefined,
     sigmask: maskHex && /^[0-9a-f]{16}$/.test(maskHex) ? BigInt("0x" + maskHex) : undefined,
+    foreignStop: fields.get("foreignStop") === "1",
     restored: fields.get("restored") === "1",
   };
 }
@@ -157,12 +160,14 @@ async function recoverOne(json: string): Promise<RecoveryResult | undefined> {
     return result("dropped", "the interrupted run had not touched the process");
   }
   const regs = parseRegsFile(regsText);
+  // A stop someone else asked for during the run is honoured as if it had come before.
+  const stayStopped = regs.wasStopped || regs.foreignStop;
   if (!regs.regs || regs.restored) {
     // Registers never changed, or already back: only the stop may be ours to undo, and
     // the calls it interrupted (epoll_wait...) to re-issue before the process goes on.
     // Whatever the state reads now: our SIGSTOP may still be on its way (the group stop
     // completes after the kill), and the SIGCONT that follows also discards a pending one.
-    if (!regs.wasStopped) {
+    if (!stayStopped) {
       await native().runBatch({
         pid: header.pid,
         tid: header.tid,
@@ -176,7 +181,8 @@ async function recoverOne(json: string): Promise<RecoveryResult | undefined> {
       });
     }
     await removeJournal(files);
-    return result("continued", regs.restored ? "registers were already restored; continued the process" : "stopped before any register changed; continued the process");
+    const then = stayStopped ? `left the process stopped (${regs.wasStopped ? "as it was" : "someone else stopped it meanwhile"})` : "continued the process";
+    return result("continued", `${regs.restored ? "registers were already restored" : "stopped before any register changed"}; ${then}`);
   }
   if (state !== "T") {
     // Never write old registers into a running thread: it has moved on (or was continued
@@ -198,11 +204,11 @@ async function recoverOne(json: string): Promise<RecoveryResult | undefined> {
     eintrSyscalls: syscallsReturningEintrOnStop(),
     journalPath: files.regs,
     restoreRegs: regs.regs,
-    recoveredWasStopped: regs.wasStopped,
+    recoveredWasStopped: stayStopped,
     ...(regs.sigmask !== undefined ? { restoreSigmask: regs.sigmask } : {}),
   });
   await removeJournal(files);
-  return result("restored", `registers put back, ${header.ops.length} call(s) completed, process ${regs.wasStopped ? "left stopped as it was" : "continued"}`);
+  return result("restored", `registers put back, ${header.ops.length} call(s) completed, process ${regs.wasStopped ? "left stopped as it was" : regs.foreignStop ? "left stopped (someone else stopped it meanwhile)" : "continued"}`);
 }
 
 async function vdsoRange(pid: number): Promise<{ vdsoStart: bigint; vdsoEnd: bigint }> {

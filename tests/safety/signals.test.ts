@@ -1,9 +1,11 @@
 // Signals that arrive while lockmem holds the target: delivered afterwards, none lost
 // (RT signals queue, so the target's own counters must match what was sent exactly);
 // a SIGSTOP or SIGCONT sent by someone else during a hold keeps its meaning.
+import { spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import * as api from "../../src/api";
+import { recoverInterrupted } from "../../src/journal";
 import { native } from "../../src/native";
 import { syscallsReturningEintrOnStop } from "../../src/proc/tasks";
 import { startTarget, stopAllTargets, Target, waitUntil, workDir } from "../support/target";
@@ -223,4 +225,53 @@ test("a thread held inside ppoll's temporary mask: none of its signals lost, its
   expect(s.ppoll.waits).toBeGreaterThan(0);
   expect(isTraced(t.pid)).toBe(false);
   expect(threadsAll(t, (x) => !stopped(x))).toBe(true);
+});
+
+test("a SIGSTOP sent by someone else during a hold, then lockmem killed: recovery leaves the process stopped", async () => {
+  const t = await startTarget({ mode: "sleep", sleepMs: 10, threads: 2, threadMode: "spin" });
+  await mapAnon(t);
+  const bin = path.join(__dirname, "..", "..", "bin", "lockmem");
+  let landed = 0;
+  for (let attempt = 1; attempt <= 8 && landed === 0; attempt++) {
+    // Killed after its calls, before it puts the registers back: the foreign SIGSTOP that the
+    // held thread took meanwhile exists only in what the dead run knew.
+    const cli = spawn(process.execPath, [bin, "lock", "--pid", String(t.pid), "--kind", "anon"], {
+      env: { ...process.env, LOCKMEM_TEST_KILL_AT: "before-restore" },
+      stdio: "ignore",
+    });
+    const exited = new Promise<void>((r) => cli.on("exit", () => r()));
+    let over = false;
+    void exited.then(() => (over = true));
+    const groupStopped = (): boolean => {
+      const states = [...t.threadStates().values()];
+      return states.filter(stopped).length >= 1 && states.filter((x) => !stopped(x)).length <= 1;
+    };
+    await waitUntil(() => (isTraced(t.pid) && groupStopped()) || over, "lockmem to hold the stopped target", { timeoutMs: 20_000, intervalMs: 0 });
+    if (!over) {
+      process.kill(t.pid, "SIGSTOP");
+      if (isTraced(t.pid) && !over) landed = attempt;
+    }
+    await exited;
+    await recoverInterrupted(t.pid);
+    if (landed === 0) {
+      // Missed the hold: back to a running, unlocked target for the next attempt.
+      process.kill(t.pid, "SIGCONT");
+      await api.unlock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } });
+      await waitUntil(() => threadsAll(t, (x) => !stopped(x)), "the target running again");
+    }
+  }
+  expect(landed).toBeGreaterThan(0);
+  // Recovered: registers back, untraced, and stopped as the other operator asked.
+  await waitUntil(() => !isTraced(t.pid), "untraced");
+  await new Promise((r) => setTimeout(r, 300));
+  const states = [...t.threadStates().values()].join("");
+  console.log(`SIGSTOP during a hold, lockmem killed (attempt ${landed}): thread states after recovery ${states}`);
+  expect(threadsAll(t, (x) => x === "T")).toBe(true);
+  process.kill(t.pid, "SIGCONT");
+  await waitUntil(() => threadsAll(t, (x) => !stopped(x)), "running after SIGCONT");
+  const s0 = await t.stats();
+  const s1 = await t.waitForStats((s) => s.sleep.done > s0.sleep.done + 2, "sleeps after SIGCONT");
+  expect(s1.sleep.violations).toBe(0);
+  expect(s1.sleep.eintr).toBe(0);
+  await t.stop();
 });
