@@ -169,14 +169,15 @@ export async function create(inputs: ProviderInputs): Promise<{ id: string; outs
 }
 
 /** Reports what is on the host; a target that is gone or restarted is drift, never a removal. */
-export async function read(id: string, props: ProviderOutputs): Promise<{ id: string; props: ProviderOutputs; inputs: ProviderInputs }> {
+/** `d`: the deadline of the update that reads its end state; a refresh has its own timeout. */
+export async function read(id: string, props: ProviderOutputs, d?: Deadline): Promise<{ id: string; props: ProviderOutputs; inputs: ProviderInputs }> {
   const i = inputsOf(props);
   const runner = runnerFor(i);
   const drift: string[] = [];
   let processes: ProviderOutputs["processes"] = [];
   let host = props.host;
   try {
-    const report = await runner.call<HostReport<ProcessReport>>({ op: "status", args: { target: i.target, mappings: effectiveSelection(i.mappings) } }, timeoutOf(i, "read"));
+    const report = await runner.call<HostReport<ProcessReport>>({ op: "status", args: { target: i.target, mappings: effectiveSelection(i.mappings) } }, d ? d.left() : timeoutOf(i, "read"));
     host = hostOf(i, report.host);
     for (const p of report.processes) {
       const before = props.processes?.find((e) => e.pid === p.pid && e.startTime === p.startTime);
@@ -194,7 +195,7 @@ export async function read(id: string, props: ProviderOutputs): Promise<{ id: st
     }
   } catch (e) {
     if (!(e instanceof LockError) || !(GONE.has(e.code) || e.code === "EAMBIGUOUS")) {
-      throw new ResourceError(`reading: ${describeError(e, runner.where)}`);
+      throw new ResourceError(`reading: ${describeError(e, runner.where)}${d ? deadlineNote(e, d, i) : ""}`);
     }
     processes = [];
     drift.push(`target not found: ${describeError(e, runner.where)}`);
@@ -258,7 +259,7 @@ export async function update(id: string, olds: ProviderOutputs, news: ProviderIn
   if (!unlockAfter) return { outs };
   await unlockOld(undo.spec, false);
   // Report the end state, after the unlock.
-  return { outs: (await read(id, outs)).props };
+  return { outs: (await read(id, outs, d)).props };
 }
 
 /** True when the recorded process still runs (same pid and start time). */
