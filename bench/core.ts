@@ -17,6 +17,7 @@ import { native, SyscallOp } from "../src/native";
 import { readMappings } from "../src/proc/smaps";
 import { InjectionChoice, pickInjectionThread, readThreads } from "../src/proc/tasks";
 import { InProcessLockReply, startTarget, stopAllTargets, Target, TargetStats } from "../tests/support/target";
+import { envInt } from "./env";
 
 const MIB = 1024 * 1024;
 const ANON_MB = 256;
@@ -27,18 +28,11 @@ const GOAL_OVERHEAD_US = 100;
 const GOAL_LOCK_RATIO = 1.2;
 const GOAL_GDB_RATIO = 5;
 
-function envInt(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === "") return fallback;
-  const v = Number(text);
-  if (!Number.isInteger(v) || v < 0) throw new TypeError(`${name}: expected a non-negative integer, got ${JSON.stringify(text)}`);
-  return v;
-}
 
-const REPS = envInt("BENCH_REPS", 24);
-const GDB_REPS = envInt("BENCH_GDB_REPS", 12);
-const SMALL_REPS = envInt("BENCH_SMALL_REPS", 80);
-const HEARTBEAT_US = envInt("BENCH_HEARTBEAT_US", 100);
+const REPS = envInt("BENCH_REPS", 24, 0);
+const GDB_REPS = envInt("BENCH_GDB_REPS", 12, 0);
+const SMALL_REPS = envInt("BENCH_SMALL_REPS", 80, 0);
+const HEARTBEAT_US = envInt("BENCH_HEARTBEAT_US", 100, 0);
 
 // ---------------------------------------------------------------- statistics and table
 

@@ -10,14 +10,8 @@ import { SshConnection, closeAll, pooledConnectionCount, sshTransport } from "..
 import { buildAgentBundle } from "../tests/support/agent-bundle";
 import { startSshFixture } from "../tests/support/sshd";
 import { startTarget, stopAllTargets } from "../tests/support/target";
+import { envInt } from "./env";
 
-function envInt(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === "") return fallback;
-  const v = Number(text);
-  if (!Number.isInteger(v) || v < 1) throw new TypeError(`${name}: expected a positive integer, got ${JSON.stringify(text)}`);
-  return v;
-}
 
 const HOSTS = envInt("BENCH_HOSTS", 20);
 const ROUNDS = envInt("BENCH_ROUNDS", 3);

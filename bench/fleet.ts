@@ -23,14 +23,8 @@ import { TestStack, withStack } from "../tests/support/stack";
 import { Target, startTarget, stopAllTargets } from "../tests/support/target";
 import { packageRoot } from "../provider/agent-bundle";
 import { trace } from "../provider/trace";
+import { envInt } from "./env";
 
-function envInt(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === "") return fallback;
-  const v = Number(text);
-  if (!Number.isInteger(v) || v < 1) throw new TypeError(`${name}: expected a positive integer, got ${JSON.stringify(text)}`);
-  return v;
-}
 
 const HOSTS = envInt("BENCH_HOSTS", 10);
 const PER_HOST = envInt("BENCH_TARGETS_PER_HOST", 2);
