@@ -83,6 +83,8 @@ bool isRestartCode(int64_t v) {
 
 uint64_t sigbit(int sig) { return 1ull << (sig - 1); }
 
+const uint64_t kStopSignals = sigbit(SIGSTOP) | sigbit(SIGTSTP) | sigbit(SIGTTIN) | sigbit(SIGTTOU);
+
 // A /proc file with plain read(2) calls (these are read while the target is held: no
 // stream machinery). Empty when it cannot be read.
 std::string readProcFile(const char* path) {
@@ -298,10 +300,9 @@ class Session {
   // Before the thread may run its own code again.
   bool restoreSignalMask() {
     if (!signalsBlocked_) return true;
-    SignalState st = readSignalState();
-    if (st.known) out_->signalsDeferred = __builtin_popcountll(st.pending & ~ownMask_);
     if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof(ownMask_), &ownMask_) != 0) return failErrno("restore", "PTRACE_SETSIGMASK");
     signalsBlocked_ = false;
+    signalsWereBlocked_ = true;
     return true;
   }
 
@@ -430,8 +431,7 @@ class Session {
   // the group stopped, and SIGCONT would discard theirs.
   bool foreignStopPending() {
     SignalState st = readSignalState();
-    uint64_t stops = sigbit(SIGSTOP) | sigbit(SIGTSTP) | sigbit(SIGTTIN) | sigbit(SIGTTOU);
-    return st.known && (st.pending & stops) != 0;
+    return st.known && (st.pending & kStopSignals) != 0;
   }
 
   bool cleanup(bool) { return cleanup(); }
@@ -719,7 +719,7 @@ class Session {
   }
 
   static uint64_t interruptingMask(const SignalState& st) {
-    return st.caught | sigbit(SIGSTOP) | sigbit(SIGTSTP) | sigbit(SIGTTIN) | sigbit(SIGTTOU);
+    return st.caught | kStopSignals;
   }
 
   // True when `sig`, about to be delivered, interrupts a blocking call by itself.
@@ -783,8 +783,14 @@ class Session {
 
   bool detach() {
     // Checked while we still hold the thread: once detached it may dequeue a pending
-    // foreign SIGSTOP itself, and then nothing would show it any more.
-    if (spec_.stopProcess && (ownStopSeen_ || groupStopped_) && foreignStopPending()) noteForeignStop();
+    // foreign SIGSTOP itself, and then nothing would show it any more. The same read
+    // counts the signals our mask kept pending (one /proc read per session, not two).
+    bool checkForeign = spec_.stopProcess && (ownStopSeen_ || groupStopped_);
+    if (checkForeign || signalsWereBlocked_) {
+      SignalState st = readSignalState();
+      if (checkForeign && st.known && (st.pending & kStopSignals) != 0) noteForeignStop();
+      if (signalsWereBlocked_ && st.known) out_->signalsDeferred = __builtin_popcountll(st.pending & ~ownMask_ & ~kStopSignals);
+    }
     if (ptrace(PTRACE_DETACH, tid_, nullptr, nullptr) != 0) return failErrno("detach", "PTRACE_DETACH");
     out_->pauseNs = pauseStart_ ? nowNs() - pauseStart_ : 0;
     where_ = Where::NotAttached;
@@ -835,6 +841,7 @@ class Session {
   bool foreignStop_ = false;
   bool journalWritten_ = false;
   bool signalsBlocked_ = false;
+  bool signalsWereBlocked_ = false;
   uint64_t ownMask_ = 0;
   Journal journal_;
   uint64_t insnAddr_ = 0;
