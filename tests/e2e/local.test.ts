@@ -6,17 +6,12 @@ import * as pulumi from "@pulumi/pulumi";
 import { LockedProcessMemory, LockedProcessMemoryArgs } from "../../provider";
 import { lockFingerprint, memlockLimit } from "../support/smaps";
 import { countChanges, withStack } from "../support/stack";
-import { Target, startTarget, stopAllTargets } from "../support/target";
-import { codeLocked, ensureBuilt, lockmemCli, mappingsWith, nothingLocked, stackWorkDir, uniqueName } from "./lockmem-helpers";
+import { Target, startTarget } from "../support/target";
+import { codeLocked, localStackSuite, lockmemCli, mappingsWith, nothingLocked, uniqueName } from "./lockmem-helpers";
 
 jest.setTimeout(600_000);
 
-const work = stackWorkDir();
-beforeAll(() => ensureBuilt());
-afterAll(async () => {
-  work.remove();
-  await stopAllTargets();
-});
+const work = localStackSuite();
 
 interface Scenario {
   app: Partial<LockedProcessMemoryArgs>;

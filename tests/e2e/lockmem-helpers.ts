@@ -4,6 +4,7 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { isLockedVma, kernelMappings } from "../support/smaps";
+import { stopAllTargets } from "../support/target";
 
 const REPO = path.resolve(__dirname, "..", "..");
 
@@ -61,6 +62,20 @@ export function uniqueName(prefix: string): string {
  * loads `pulumi-lockmem/provider-impl` by package name, which from inside the package
  * resolves through its self-reference (as from a user's project through node_modules).
  */
+/**
+ * The usual hooks of a local e2e file: the build checked before, the stack folder and the
+ * targets removed after. Returns the stack folder.
+ */
+export function localStackSuite(): { workDir: string; remove(): void } {
+  const work = stackWorkDir();
+  beforeAll(() => ensureBuilt());
+  afterAll(async () => {
+    work.remove();
+    await stopAllTargets();
+  });
+  return work;
+}
+
 export function stackWorkDir(): { workDir: string; remove(): void } {
   const base = path.join(REPO, "tests", ".work", "stacks");
   fs.mkdirSync(base, { recursive: true });

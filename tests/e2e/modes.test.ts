@@ -6,17 +6,12 @@ import * as pulumi from "@pulumi/pulumi";
 import { LockedProcessMemory } from "../../provider";
 import { KernelMapping, kernelMappings } from "../support/smaps";
 import { countChanges, withStack } from "../support/stack";
-import { Target, startTarget, stopAllTargets } from "../support/target";
-import { ensureBuilt, nothingLocked, stackWorkDir } from "./lockmem-helpers";
+import { Target, startTarget } from "../support/target";
+import { localStackSuite, nothingLocked } from "./lockmem-helpers";
 
 jest.setTimeout(600_000);
 
-const work = stackWorkDir();
-beforeAll(() => ensureBuilt());
-afterAll(async () => {
-  work.remove();
-  await stopAllTargets();
-});
+const work = localStackSuite();
 
 const SPECIAL = new Set(["[vdso]", "[vsyscall]", "[vvar]", "[vvar_vclock]"]);
 

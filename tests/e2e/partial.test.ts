@@ -6,17 +6,12 @@ import * as pulumi from "@pulumi/pulumi";
 import { LockedProcessMemory } from "../../provider";
 import { memlockLimit } from "../support/smaps";
 import { countChanges, withStack } from "../support/stack";
-import { startTarget, stopAllTargets } from "../support/target";
-import { codeLocked, ensureBuilt, nothingLocked, stackWorkDir } from "./lockmem-helpers";
+import { startTarget } from "../support/target";
+import { codeLocked, localStackSuite, nothingLocked } from "./lockmem-helpers";
 
 jest.setTimeout(600_000);
 
-const work = stackWorkDir();
-beforeAll(() => ensureBuilt());
-afterAll(async () => {
-  work.remove();
-  await stopAllTargets();
-});
+const work = localStackSuite();
 
 interface StateProcess {
   pid: number;
