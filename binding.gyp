@@ -9,7 +9,10 @@
         "native/rlimit.cc",
         "native/journal.cc",
         "native/seccomp.cc",
-        "native/fault.cc"
+        "native/fault.cc",
+        "native/procfs.cc",
+        "native/stopsig.cc",
+        "native/waiters.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -29,7 +29,6 @@
 // re-issued instead, unless a real signal is pending that would interrupt them anyway.
 #include "inject.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -50,7 +49,10 @@
 #include "arch.h"
 #include "fault.h"
 #include "journal.h"
+#include "procfs.h"
 #include "seccomp.h"
+#include "stopsig.h"
+#include "waiters.h"
 
 namespace lockmem {
 namespace {
@@ -59,6 +61,8 @@ constexpr size_t kMaxVdsoBytes = 1 << 20;
 // A thread that receives signals faster than we can run one call makes us give up
 // (cleanly) instead of spinning for ever.
 constexpr int kMaxSignalRetries = 1000;
+// How long the process may take to enter our group stop before the session gives up.
+constexpr uint64_t kHoldTimeoutNs = 2000 * 1000000ull;
 
 // Kernel-internal return codes that ask for a restart (include/linux/errno.h).
 constexpr int64_t kERestartSys = -512;
@@ -85,29 +89,6 @@ uint64_t sigbit(int sig) { return 1ull << (sig - 1); }
 
 const uint64_t kStopSignals = sigbit(SIGSTOP) | sigbit(SIGTSTP) | sigbit(SIGTTIN) | sigbit(SIGTTOU);
 
-// A /proc file with plain read(2) calls (these are read while the target is held: no
-// stream machinery). Empty when it cannot be read.
-std::string readProcFile(const char* path) {
-  std::string text;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return text;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    text.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  return text;
-}
-
-// The hex value after "\n<key>" in a /proc status text, 0 when absent.
-uint64_t statusHex(const std::string& text, const char* key) {
-  size_t at = text.find(key);
-  return at == std::string::npos ? 0 : strtoull(text.c_str() + at + strlen(key), nullptr, 16);
-}
-
 // What waitpid reported.
 enum class StopKind { Exited, SyscallStop, SignalDelivery, EventStop };
 
@@ -129,7 +110,13 @@ enum class Where {
 class Session {
  public:
   Session(const BatchSpec& spec, BatchOutcome* out, InjectError* error)
-      : spec_(spec), out_(out), error_(error), tid_(spec.tid), journal_(spec.journalPath) {}
+      : spec_(spec),
+        out_(out),
+        error_(error),
+        tid_(spec.tid),
+        journal_(spec.journalPath),
+        others_(spec.pid, spec.continueOnly ? 0 : spec.tid, spec.eintrSyscalls,
+                [this](const siginfo_t& info) { classifyStop(info); }) {}
 
   bool run() {
     bool ok = session();
@@ -158,8 +145,9 @@ class Session {
     if (!attach()) return false;
     faultPoint("seized");
     if (spec_.stopProcess && !stoppedNow) {
-      if (kill(spec_.pid, SIGSTOP) != 0) return cleanup(failErrno("interrupt", "SIGSTOP"));
-      sentStop_ = true;
+      // Before the stop wakes them: the threads whose call it would turn into EINTR.
+      others_.seizeWaiters();
+      if (!ownStop_.send(spec_.pid)) return cleanup(failErrno("interrupt", "SIGSTOP"));
     }
     faultPoint("sigstop-sent");
     // Only now interrupt the thread (which makes a blocking call return): from here on a
@@ -198,34 +186,35 @@ class Session {
     return true;
   }
 
-  char processState() {
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/stat", spec_.pid);
-    std::string text = readProcFile(path);
-    size_t close = text.rfind(')');
-    return close == std::string::npos || close + 2 >= text.size() ? '?' : text[close + 2];
-  }
+  char processState() { return procfs::state(spec_.pid); }
 
-  // Stopped in the signal path. With stopProcess our SIGSTOP has been sent too: whether
-  // the group stop is already in effect or the signal still pending, it cannot be blocked,
-  // so if we die from here on the thread stops (DESIGN.md: "the tracer dies") instead of
-  // running on our registers. No need to wait for the group stop itself.
+  // Stopped in the signal path. With stopProcess our SIGSTOP has been sent too, and the
+  // group stop must be in effect before any register changes: if we die from then on, the
+  // thread stops (DESIGN.md: "the tracer dies") instead of running on our registers.
   bool waitForHold() {
     if (!waitForSignalPathStop("interrupt")) return false;
     out_->groupStopped = spec_.stopProcess;
+    if (!ownStop_.sent()) return true;
     // Take our SIGSTOP now, while the thread still has its own registers. Left pending, it
     // would be dequeued mid-injection: a signal-delivery stop with our registers in place,
     // and if lockmem died right then, the kernel would drop the signal (waitpid cleared the
-    // stop's exit code) and the thread would run on our registers.
-    for (int round = 0; sentStop_ && !ownStopSeen_ && !groupStopped_ && round < 8; round++) {
+    // stop's exit code) and the thread would run on our registers. Another thread may take
+    // it instead (a seized waiter passes it on in others_.service()): then the group stop
+    // reaches ours as an event stop.
+    uint64_t until = nowNs() + kHoldTimeoutNs;
+    while (!ownStopSeen_ && !groupStopped_) {
       if (!resume(PTRACE_CONT, 0, "interrupt")) return false;
-      // SIGSTOP cannot be blocked: the thread stops again at once, unless someone's SIGCONT
-      // discarded ours; then it runs on with its own registers, and we interrupt it.
       Stop stop;
-      if (!waitStopFor(&stop, 100 * 1000000ull)) {
+      if (!waitStopFor(&stop, until)) {
         if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return failErrno("interrupt", "PTRACE_INTERRUPT");
         if (!waitForSignalPathStop("interrupt")) return false;
-        break;
+        if (ownStopSeen_ || groupStopped_) break;
+        // Someone's SIGCONT discarded ours, or the machine is too loaded for the thread to
+        // run at all: never inject without the hold that makes a crash of ours harmless.
+        std::ostringstream msg;
+        msg << "process " << spec_.pid << " did not enter the group stop lockmem asked for within "
+            << kHoldTimeoutNs / 1000000 << " ms (a SIGCONT from someone else, or no CPU time for it)";
+        return fail("interrupt", EAGAIN, msg.str());
       }
       if (stop.kind == StopKind::Exited) return failGone("interrupt");
       if (stop.kind == StopKind::EventStop) {
@@ -244,16 +233,19 @@ class Session {
     return true;
   }
 
-  // waitStop with a deadline (polling): false when nothing came in time.
-  bool waitStopFor(Stop* stop, uint64_t ns) {
-    uint64_t until = nowNs() + ns;
+  // waitStop until an absolute deadline (polling, and passing on what the seized waiters
+  // stop for meanwhile): false when nothing came in time.
+  bool waitStopFor(Stop* stop, uint64_t until) {
     for (;;) {
       int status = 0;
       pid_t r = waitpid(tid_, &status, __WALL | WNOHANG);
       if (r == tid_) return classifyStatus(status, stop);
       if (r < 0 && errno != EINTR) return failErrno("wait", "waitpid") && false;
+      others_.service();
       if (nowNs() > until) return false;
-      sched_yield();
+      // Sleep, not sched_yield: on a busy machine a spinning tracer takes the CPU the
+      // target needs to reach the stop (a SCHED_IDLE target never got it).
+      usleep(20);
     }
   }
 
@@ -329,15 +321,18 @@ class Session {
   void release() {
     bool safe = where_ == Where::NotAttached || where_ == Where::Gone || !attached_;
     if (spec_.stopProcess && !wasStopped_ && safe) {
-      bool ourStopConsumed = !sentStop_ || ownStopSeen_ || groupStopped_;
+      bool ourStopConsumed = !ownStop_.sent() || ownStopSeen_ || groupStopped_;
       // Recovering: only a process that is actually stopped has calls to re-issue. The dead
       // run's SIGSTOP may still be taking effect: give the group stop a moment to complete.
       if (spec_.continueOnly) {
         uint64_t until = nowNs() + 200 * 1000000ull;
         while (processState() != 'T' && nowNs() < until) usleep(200);
       }
-      bool stoppedForRecovery = !spec_.continueOnly || processState() == 'T';
-      if (ourStopConsumed && stoppedForRecovery) rearmOtherThreads();
+      // Every thread our stop may have woken: re-issue the calls it turned into EINTR.
+      // Recovering, only a process that is actually stopped has such calls.
+      if (!spec_.continueOnly || processState() == 'T') out_->otherThreadsRearmed += others_.rearmAll();
+      // A SIGSTOP already pending when we sent ours absorbed it: the stop is someone else's.
+      if (ownStop_.pendingBefore() && !spec_.haveRestoreRegs) foreignStop_ = true;
       faultPoint("before-cont");
       // Once our SIGSTOP was consumed, a pending stop signal is someone else's, and
       // SIGCONT would discard it. Before that, a pending one may be ours. A SIGSTOP of
@@ -346,6 +341,8 @@ class Session {
       if (spec_.continueOnly || (!foreignStop_ && (!ourStopConsumed || !foreignStopPending()))) kill(spec_.pid, SIGCONT);
       // The target is held until it is continued: count that in the pause.
       if (pauseStart_) out_->pauseNs = nowNs() - pauseStart_;
+    } else {
+      others_.releaseAll();
     }
     if (journalWritten_ || spec_.haveRestoreRegs) {
       if (safe) {
@@ -357,96 +354,26 @@ class Session {
     }
   }
 
-  std::vector<pid_t> threadIds() {
-    std::vector<pid_t> tids;
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/task", spec_.pid);
-    DIR* dir = opendir(path);
-    if (!dir) return tids;
-    while (dirent* e = readdir(dir)) {
-      if (e->d_name[0] >= '0' && e->d_name[0] <= '9') tids.push_back(static_cast<pid_t>(atoi(e->d_name)));
-    }
-    closedir(dir);
-    return tids;
-  }
-
-  std::string readTaskFile(pid_t tid, const char* file) {
-    char path[96];
-    snprintf(path, sizeof(path), "/proc/%d/task/%d/%s", spec_.pid, tid, file);
-    return readProcFile(path);
-  }
-
-  char taskState(pid_t tid) {
-    std::string text = readTaskFile(tid, "stat");
-    size_t close = text.rfind(')');
-    return close == std::string::npos || close + 2 >= text.size() ? '?' : text[close + 2];
-  }
-
-  // Our SIGSTOP woke every thread; those blocked in a call that returns EINTR after a stop
-  // (epoll_wait, ...) would see it when continued. Once the whole group has stopped, take
-  // each such thread briefly and turn the EINTR back into the call, as for our own thread.
-  void rearmOtherThreads() {
-    if (spec_.eintrSyscalls.empty()) return;
-    std::vector<pid_t> tids = threadIds();
-    bool others = false;
-    for (pid_t t : tids) others = others || t != tid_;
-    if (!others) return;
-    uint64_t deadline = nowNs() + 200 * 1000000ull;
-    for (;;) {
-      bool all = true;
-      for (pid_t t : tids) {
-        if (t == tid_) continue;  // ours was just detached into the group stop
-        char st = taskState(t);
-        if (st != 'T' && st != 't' && st != '?') all = false;
-      }
-      if (all || nowNs() > deadline) break;
-      sched_yield();
-    }
-    for (pid_t t : tids) {
-      if (t == tid_) continue;
-      long nr = strtol(readTaskFile(t, "syscall").c_str(), nullptr, 10);
-      bool eintrProne = false;
-      for (long n : spec_.eintrSyscalls) eintrProne = eintrProne || n == nr;
-      if (!eintrProne) continue;
-      if (ptrace(PTRACE_SEIZE, t, nullptr, nullptr) != 0) continue;
-      ptrace(PTRACE_INTERRUPT, t, nullptr, nullptr);
-      int status = 0;
-      pid_t r;
-      do {
-        r = waitpid(t, &status, __WALL);
-      } while (r < 0 && errno == EINTR);
-      if (r != t || !WIFSTOPPED(status)) continue;  // exited meanwhile
-      arch::Regs regs;
-      if (arch::getRegs(t, &regs) && arch::currentSyscall(regs) >= 0 && arch::returnValue(regs) == -EINTR &&
-          !interruptingSignalPending(t) && precededBySyscallInstruction(arch::pc(regs)) &&
-          arch::setRegs(t, arch::rearmSyscall(regs))) {
-        out_->otherThreadsRearmed++;
-      }
-      // Back into the group stop; our SIGCONT follows.
-      ptrace(PTRACE_DETACH, t, nullptr, nullptr);
-    }
-  }
-
   // A stop signal pending for the process now is someone else's: ours was consumed when
   // the group stopped, and SIGCONT would discard theirs.
   bool foreignStopPending() {
-    SignalState st = readSignalState();
+    procfs::SignalState st = readSignalState();
     return st.known && (st.pending & kStopSignals) != 0;
   }
 
   bool cleanup(bool) { return cleanup(); }
 
-  // At a SIGSTOP signal-delivery stop: ours (sent by this process, first time seen) or
-  // someone else's, whose stop must outlast our session. Standard signals carry the
-  // siginfo of the first sender.
+  // At a SIGSTOP signal-delivery stop of ours or of a seized waiter: our own stop (the
+  // siginfo we sent, stopsig.h) or someone else's, whose stop must outlast our session.
   void classifyStop() {
     siginfo_t info;
     memset(&info, 0, sizeof(info));
-    bool fromUs = ptrace(PTRACE_GETSIGINFO, tid_, nullptr, &info) == 0 && info.si_code == SI_USER &&
-                  info.si_pid == getpid();
-    // Once the group stop was seen, our SIGSTOP has been consumed (by whichever thread
-    // took it first): a later one is someone else's even if it comes from this process.
-    if (fromUs && sentStop_ && !ownStopSeen_ && !groupStopped_) {
+    if (ptrace(PTRACE_GETSIGINFO, tid_, nullptr, &info) != 0) info.si_code = SI_KERNEL;
+    classifyStop(info);
+  }
+
+  void classifyStop(const siginfo_t& info) {
+    if (ownStop_.isOurs(info) && !ownStopSeen_) {
       ownStopSeen_ = true;
     } else {
       noteForeignStop();
@@ -697,66 +624,26 @@ class Session {
     return true;
   }
 
-  struct SignalState {
-    bool known = false;
-    uint64_t pending = 0, blocked = 0, caught = 0;
-  };
-
-  SignalState readSignalState() { return readSignalState(tid_); }
-
-  SignalState readSignalState(pid_t tid) {
-    SignalState st;
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/task/%d/status", spec_.pid, tid);
-    std::string text = readProcFile(path);
-    if (text.find("\nSigCgt:") == std::string::npos) return st;
-    st.known = true;
-    st.pending = statusHex(text, "\nSigPnd:") | statusHex(text, "\nShdPnd:");
-    // While we block its signals, what counts is the thread's own mask.
-    st.blocked = tid == tid_ && signalsBlocked_ ? ownMask_ : statusHex(text, "\nSigBlk:");
-    st.caught = statusHex(text, "\nSigCgt:");
-    return st;
-  }
-
-  static uint64_t interruptingMask(const SignalState& st) {
-    return st.caught | kStopSignals;
-  }
-
-  // True when `sig`, about to be delivered, interrupts a blocking call by itself.
-  bool signalInterrupts(int sig) {
-    SignalState st = readSignalState();
-    return !st.known || (sigbit(sig) & interruptingMask(st)) != 0;
-  }
-
-  // True when a signal is pending that would interrupt a blocking call by itself
-  // (caught, or a stop signal), so an EINTR the thread saw is not only our doing.
-  bool interruptingSignalPending() { return interruptingSignalPending(tid_); }
-
-  bool interruptingSignalPending(pid_t tid) {
-    SignalState st = readSignalState(tid);
-    if (!st.known) return true;  // cannot tell: do not re-issue
-    return (st.pending & ~st.blocked & interruptingMask(st)) != 0;
-  }
-
-  bool precededBySyscallInstruction(uint64_t pc) {
-    size_t len = arch::syscallInstructionLength();
-    uint8_t bytes[16] = {0};
-    iovec local{bytes, len};
-    iovec remote{reinterpret_cast<void*>(pc - len), len};
-    return process_vm_readv(spec_.pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(len) &&
-           arch::isSyscallInstruction(bytes);
-  }
+  procfs::SignalState readSignalState() { return procfs::signalState(spec_.pid, tid_); }
 
   // The registers to put back: the saved ones, or the saved ones re-issuing a call that
   // returned EINTR only because we stopped the thread.
   arch::Regs finalRegisters() {
-    long nr = arch::currentSyscall(saved_);
-    if (nr >= 0 && arch::returnValue(saved_) == -EINTR && !interruptingSignalPending() &&
-        precededBySyscallInstruction(arch::pc(saved_))) {
+    procfs::SignalState st = readSignalState();
+    // While we block its signals, what counts is the thread's own mask.
+    uint64_t blocked = signalsBlocked_ ? ownMask_ : st.blocked;
+    if (eintrOnlyFromOurStop(spec_.pid, saved_, st, blocked)) {
       out_->rearmed = true;
       return arch::rearmSyscall(saved_);
     }
     return saved_;
+  }
+
+  // True when `sig`, about to be delivered, interrupts a blocking call by itself (caught,
+  // or a stop signal).
+  bool signalInterrupts(int sig) {
+    procfs::SignalState st = readSignalState();
+    return !st.known || (sigbit(sig) & (st.caught | kStopSignals)) != 0;
   }
 
   bool finish() { return restoreAndDetach(); }
@@ -787,7 +674,7 @@ class Session {
     // counts the signals our mask kept pending (one /proc read per session, not two).
     bool checkForeign = spec_.stopProcess && (ownStopSeen_ || groupStopped_);
     if (checkForeign || signalsWereBlocked_) {
-      SignalState st = readSignalState();
+      procfs::SignalState st = readSignalState();
       if (checkForeign && st.known && (st.pending & kStopSignals) != 0) noteForeignStop();
       if (signalsWereBlocked_ && st.known) out_->signalsDeferred = __builtin_popcountll(st.pending & ~ownMask_ & ~kStopSignals);
     }
@@ -836,7 +723,6 @@ class Session {
   bool groupStopped_ = false;
   bool attached_ = false;
   bool wasStopped_ = false;
-  bool sentStop_ = false;
   bool ownStopSeen_ = false;
   bool foreignStop_ = false;
   bool journalWritten_ = false;
@@ -844,6 +730,8 @@ class Session {
   bool signalsWereBlocked_ = false;
   uint64_t ownMask_ = 0;
   Journal journal_;
+  OwnStop ownStop_;
+  OtherThreads others_;
   uint64_t insnAddr_ = 0;
   uint64_t pauseStart_ = 0;
 };

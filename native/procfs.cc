@@ -1,0 +1,87 @@
+#include "procfs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+namespace lockmem {
+namespace procfs {
+
+std::string readFile(const char* path) {
+  std::string text;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return text;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return text;
+}
+
+uint64_t statusHex(const std::string& text, const char* key) {
+  size_t at = text.find(key);
+  return at == std::string::npos ? 0 : strtoull(text.c_str() + at + strlen(key), nullptr, 16);
+}
+
+static std::string taskFile(pid_t pid, pid_t tid, const char* file) {
+  char path[96];
+  if (tid == 0) {
+    snprintf(path, sizeof(path), "/proc/%d/%s", pid, file);
+  } else {
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/%s", pid, tid, file);
+  }
+  return readFile(path);
+}
+
+char state(pid_t pid, pid_t tid) {
+  std::string text = taskFile(pid, tid, "stat");
+  // The command name may hold ") ": the state follows the last one.
+  size_t close = text.rfind(')');
+  return close == std::string::npos || close + 2 >= text.size() ? '?' : text[close + 2];
+}
+
+std::vector<pid_t> threadIds(pid_t pid) {
+  std::vector<pid_t> tids;
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/task", pid);
+  DIR* dir = opendir(path);
+  if (!dir) return tids;
+  while (dirent* e = readdir(dir)) {
+    if (e->d_name[0] >= '0' && e->d_name[0] <= '9') tids.push_back(static_cast<pid_t>(atoi(e->d_name)));
+  }
+  closedir(dir);
+  return tids;
+}
+
+long threadSyscall(pid_t pid, pid_t tid) {
+  std::string text = taskFile(pid, tid, "syscall");
+  if (text.empty() || text[0] == 'r') return kUnknown;
+  char* end = nullptr;
+  long nr = strtol(text.c_str(), &end, 10);
+  if (end == text.c_str()) return kUnknown;
+  return nr < 0 ? kNotInSyscall : nr;
+}
+
+SignalState signalState(pid_t pid, pid_t tid) {
+  SignalState st;
+  std::string text = taskFile(pid, tid, "status");
+  if (text.find("\nSigCgt:") == std::string::npos) return st;
+  st.known = true;
+  st.sharedPending = statusHex(text, "\nShdPnd:");
+  st.pending = statusHex(text, "\nSigPnd:") | st.sharedPending;
+  st.blocked = statusHex(text, "\nSigBlk:");
+  st.caught = statusHex(text, "\nSigCgt:");
+  return st;
+}
+
+}  // namespace procfs
+}  // namespace lockmem

@@ -1,0 +1,202 @@
+#include "waiters.h"
+
+#include <errno.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace lockmem {
+namespace {
+
+constexpr uint64_t kStopSignals =
+    (1ull << (SIGSTOP - 1)) | (1ull << (SIGTSTP - 1)) | (1ull << (SIGTTIN - 1)) | (1ull << (SIGTTOU - 1));
+
+// How long the threads that are not seized get to reach the stop before each is seized
+// and interrupted, which waits for it for sure (and costs a round trip per thread).
+constexpr uint64_t kStopPollNs = 100 * 1000000ull;
+
+uint64_t nowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+bool precededBySyscallInstruction(pid_t pid, uint64_t pc) {
+  size_t len = arch::syscallInstructionLength();
+  uint8_t bytes[16] = {0};
+  iovec local{bytes, len};
+  iovec remote{reinterpret_cast<void*>(pc - len), len};
+  return process_vm_readv(pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(len) &&
+         arch::isSyscallInstruction(bytes);
+}
+
+}  // namespace
+
+bool eintrOnlyFromOurStop(pid_t pid, const arch::Regs& regs, const procfs::SignalState& st, uint64_t blocked) {
+  if (arch::currentSyscall(regs) < 0 || arch::returnValue(regs) != -EINTR) return false;
+  if (!st.known) return false;  // cannot tell: do not re-issue
+  if ((st.pending & ~blocked & (st.caught | kStopSignals)) != 0) return false;
+  return precededBySyscallInstruction(pid, arch::pc(regs));
+}
+
+OtherThreads::OtherThreads(pid_t pid, pid_t injected, const std::vector<long>& eintrSyscalls,
+                           std::function<void(const siginfo_t&)> onStopSignal)
+    : pid_(pid), injected_(injected), eintr_(eintrSyscalls), onStopSignal_(std::move(onStopSignal)) {}
+
+OtherThreads::~OtherThreads() { releaseAll(); }
+
+bool OtherThreads::eintrProne(long nr) const {
+  return nr >= 0 && std::find(eintr_.begin(), eintr_.end(), nr) != eintr_.end();
+}
+
+void OtherThreads::seizeWaiters() {
+  if (eintr_.empty()) return;
+  for (pid_t t : procfs::threadIds(pid_)) {
+    if (t == injected_ || !eintrProne(procfs::threadSyscall(pid_, t))) continue;
+    // Seizing stops nothing: the thread stays in its call until our SIGSTOP arrives.
+    if (ptrace(PTRACE_SEIZE, t, nullptr, nullptr) == 0) waiters_.push_back({t, State::Running});
+  }
+}
+
+void OtherThreads::handleStatus(Waiter& w, int status) {
+  if (WIFEXITED(status) || WIFSIGNALED(status)) {
+    w.state = State::Gone;
+    return;
+  }
+  if (!WIFSTOPPED(status)) return;
+  if ((status >> 16) == PTRACE_EVENT_STOP) {
+    // The group stop (or our interrupt) reached it: it stays trapped until we detach it.
+    w.state = State::Trapped;
+    return;
+  }
+  // A signal-delivery stop: the thread dequeued a signal, with its own registers in place.
+  // Pass it on at once; a SIGSTOP (ours, most often: the kernel hands a process-wide signal
+  // to the main thread first) is what starts the group stop.
+  int sig = WSTOPSIG(status);
+  if (sig == SIGSTOP) {
+    siginfo_t info;
+    if (ptrace(PTRACE_GETSIGINFO, w.tid, nullptr, &info) == 0) onStopSignal_(info);
+  } else {
+    signalsDelivered_++;
+  }
+  if (ptrace(PTRACE_CONT, w.tid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig))) != 0 && errno == ESRCH) {
+    w.state = State::Gone;
+  }
+}
+
+void OtherThreads::service() {
+  for (Waiter& w : waiters_) {
+    if (w.state != State::Running) continue;
+    int status = 0;
+    pid_t r = waitpid(w.tid, &status, __WALL | WNOHANG);
+    if (r == w.tid) {
+      handleStatus(w, status);
+    } else if (r < 0 && errno == ECHILD) {
+      w.state = State::Gone;
+    }
+  }
+}
+
+// Blocks until the seized thread is trapped (or gone). Called after PTRACE_INTERRUPT, which
+// makes it trap at its next opportunity whatever else happens.
+bool OtherThreads::waitTrapped(Waiter& w) {
+  while (w.state == State::Running) {
+    int status = 0;
+    pid_t r = waitpid(w.tid, &status, __WALL);
+    if (r < 0 && errno == EINTR) continue;
+    if (r != w.tid) {
+      w.state = State::Gone;
+      break;
+    }
+    handleStatus(w, status);
+    // A signal passed on runs first; ask again so that the trap follows it.
+    if (w.state == State::Running) ptrace(PTRACE_INTERRUPT, w.tid, nullptr, nullptr);
+  }
+  return w.state == State::Trapped;
+}
+
+bool OtherThreads::rearmIfInterrupted(pid_t tid) {
+  arch::Regs regs;
+  if (!arch::getRegs(tid, &regs)) return false;
+  procfs::SignalState st = procfs::signalState(pid_, tid);
+  if (!eintrOnlyFromOurStop(pid_, regs, st, st.blocked)) return false;
+  return arch::setRegs(tid, arch::rearmSyscall(regs));
+}
+
+int OtherThreads::rearmAll() {
+  int rearmed = 0;
+  for (Waiter& w : waiters_) {
+    if (w.state == State::Running) ptrace(PTRACE_INTERRUPT, w.tid, nullptr, nullptr);
+  }
+  std::vector<pid_t> seen{injected_};
+  for (Waiter& w : waiters_) {
+    seen.push_back(w.tid);
+    if (!waitTrapped(w)) continue;
+    if (rearmIfInterrupted(w.tid)) rearmed++;
+    // Back into the group stop; the SIGCONT that follows resumes it.
+    ptrace(PTRACE_DETACH, w.tid, nullptr, nullptr);
+    w.state = State::Gone;
+  }
+  waiters_.clear();
+  return rearmed + checkUnseized(seen);
+}
+
+int OtherThreads::checkUnseized(const std::vector<pid_t>& skip) {
+  if (eintr_.empty()) return 0;
+  std::vector<pid_t> pending;
+  for (pid_t t : procfs::threadIds(pid_)) {
+    if (std::find(skip.begin(), skip.end(), t) == skip.end()) pending.push_back(t);
+  }
+  int rearmed = 0;
+  auto seizeAndRearm = [&](pid_t t) {
+    if (ptrace(PTRACE_SEIZE, t, nullptr, nullptr) != 0) return;
+    ptrace(PTRACE_INTERRUPT, t, nullptr, nullptr);
+    Waiter w{t, State::Running};
+    if (waitTrapped(w)) {
+      if (rearmIfInterrupted(t)) rearmed++;
+      ptrace(PTRACE_DETACH, t, nullptr, nullptr);
+    }
+  };
+  uint64_t pollUntil = nowNs() + kStopPollNs;
+  while (!pending.empty()) {
+    bool late = nowNs() > pollUntil;
+    std::vector<pid_t> still;
+    for (pid_t t : pending) {
+      char st = procfs::state(pid_, t);
+      if (st == '?' || st == 'Z' || st == 'X') continue;  // exited
+      if (st == 'T' || st == 't') {
+        // Stopped for good: its syscall file now tells where it was.
+        long nr = procfs::threadSyscall(pid_, t);
+        if (eintrProne(nr) || nr == procfs::kUnknown) seizeAndRearm(t);
+        continue;
+      }
+      if (!late) {
+        still.push_back(t);
+      } else if (st != 'D') {
+        // Not stopped yet (not scheduled since our SIGSTOP, or the stop was cancelled):
+        // seizing and interrupting it waits for it for sure.
+        seizeAndRearm(t);
+      }
+      // 'D': an uninterruptible sleep ignores signals and never returns EINTR for them.
+    }
+    pending.swap(still);
+    if (!pending.empty()) usleep(50);
+  }
+  return rearmed;
+}
+
+void OtherThreads::releaseAll() {
+  for (Waiter& w : waiters_) {
+    if (w.state == State::Running) ptrace(PTRACE_INTERRUPT, w.tid, nullptr, nullptr);
+  }
+  for (Waiter& w : waiters_) {
+    if (waitTrapped(w)) ptrace(PTRACE_DETACH, w.tid, nullptr, nullptr);
+  }
+  waiters_.clear();
+}
+
+}  // namespace lockmem
