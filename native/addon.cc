@@ -1,6 +1,7 @@
 // Node-API surface: argument conversion only. Defaults and validation live in
 // src/native.ts and its callers; misuse of this raw API is a TypeError.
 #include <errno.h>
+#include <sys/file.h>
 #include <string.h>
 
 #include <napi.h>
@@ -257,6 +258,27 @@ Napi::Value SetMemlockLimit(const Napi::CallbackInfo& info) {
   return limitToJs(env, old);
 }
 
+// flock(2) without blocking (Node has no binding): true when taken, false when someone else
+// holds a conflicting lock. The per-target lock (src/target-lock.ts) polls with it.
+Napi::Value TryFlock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 2 || !info[0].IsNumber() || !info[1].IsString()) {
+    throw Napi::TypeError::New(env, "tryFlock(fd, \"exclusive\" | \"shared\" | \"unlock\")");
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  std::string mode = info[1].As<Napi::String>().Utf8Value();
+  int op = mode == "exclusive" ? LOCK_EX : mode == "shared" ? LOCK_SH : mode == "unlock" ? LOCK_UN : -1;
+  if (op < 0) throw Napi::TypeError::New(env, "tryFlock mode must be exclusive, shared or unlock");
+  int r;
+  do {
+    r = flock(fd, op | LOCK_NB);
+  } while (r != 0 && errno == EINTR);
+  if (r == 0) return Napi::Boolean::New(env, true);
+  if (errno == EWOULDBLOCK) return Napi::Boolean::New(env, false);
+  int err = errno;
+  throw makeError(env, err, "flock", std::string("flock: ") + strerror(err), 0, 0);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("arch", Napi::String::New(env, lockmem::arch::name()));
   Napi::Object nrs = Napi::Object::New(env);
@@ -269,6 +291,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("runBatch", Napi::Function::New(env, RunBatch, "runBatch"));
   exports.Set("getMemlockLimit", Napi::Function::New(env, GetMemlockLimit, "getMemlockLimit"));
   exports.Set("setMemlockLimit", Napi::Function::New(env, SetMemlockLimit, "setMemlockLimit"));
+  exports.Set("tryFlock", Napi::Function::New(env, TryFlock, "tryFlock"));
   return exports;
 }
 

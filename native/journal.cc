@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -41,7 +42,10 @@ Journal::~Journal() {
 
 bool Journal::begin(pid_t pid, pid_t tid, bool wasStopped) {
   if (!enabled()) return true;
-  fd_ = open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  // Written under a temporary name and renamed: a reader (recovery, under the target
+  // lock) sees the whole file or none, never a torn one from a run killed mid-write.
+  std::string tmp = path_ + ".tmp";
+  fd_ = open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd_ < 0) return false;
   std::string text = "v=2\npid=" + std::to_string(pid) + "\ntid=" + std::to_string(tid) +
                      "\nwasStopped=" + (wasStopped ? "1" : "0") + "\nregs=";
@@ -54,12 +58,12 @@ bool Journal::begin(pid_t pid, pid_t tid, bool wasStopped) {
   restoredAt_ = static_cast<off_t>(text.size());
   text += "0\n";
   // Before the target is stopped: durable, so that a later run knows whether to SIGCONT it.
-  return writeAll(fd_, text) && fsync(fd_) == 0 && syncDirectoryOf(path_);
+  return writeAll(fd_, text) && fsync(fd_) == 0 && rename(tmp.c_str(), path_.c_str()) == 0 && syncDirectoryOf(path_);
 }
 
 // Recovery reuses the journal of the interrupted run: find its fields again.
 bool Journal::openExisting() {
-  fd_ = open(path_.c_str(), O_RDWR | O_CLOEXEC);
+  fd_ = open(path_.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
   if (fd_ < 0) return false;
   std::string text(4096, '\0');
   ssize_t n = pread(fd_, &text[0], text.size(), 0);

@@ -11,7 +11,8 @@ import { readLimitRecord, removeLimitRecord, writeLimitRecord } from "./limitSto
 import { native } from "./native";
 import { BatchReply, SyscallOp } from "./native";
 import { pauseBoundedSteps, Plan, planLock, planUnlock, TargetFacts } from "./plan";
-import { recoverInterrupted } from "./journal";
+import { deadSessions, recoverInterrupted } from "./journal";
+import { DEFAULT_TARGET_WAIT_MS, withTargetLocks } from "./target-lock";
 import { MemlockLimit, readMemlockLimit, RLIM_INFINITY } from "./proc/limits";
 import { readMappings } from "./proc/smaps";
 import { hasCapIpcLock, ProcessStatus, readStatus } from "./proc/status";
@@ -105,6 +106,12 @@ export interface ProcessReport {
   totals: { size: number; rss: number; anonymous: number; locked: number };
   mappings: MappingReport[];
   selection?: SelectionSummary;
+  /**
+   * Sessions a lockmem process died in before finishing (its journal is left and nobody
+   * holds the target's lock): the process may be stopped until its guardian or the next
+   * lockmem run on it recovers it.
+   */
+  heldByDeadRun?: { tid: number; owner?: number; since?: string }[];
 }
 
 export interface ActionReport {
@@ -595,10 +602,20 @@ export async function status(req: StatusRequest): Promise<HostReport<ProcessRepo
   const refs = await resolve(req);
   const processes = await perProcess(
     refs,
-    async (ref) => processReport(await snapshot(ref), req.mappings === undefined ? undefined : effectiveSelection(req.mappings)),
+    async (ref) => withDeadSessions(processReport(await snapshot(ref), req.mappings === undefined ? undefined : effectiveSelection(req.mappings))),
     (ref, err) => failedResult(ref, err),
   );
   return { host: os.hostname(), processes };
+}
+
+async function withDeadSessions<R extends ProcessReport>(report: R): Promise<R> {
+  const dead = await deadSessions(report.pid).catch(() => []);
+  return dead.length > 0 ? { ...report, heldByDeadRun: dead } : report;
+}
+
+/** Runs a change of one process under its target lock (one lockmem per target, src/target-lock.ts). */
+function serialised<T>(ref: ProcessRef, op: string, fn: () => Promise<T>): Promise<T> {
+  return withTargetLocks([ref.pid], { op, waitMs: DEFAULT_TARGET_WAIT_MS }, fn);
 }
 
 /** Finishes an injection an earlier lockmem run left half done (it died). */
@@ -633,7 +650,7 @@ async function lockOne(req: LockRequest, ref: ProcessRef): Promise<ProcessResult
   }
   let raisedNow: MemlockLimit | undefined;
   if (newLimit) {
-    const prior = await readLimitRecord(ref);
+    const prior = await readLimitRecord(ref, warnings);
     const previous = setLimit(ref, newLimit);
     raisedNow = previous;
     await writeLimitRecord({
@@ -672,12 +689,12 @@ export async function plan(req: LockRequest): Promise<HostReport<ProcessResult>>
 
 export async function lock(req: LockRequest): Promise<HostReport<ProcessResult>> {
   const refs = await resolve(req);
-  const processes = await perProcess(refs, (ref) => lockOne(req, ref), failedResult);
+  const processes = await perProcess(refs, (ref) => (req.dryRun ? lockOne(req, ref) : serialised(ref, "lock", () => lockOne(req, ref))), failedResult);
   return { host: os.hostname(), ...(req.dryRun ? { dryRun: true } : {}), processes };
 }
 
 async function restoreLimit(ref: ProcessRef, after: Snapshot, action: ActionReport, warnings: string[]): Promise<void> {
-  const record = await readLimitRecord(ref);
+  const record = await readLimitRecord(ref, warnings);
   if (!record) return;
   const raised = { soft: BigInt(record.raisedTo.soft), hard: BigInt(record.raisedTo.hard) };
   if (after.limit.soft !== raised.soft || after.limit.hard !== raised.hard) {
@@ -726,7 +743,7 @@ async function unlockOne(req: UnlockRequest, ref: ProcessRef): Promise<ProcessRe
 
 export async function unlock(req: UnlockRequest): Promise<HostReport<ProcessResult>> {
   const refs = await resolve(req);
-  const processes = await perProcess(refs, (ref) => unlockOne(req, ref), failedResult);
+  const processes = await perProcess(refs, (ref) => (req.dryRun ? unlockOne(req, ref) : serialised(ref, "unlock", () => unlockOne(req, ref))), failedResult);
   return { host: os.hostname(), ...(req.dryRun ? { dryRun: true } : {}), processes };
 }
 
@@ -749,6 +766,17 @@ async function doctorOne(req: StatusRequest, ref: ProcessRef): Promise<DoctorPro
     process.arch === "x64"
       ? { check: "architecture", ok: true, detail: "x86_64" }
       : { check: "architecture", ok: false, detail: `${process.arch} is not supported yet`, hint: "lockmem injects on x86_64 only" },
+  );
+  const dead = await deadSessions(pid).catch(() => []);
+  checks.push(
+    dead.length === 0
+      ? { check: "lockmem session", ok: true, detail: "no unfinished lockmem session on this process" }
+      : {
+          check: "lockmem session",
+          ok: false,
+          detail: `held by a lockmem run that died mid-session (${dead.map((d) => `thread ${d.tid}${d.owner ? `, lockmem pid ${d.owner}` : ""}${d.since ? ` since ${d.since}` : ""}`).join("; ")}): the process may be stopped`,
+          hint: `its guardian normally recovers it within milliseconds; \`lockmem recover --pid ${pid}\` (or any lock/unlock of it) does it now`,
+        },
   );
   const hasVdso = snap.mappings.some((m) => m.kind === "vdso");
   checks.push(hasVdso ? { check: "vdso", ok: true, detail: "[vdso] present" } : { check: "vdso", ok: false, detail: "no [vdso] mapping", hint: "boot without vdso=0" });

@@ -2,6 +2,7 @@
 // LockErrors that say what happened and what to do.
 import { promises as fs } from "fs";
 import { LockError } from "./errors";
+import { ensureGuardian } from "./guardian";
 import { journalFiles, removeJournal, writeJournalHeader } from "./journal";
 import { BatchReply, native, SyscallOp } from "./native";
 import { readThreads, pickInjectionThread, InjectionChoice, syscallsReturningEintrOnStop } from "./proc/tasks";
@@ -120,18 +121,16 @@ export async function toLockError(err: unknown, pid: number): Promise<LockError>
   });
 }
 
-/** The journal could not be written: nothing was touched; usually lockmem is not root. */
-async function journalUnwritable(err: NodeJS.ErrnoException, pid: number, file: string): Promise<LockError> {
-  if ((err.code === "EACCES" || err.code === "EPERM") && process.getuid && process.getuid() !== 0) {
-    const why = await explainPtraceDenied(pid);
-    return new LockError({ code: "EPERM", pid, stage: "journal", message: why.message, hint: why.hint });
-  }
+/** The journal could not be written: nothing was touched. */
+function journalUnwritable(err: NodeJS.ErrnoException, pid: number, file: string): LockError {
+  if (err instanceof LockError) return err;
+  const uid = process.getuid?.() ?? 0;
   return new LockError({
     code: err.code === "EACCES" || err.code === "EPERM" ? "EPERM" : "EINTERNAL",
     pid,
     stage: "journal",
     message: `cannot write lockmem's crash journal ${file}: ${err.message}; process ${pid} was not touched`,
-    hint: "make /run/lockmem (or LOCKMEM_STATE_DIR) writable for lockmem",
+    hint: uid === 0 ? "make the state directory (/run/lockmem or LOCKMEM_STATE_DIR) writable for root" : `lockmem runs as uid ${uid}: set LOCKMEM_STATE_DIR to a folder of yours, or run it as root`,
   });
 }
 
@@ -163,12 +162,22 @@ export interface InjectionOptions {
  */
 export async function runInTarget(pid: number, mappings: Mapping[], ops: SyscallOp[], opts: InjectionOptions): Promise<InjectionResult> {
   const vdso = vdsoOf(mappings, pid);
+  // Before anything can be left half done: if this process dies, its guardian recovers.
+  await ensureGuardian().catch((err: unknown) => {
+    throw new LockError({
+      code: "EINTERNAL",
+      pid,
+      stage: "guardian",
+      message: `cannot start lockmem's guardian (which recovers the target if lockmem is killed mid-session): ${err instanceof Error ? err.message : String(err)}; process ${pid} was not touched`,
+      hint: "check that this host can start another Node.js process (memory, process limits)",
+    });
+  });
   for (let attempt = 0; ; attempt++) {
     const thread = pickInjectionThread(await readThreads(pid), pid);
     if (!thread) throw new LockError({ code: "ESRCH", pid, message: `process ${pid} has no threads left` });
     const files = journalFiles(pid, thread.tid, opts.startTime);
-    await writeJournalHeader(files, { pid, tid: thread.tid, startTime: opts.startTime, ops }).catch(async (err: NodeJS.ErrnoException) => {
-      throw await journalUnwritable(err, pid, files.json);
+    await writeJournalHeader(files, { pid, tid: thread.tid, startTime: opts.startTime, ops }).catch((err: NodeJS.ErrnoException) => {
+      throw journalUnwritable(err, pid, files.json);
     });
     try {
       const reply = await native().runBatch({

@@ -1,17 +1,28 @@
 // Crash recovery. Before every injection lockmem writes a journal under
-// <state dir>/journal/: `<base>.json` (this file's side: who and which calls) and
-// `<base>.regs` (written by the addon: whether the process was stopped before, the saved
-// registers, and "restored=1" once they are back). If lockmem dies in between, the target
-// is left group-stopped (never running on our registers) and `recoverTarget` — run at the
-// start of every lockmem operation on that pid, and by `lockmem recover` — finishes the
-// job: puts the registers back, completes (or undoes) the batch, continues the process
-// only if it was running before.
+// <state dir>/journal/: `<pid>-<startTime>-<tid>.json` (this file's side: who, which
+// calls, which lockmem process owns the session) and `.regs` beside it (written by the
+// addon, native/journal.h: whether the process was stopped before, the saved registers,
+// and "restored=1" once they are back). Both appear complete or not at all (temporary
+// file, then rename). If lockmem dies in between, the target is left group-stopped (never
+// running on our registers) and `recoverInterrupted` finishes the job: puts the registers
+// back, completes the batch, continues the process only if it was running before. It runs
+// in the guardian the moment the owner dies (src/guardian.ts), at the start of every
+// lock/unlock of that pid, and in `lockmem recover`; always under the target's lock, so
+// never beside a live session: a journal whose lock is free has no live owner.
+//
+// A journal decides which syscalls run in a target and which registers it gets back, so
+// nothing in it is trusted beyond the state dir check (src/state-dir.ts): names must be
+// what lockmem writes, every field must have the type and range lockmem writes, and the
+// calls must be exactly the mlock family with the arguments a plan would use. Anything
+// else is set aside (`.invalid`) and reported, never run.
 import { promises as fs } from "fs";
 import * as path from "path";
-import { native, SyscallOp } from "./native";
+import { MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, native, SyscallOp } from "./native";
 import { readStat } from "./proc/stat";
+import { readStatus } from "./proc/status";
 import { syscallsReturningEintrOnStop } from "./proc/tasks";
-import { stateDir } from "./limitStore";
+import { isDecimalName, secureStateDir } from "./state-dir";
+import { DEFAULT_TARGET_WAIT_MS, isTargetLocked, withTargetLocks } from "./target-lock";
 
 interface JournalOp {
   nr: number;
@@ -24,6 +35,8 @@ interface JournalHeader {
   pid: number;
   tid: number;
   startTime: string;
+  /** The lockmem process that runs the session (its guardian recovers it if it dies). */
+  owner: number;
   ops: JournalOp[];
   at: string;
 }
@@ -31,13 +44,13 @@ interface JournalHeader {
 export interface RecoveryResult {
   pid: number;
   tid: number;
-  /** What was done: "restored" (registers put back, batch completed), "continued" (only SIGCONT), "dropped" (nothing to do). */
-  outcome: "restored" | "continued" | "dropped";
+  /**
+   * What was done: "restored" (registers put back, batch completed), "continued" (only
+   * SIGCONT), "dropped" (nothing to do), "refused" (the journal is not one lockmem wrote:
+   * set aside, nothing run).
+   */
+  outcome: "restored" | "continued" | "dropped" | "refused";
   detail: string;
-}
-
-function journalDir(): string {
-  return path.join(stateDir(), "journal");
 }
 
 export interface JournalFiles {
@@ -45,7 +58,14 @@ export interface JournalFiles {
   regs: string;
 }
 
+const NAME = /^([0-9]{1,10})-([0-9]{1,20})-([0-9]{1,10})\.json$/;
+
+function journalDir(): string {
+  return secureStateDir("journal");
+}
+
 export function journalFiles(pid: number, tid: number, startTime: string): JournalFiles {
+  if (!isDecimalName(startTime)) throw new Error(`invalid start time ${JSON.stringify(startTime)} for a journal`);
   const base = path.join(journalDir(), `${pid}-${startTime}-${tid}`);
   return { json: `${base}.json`, regs: `${base}.regs` };
 }
@@ -59,14 +79,14 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** The header, durable before the addon touches anything. */
-export async function writeJournalHeader(files: JournalFiles, header: Omit<JournalHeader, "v" | "at" | "ops"> & { ops: SyscallOp[] }): Promise<void> {
-  await fs.mkdir(journalDir(), { recursive: true, mode: 0o700 });
+/** The header, complete and durable (temporary file, fsync, rename) before the addon touches anything. */
+export async function writeJournalHeader(files: JournalFiles, header: { pid: number; tid: number; startTime: string; ops: SyscallOp[] }): Promise<void> {
   const body: JournalHeader = {
     v: 1,
     pid: header.pid,
     tid: header.tid,
     startTime: header.startTime,
+    owner: process.pid,
     at: new Date().toISOString(),
     ops: header.ops.map((op) => ({
       nr: op.nr,
@@ -74,19 +94,84 @@ export async function writeJournalHeader(files: JournalFiles, header: Omit<Journ
       ...(op.undo ? { undo: { nr: op.undo.nr, args: op.undo.args.map(String) } } : {}),
     })),
   };
-  const handle = await fs.open(files.json, "w", 0o600);
+  const tmp = `${files.json}.tmp`;
+  const handle = await fs.open(tmp, "w", 0o600);
   try {
     await handle.writeFile(JSON.stringify(body) + "\n");
     await handle.sync();
   } finally {
     await handle.close();
   }
-  await fsyncDir(journalDir());
+  await fs.rename(tmp, files.json);
+  await fsyncDir(path.dirname(files.json));
 }
 
 export async function removeJournal(files: JournalFiles): Promise<void> {
   await fs.rm(files.regs, { force: true });
   await fs.rm(files.json, { force: true });
+}
+
+// ------------------------------------------------------------------ validation
+
+const U64 = (1n << 64n) - 1n;
+const PAGE = 4096n;
+
+function u64(v: unknown): bigint | undefined {
+  return typeof v === "string" && /^[0-9]{1,20}$/.test(v) && BigInt(v) <= U64 ? BigInt(v) : undefined;
+}
+
+function isPid(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v > 0 && v <= 4194304;
+}
+
+/** A range lockmem would pass to mlock2/munlock: page-aligned, non-empty, inside the address space. */
+function validRange(start: bigint | undefined, len: bigint | undefined): boolean {
+  return start !== undefined && len !== undefined && len > 0n && start % PAGE === 0n && len % PAGE === 0n && start + len <= U64;
+}
+
+/** Why `op` is not a call lockmem makes (undefined when it is one). */
+function invalidOp(op: unknown): string | undefined {
+  const nr = native().syscalls;
+  if (typeof op !== "object" || op === null) return "a call is not an object";
+  const { nr: n, args, undo } = op as Partial<JournalOp>;
+  if (!Array.isArray(args) || !args.every((a) => u64(a) !== undefined)) return "call arguments are not 64-bit decimals";
+  const a = args.map((x) => u64(x)!);
+  if (n === nr.mlock2) {
+    if (a.length !== 3 || !validRange(a[0], a[1]) || (a[2] !== 0n && a[2] !== BigInt(MLOCK_ONFAULT))) return "mlock2 with arguments lockmem never uses";
+    if (undo === undefined) return undefined;
+    const u = undo as Partial<JournalOp>;
+    const ua = Array.isArray(u.args) ? u.args.map((x) => u64(x)) : [];
+    if (u.nr !== nr.munlock || ua.length !== 2 || ua[0] !== a[0] || ua[1] !== a[1]) return "an undo that is not munlock of the same range";
+    return undefined;
+  }
+  if (undo !== undefined) return "an undo on a call lockmem never undoes";
+  if (n === nr.munlock) return a.length === 2 && validRange(a[0], a[1]) ? undefined : "munlock with arguments lockmem never uses";
+  if (n === nr.mlockall) {
+    const flags = a[0];
+    const known = BigInt(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT);
+    const ok = a.length === 1 && flags !== 0n && (flags & ~known) === 0n && (flags & BigInt(MCL_CURRENT | MCL_FUTURE)) !== 0n;
+    return ok ? undefined : "mlockall with flags lockmem never uses";
+  }
+  if (n === nr.munlockall) return a.length === 0 ? undefined : "munlockall with arguments";
+  return `syscall ${String(n)}, which lockmem never makes`;
+}
+
+/** The header if lockmem wrote it for the file `name`; otherwise why not. */
+export function validateJournalHeader(raw: unknown, name: string): JournalHeader | string {
+  const m = NAME.exec(name);
+  if (!m) return "its file name is not one lockmem writes";
+  if (typeof raw !== "object" || raw === null) return "not a JSON object";
+  const h = raw as Partial<JournalHeader>;
+  if (h.v !== 1) return `unknown version ${JSON.stringify(h.v)}`;
+  if (!isPid(h.pid) || !isPid(h.tid) || !isPid(h.owner)) return "pid, tid or owner is not a process id";
+  if (!isDecimalName(h.startTime)) return "the start time is not a decimal number";
+  if (String(h.pid) !== m[1] || h.startTime !== m[2] || String(h.tid) !== m[3]) return "its contents name another process than its file name";
+  if (!Array.isArray(h.ops) || h.ops.length > 100_000) return "no list of calls";
+  for (const op of h.ops) {
+    const why = invalidOp(op);
+    if (why) return why;
+  }
+  return h as JournalHeader;
 }
 
 interface RegsFile {
@@ -99,27 +184,47 @@ interface RegsFile {
   restored: boolean;
 }
 
-function parseRegsFile(text: string): RegsFile {
+/** The addon's half, checked against the header; a string says why it is not usable. */
+export function parseRegsFile(text: string, header: Pick<JournalHeader, "pid" | "tid">): RegsFile | string {
+  if (text.length > 64 * 1024) return "too large";
   const fields = new Map<string, string>();
   for (const line of text.split("\n")) {
     const eq = line.indexOf("=");
     if (eq > 0) fields.set(line.slice(0, eq), line.slice(eq + 1));
   }
-  const regsHex = fields.get("regs");
+  const v = fields.get("v");
+  if (v !== "1" && v !== "2") return `unknown version ${JSON.stringify(v)}`;
+  if (fields.get("pid") !== String(header.pid) || fields.get("tid") !== String(header.tid)) return "it names another thread than its header";
+  const flag = (k: string) => fields.get(k);
+  if (!["0", "1"].includes(flag("wasStopped") ?? "") || !["0", "1"].includes(flag("restored") ?? "")) return "its flags are not 0 or 1";
+  const regsHex = fields.get("regs") ?? "";
   const maskHex = fields.get("sigmask");
+  const size = native().regsSize * 2;
+  const dashes = (s: string, n: number) => s.length === n && /^-+$/.test(s);
+  if (!(regsHex.length === size && /^[0-9a-f]+$/.test(regsHex)) && !dashes(regsHex, size)) return "its register block has the wrong size for this architecture";
+  if (maskHex !== undefined && !/^[0-9a-f]{16}$/.test(maskHex) && !dashes(maskHex, 16)) return "its signal mask is not 16 hex digits";
+  const foreign = fields.get("foreignStop");
+  if (foreign !== undefined && foreign !== "0" && foreign !== "1") return "its foreignStop flag is not 0 or 1";
   return {
-    wasStopped: fields.get("wasStopped") === "1",
+    wasStopped: flag("wasStopped") === "1",
     // Dashes until the addon saved them.
-    regs: regsHex && regsHex.length === native().regsSize * 2 && /^[0-9a-f]+$/.test(regsHex) ? Buffer.from(regsHex, "hex") : undefined,
+    regs: /^[0-9a-f]+$/.test(regsHex) ? Buffer.from(regsHex, "hex") : undefined,
     sigmask: maskHex && /^[0-9a-f]{16}$/.test(maskHex) ? BigInt("0x" + maskHex) : undefined,
-    foreignStop: fields.get("foreignStop") === "1",
-    restored: fields.get("restored") === "1",
+    foreignStop: foreign === "1",
+    restored: flag("restored") === "1",
   };
 }
 
+// ------------------------------------------------------------------ recovery
+
 async function readText(file: string): Promise<string | undefined> {
   try {
-    return await fs.readFile(file, "utf8");
+    const handle = await fs.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      return await handle.readFile("utf8");
+    } finally {
+      await handle.close();
+    }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw err;
@@ -135,31 +240,59 @@ async function currentState(pid: number, startTime: string): Promise<string | un
   }
 }
 
-async function recoverOne(json: string): Promise<RecoveryResult | undefined> {
+/**
+ * The owner died while it traced the target: the kernel detaches its tracees only late in
+ * its exit, after its files (our lock, the guardian's pipe) are closed. Wait for that.
+ */
+async function waitUntilUntraced(pid: number, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const status = await readStatus(pid).catch(() => undefined);
+    if (!status || status.tracerPid === 0 || Date.now() > until) return;
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+async function setAside(file: string): Promise<void> {
+  await fs.rename(file, `${file}.invalid`).catch(() => undefined);
+}
+
+async function recoverOne(dir: string, name: string): Promise<RecoveryResult | undefined> {
+  const json = path.join(dir, name);
   const text = await readText(json);
   if (text === undefined) return undefined;
-  let header: JournalHeader;
+  let parsed: unknown;
   try {
-    header = JSON.parse(text) as JournalHeader;
+    parsed = JSON.parse(text);
   } catch {
-    // A header is written before anything is touched: a torn one means nothing happened.
-    await fs.rm(json, { force: true });
-    return undefined;
+    parsed = undefined;
+  }
+  const m = NAME.exec(name)!;
+  const header = validateJournalHeader(parsed, name);
+  if (typeof header === "string") {
+    await setAside(json);
+    return { pid: Number(m[1]), tid: Number(m[3]), outcome: "refused", detail: `${json} is not a journal lockmem wrote (${header}): set aside as ${name}.invalid, nothing was run` };
   }
   const files = journalFiles(header.pid, header.tid, header.startTime);
-  const regsText = await readText(files.regs);
-  const state = await currentState(header.pid, header.startTime);
   const result = (outcome: RecoveryResult["outcome"], detail: string): RecoveryResult => ({ pid: header.pid, tid: header.tid, outcome, detail });
+  const state = await currentState(header.pid, header.startTime);
   if (state === undefined || state === "Z" || state === "X") {
     await removeJournal(files);
     return result("dropped", "the process is gone");
   }
+  const regsText = await readText(files.regs);
   if (regsText === undefined) {
-    // The addon never started: nothing was changed.
+    // The addon never started (its file appears complete or not at all): nothing changed.
     await removeJournal(files);
     return result("dropped", "the interrupted run had not touched the process");
   }
-  const regs = parseRegsFile(regsText);
+  const regs = parseRegsFile(regsText, header);
+  if (typeof regs === "string") {
+    await setAside(files.regs);
+    await setAside(json);
+    return result("refused", `${files.regs} is not a journal lockmem wrote (${regs}): set aside, nothing was run`);
+  }
+  await waitUntilUntraced(header.pid, 2000);
   // A stop someone else asked for during the run is honoured as if it had come before.
   const stayStopped = regs.wasStopped || regs.foreignStop;
   if (!regs.regs || regs.restored) {
@@ -219,22 +352,92 @@ async function vdsoRange(pid: number): Promise<{ vdsoStart: bigint; vdsoEnd: big
   return { vdsoStart: BigInt("0x" + start), vdsoEnd: BigInt("0x" + end) };
 }
 
-/** Finishes or undoes every interrupted injection (of `pid` only, when given). */
-export async function recoverInterrupted(pid?: number): Promise<RecoveryResult[]> {
+/** The journals left in the state dir (optionally of one pid), by file name. */
+async function journalNames(pid?: number): Promise<{ dir: string; names: string[] }> {
+  let dir: string;
   let names: string[];
   try {
-    names = await fs.readdir(journalDir());
+    dir = journalDir();
+    names = await fs.readdir(dir);
   } catch (err) {
     // No journal, or not ours to read (a non-root agent: it cannot have written one).
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "EACCES" || code === "EPERM") return [];
+    if (code === "ENOENT" || code === "EACCES" || code === "EPERM") return { dir: "", names: [] };
     throw err;
   }
+  return { dir, names: names.filter((n) => n.endsWith(".json") && (pid === undefined || n.startsWith(`${pid}-`))).sort() };
+}
+
+export interface RecoverOptions {
+  /** Only journals of sessions this lockmem process owned (the guardian's filter). */
+  owner?: number;
+  /** How long to wait for a live lockmem that works on the same target. */
+  waitMs?: number;
+}
+
+/** Finishes or undoes every interrupted injection (of `pid` only, when given). */
+export async function recoverInterrupted(pid?: number, opts: RecoverOptions = {}): Promise<RecoveryResult[]> {
+  const { dir, names } = await journalNames(pid);
   const results: RecoveryResult[] = [];
-  for (const name of names.filter((n) => n.endsWith(".json")).sort()) {
-    if (pid !== undefined && !name.startsWith(`${pid}-`)) continue;
-    const r = await recoverOne(path.join(journalDir(), name));
+  for (const name of names) {
+    const m = NAME.exec(name);
+    if (!m) {
+      await setAside(path.join(dir, name));
+      results.push({ pid: 0, tid: 0, outcome: "refused", detail: `${path.join(dir, name)} is not a journal lockmem wrote (its file name): set aside, nothing was run` });
+      continue;
+    }
+    if (opts.owner !== undefined && !(await ownedBy(path.join(dir, name), opts.owner))) continue;
+    const r = await withTargetLocks([Number(m[1])], { op: "recover", waitMs: opts.waitMs ?? DEFAULT_TARGET_WAIT_MS }, () => recoverOne(dir, name));
     if (r) results.push(r);
   }
+  await removeOrphanRegs(dir);
   return results;
+}
+
+async function ownedBy(json: string, owner: number): Promise<boolean> {
+  try {
+    return (JSON.parse((await readText(json)) ?? "null") as { owner?: unknown } | null)?.owner === owner;
+  } catch {
+    return false;
+  }
+}
+
+/** `.regs` files whose header is gone (nothing to recover with them), once no session can own them. */
+async function removeOrphanRegs(dir: string): Promise<void> {
+  if (!dir) return;
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  for (const name of names) {
+    const m = /^([0-9]{1,10})-([0-9]{1,20})-([0-9]{1,10})\.regs$/.exec(name);
+    if (!m || names.includes(name.replace(/\.regs$/, ".json"))) continue;
+    if (isTargetLocked(Number(m[1]))) continue;
+    await fs.rm(path.join(dir, name), { force: true });
+  }
+}
+
+export interface HeldByDeadRun {
+  tid: number;
+  owner?: number;
+  since?: string;
+}
+
+/**
+ * Sessions on `pid` whose lockmem died before finishing (journal present, target lock
+ * free): the target may be stopped, waiting for its guardian or the next run to recover it.
+ */
+export async function deadSessions(pid: number): Promise<HeldByDeadRun[]> {
+  const { dir, names } = await journalNames(pid);
+  if (names.length === 0 || isTargetLocked(pid)) return [];
+  const out: HeldByDeadRun[] = [];
+  for (const name of names) {
+    const m = NAME.exec(name);
+    if (!m) continue;
+    let header: Partial<JournalHeader> = {};
+    try {
+      header = JSON.parse((await readText(path.join(dir, name))) ?? "{}") as Partial<JournalHeader>;
+    } catch {
+      // shown without owner
+    }
+    out.push({ tid: Number(m[3]), ...(isPid(header.owner) ? { owner: header.owner } : {}), ...(typeof header.at === "string" ? { since: header.at } : {}) });
+  }
+  return out;
 }

@@ -84,7 +84,7 @@ export interface BatchReply {
 export interface NativeErrorFields {
   code: string; // errno name, e.g. "EPERM", "ESRCH"
   errno: number;
-  stage: "attach" | "interrupt" | "getregs" | "inject" | "restore" | "detach" | "prlimit" | "arch" | "journal" | "seccomp" | "wait";
+  stage: "attach" | "interrupt" | "getregs" | "inject" | "restore" | "detach" | "prlimit" | "arch" | "journal" | "seccomp" | "wait" | "flock";
   pid: number;
   tid: number;
   /** False when the target may still hold injected state: the journal stays for recovery. */
@@ -106,6 +106,8 @@ export interface NativeAddon {
   getMemlockLimit(pid: number): Rlimit;
   /** Sets the target's RLIMIT_MEMLOCK and returns the previous value. */
   setMemlockLimit(pid: number, limit: Rlimit): Rlimit;
+  /** flock(2) with LOCK_NB: true when taken, false when someone holds a conflicting lock. */
+  tryFlock(fd: number, mode: "exclusive" | "shared" | "unlock"): boolean;
 }
 
 export const RLIM_INFINITY = (1n << 64n) - 1n;

@@ -17,7 +17,7 @@ import {
   okReply,
   parseRequest,
 } from "./protocol";
-import { HeldTargetLock, lockTargets } from "./target-lock";
+import { withTargetLocks } from "./target-lock";
 
 /** Exit status of the agent process. */
 export const EXIT_OK = 0;
@@ -108,17 +108,12 @@ async function serialised<T>(
   const deadline = Date.now() + waitMs;
   for (let attempt = 0; ; attempt++) {
     const before = (await core.resolveTarget(target)).map((p) => p.pid);
-    const held: HeldTargetLock = await lockTargets(before, {
-      op,
-      waitMs: Math.max(0, deadline - Date.now()),
-      dir: lockDir,
-    });
-    try {
+    const done = await withTargetLocks(before, { op, waitMs: Math.max(0, deadline - Date.now()), dir: lockDir }, async () => {
       const after = (await core.resolveTarget(target)).map((p) => p.pid);
-      if (after.every((pid) => held.pids.includes(pid)) || attempt >= 2) return await fn();
-    } finally {
-      held.release();
-    }
+      if (after.every((pid) => before.includes(pid)) || attempt >= 2) return { value: await fn() };
+      return undefined;
+    });
+    if (done) return done.value;
   }
 }
 

@@ -127,6 +127,9 @@ function noteOf(m: api.MappingReport): string {
 
 function printProcess(p: api.ProcessReport, out: string[]): void {
   out.push(`${p.pid}:   ${p.cmdline || `[${p.comm}]`}`);
+  for (const d of p.heldByDeadRun ?? []) {
+    out.push(`  warning: held by a lockmem run that died mid-session (thread ${d.tid}${d.owner ? `, lockmem pid ${d.owner}` : ""}${d.since ? `, since ${d.since}` : ""}); state ${p.state}; \`lockmem recover --pid ${p.pid}\` finishes it now`);
+  }
   const byAddress = new Map(p.mappings.map((m) => [m.address, m]));
   out.push(
     formatMappingsTable(p.mappings.map(asMapping), {
