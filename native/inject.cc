@@ -423,12 +423,25 @@ class Session {
 
   bool waitStop(Stop* stop) {
     int status = 0;
-    for (;;) {
-      pid_t r = waitpid(tid_, &status, __WALL);
+    for (unsigned spin = 0;; spin++) {
+      // With seized waiters, a blocking wait could wait for ever: a traced group leader is
+      // reported only once every other thread is reaped, and an exited waiter is reaped
+      // only by us (others_.service()). So poll then, yielding first, sleeping later.
+      pid_t r = waitpid(tid_, &status, __WALL | (others_.empty() ? 0 : WNOHANG));
       if (r == tid_) break;
       if (r < 0 && errno == EINTR) continue;
       if (r < 0 && errno == ECHILD) return failGone("wait");
-      return failErrno("wait", "waitpid");
+      if (r < 0) return failErrno("wait", "waitpid");
+      others_.service();
+      if (spin % 256 == 255) {
+        char st = procfs::state(spec_.pid, tid_);
+        if (st == 'Z' || st == 'X' || st == '?') return failGone("wait");
+      }
+      if (spin < 1000) {
+        sched_yield();
+      } else {
+        usleep(20);
+      }
     }
     return classifyStatus(status, stop);
   }

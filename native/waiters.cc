@@ -101,20 +101,27 @@ void OtherThreads::service() {
   }
 }
 
-// Blocks until the seized thread is trapped (or gone). Called after PTRACE_INTERRUPT, which
-// makes it trap at its next opportunity whatever else happens.
+// Waits until the seized thread is trapped (or gone). Called after PTRACE_INTERRUPT, which
+// makes it trap at its next opportunity whatever else happens. Polled, not blocking: a
+// thread of a process that is being killed may never report again (a traced group leader
+// is reported only once every other thread is reaped), and /proc then shows it dying.
 bool OtherThreads::waitTrapped(Waiter& w) {
   while (w.state == State::Running) {
     int status = 0;
-    pid_t r = waitpid(w.tid, &status, __WALL);
+    pid_t r = waitpid(w.tid, &status, __WALL | WNOHANG);
     if (r < 0 && errno == EINTR) continue;
-    if (r != w.tid) {
+    if (r == w.tid) {
+      handleStatus(w, status);
+      // A signal passed on runs first; ask again so that the trap follows it.
+      if (w.state == State::Running) ptrace(PTRACE_INTERRUPT, w.tid, nullptr, nullptr);
+      continue;
+    }
+    char st = r == 0 ? procfs::state(pid_, w.tid) : '?';
+    if (r < 0 || st == 'Z' || st == 'X' || st == '?') {
       w.state = State::Gone;
       break;
     }
-    handleStatus(w, status);
-    // A signal passed on runs first; ask again so that the trap follows it.
-    if (w.state == State::Running) ptrace(PTRACE_INTERRUPT, w.tid, nullptr, nullptr);
+    usleep(20);
   }
   return w.state == State::Trapped;
 }

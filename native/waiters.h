@@ -53,6 +53,13 @@ class OtherThreads {
   // Detaches whatever is still seized (error paths; the destructor does it too).
   void releaseAll();
   int signalsDelivered() const { return signalsDelivered_; }
+  // No seized thread left to wait for.
+  bool empty() const {
+    for (const Waiter& w : waiters_) {
+      if (w.state != State::Gone) return false;
+    }
+    return true;
+  }
 
  private:
   enum class State { Running, Trapped, Gone };
