@@ -72,6 +72,9 @@ bool inTemporarySigmask(const Regs& regs);
 // Re-issue the interrupted call on resume: pc back onto the syscall instruction and the
 // syscall number back into the number register.
 Regs rearmSyscall(const Regs& regs);
+// What the kernel's signal path does to a call that returned an ERESTART* code when no
+// handler runs: the same call again, or restart_syscall(2) for ERESTART_RESTARTBLOCK.
+Regs restartSyscall(const Regs& regs);
 
 }  // namespace arch
 }  // namespace lockmem

@@ -105,5 +105,12 @@ Regs rearmSyscall(const Regs& regs) {
   return out;
 }
 
+// arch/x86/kernel/signal.c, arch_do_signal_or_restart() with no handler to run.
+Regs restartSyscall(const Regs& regs) {
+  Regs out = rearmSyscall(regs);
+  if (static_cast<long>(regs.r.rax) == -516 /* ERESTART_RESTARTBLOCK */) out.r.rax = SYS_restart_syscall;
+  return out;
+}
+
 }  // namespace arch
 }  // namespace lockmem

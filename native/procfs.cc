@@ -71,6 +71,14 @@ long threadSyscall(pid_t pid, pid_t tid) {
   return nr < 0 ? kNotInSyscall : nr;
 }
 
+uint64_t threadPc(pid_t pid, pid_t tid) {
+  std::string text = taskFile(pid, tid, "syscall");
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  size_t space = text.rfind(' ');
+  if (text.empty() || text[0] == 'r' || space == std::string::npos) return 0;
+  return strtoull(text.c_str() + space + 1, nullptr, 16);
+}
+
 SignalState signalState(pid_t pid, pid_t tid) {
   SignalState st;
   std::string text = taskFile(pid, tid, "status");

@@ -28,6 +28,8 @@ std::vector<pid_t> threadIds(pid_t pid);
 constexpr long kNotInSyscall = -1;
 constexpr long kUnknown = -2;
 long threadSyscall(pid_t pid, pid_t tid);
+// The user pc in that file (its last field), 0 when not shown.
+uint64_t threadPc(pid_t pid, pid_t tid);
 
 struct SignalState {
   bool known = false;

@@ -131,11 +131,13 @@ bool OtherThreads::rearmIfInterrupted(pid_t tid) {
   if (!arch::getRegs(tid, &regs)) return false;
   procfs::SignalState st = procfs::signalState(pid_, tid);
   if (!eintrOnlyFromOurStop(pid_, regs, st, st.blocked)) return false;
-  return arch::setRegs(tid, arch::rearmSyscall(regs));
+  if (!arch::setRegs(tid, arch::rearmSyscall(regs))) return false;
+  rearmed_++;
+  return true;
 }
 
 int OtherThreads::rearmAll() {
-  int rearmed = 0;
+  rearmed_ = 0;
   for (Waiter& w : waiters_) {
     if (w.state == State::Running) ptrace(PTRACE_INTERRUPT, w.tid, nullptr, nullptr);
   }
@@ -143,31 +145,32 @@ int OtherThreads::rearmAll() {
   for (Waiter& w : waiters_) {
     seen.push_back(w.tid);
     if (!waitTrapped(w)) continue;
-    if (rearmIfInterrupted(w.tid)) rearmed++;
+    rearmIfInterrupted(w.tid);
     // Back into the group stop; the SIGCONT that follows resumes it.
     ptrace(PTRACE_DETACH, w.tid, nullptr, nullptr);
     w.state = State::Gone;
   }
   waiters_.clear();
-  return rearmed + checkUnseized(seen);
+  checkUnseized(seen);
+  return rearmed_;
 }
 
-int OtherThreads::checkUnseized(const std::vector<pid_t>& skip) {
-  if (eintr_.empty()) return 0;
+void OtherThreads::seizeAndRearm(pid_t t) {
+  if (ptrace(PTRACE_SEIZE, t, nullptr, nullptr) != 0) return;
+  ptrace(PTRACE_INTERRUPT, t, nullptr, nullptr);
+  Waiter w{t, State::Running};
+  if (waitTrapped(w)) {
+    rearmIfInterrupted(t);
+    ptrace(PTRACE_DETACH, t, nullptr, nullptr);
+  }
+}
+
+void OtherThreads::checkUnseized(const std::vector<pid_t>& skip) {
+  if (eintr_.empty()) return;
   std::vector<pid_t> pending;
   for (pid_t t : procfs::threadIds(pid_)) {
     if (std::find(skip.begin(), skip.end(), t) == skip.end()) pending.push_back(t);
   }
-  int rearmed = 0;
-  auto seizeAndRearm = [&](pid_t t) {
-    if (ptrace(PTRACE_SEIZE, t, nullptr, nullptr) != 0) return;
-    ptrace(PTRACE_INTERRUPT, t, nullptr, nullptr);
-    Waiter w{t, State::Running};
-    if (waitTrapped(w)) {
-      if (rearmIfInterrupted(t)) rearmed++;
-      ptrace(PTRACE_DETACH, t, nullptr, nullptr);
-    }
-  };
   uint64_t pollUntil = nowNs() + kStopPollNs;
   while (!pending.empty()) {
     bool late = nowNs() > pollUntil;
@@ -193,7 +196,6 @@ int OtherThreads::checkUnseized(const std::vector<pid_t>& skip) {
     pending.swap(still);
     if (!pending.empty()) usleep(50);
   }
-  return rearmed;
 }
 
 void OtherThreads::releaseAll() {

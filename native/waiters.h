@@ -71,7 +71,9 @@ class OtherThreads {
   void handleStatus(Waiter& w, int status);
   bool waitTrapped(Waiter& w);
   bool rearmIfInterrupted(pid_t tid);
-  int checkUnseized(const std::vector<pid_t>& skip);
+  void seizeAndRearm(pid_t tid);
+  void checkUnseized(const std::vector<pid_t>& skip);
+  int rearmed_ = 0;
 
   pid_t pid_;
   pid_t injected_;

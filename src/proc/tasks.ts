@@ -193,6 +193,16 @@ export function pickInjectionThread(
 ): InjectionChoice | undefined {
   const table = SYSCALLS[arch];
   const mainTid = pid;
+  // The main thread blocked in a call that returns EINTR after a stop is taken itself: as
+  // another thread it would have to be re-armed and put back into the group stop, and the
+  // kernel hands process-wide signals (our SIGCONT among them) to the main thread first;
+  // seen on Linux 6.18, about one EINTR in 300 sessions that way, none when it is the
+  // injected thread, whose re-arm happens before it ever leaves our hands.
+  const main = threads.find((t) => t.tid === mainTid);
+  if (main && main.activity.kind === "syscall") {
+    const eintr = nameOf(table.eintrOnStop, main.activity.nr) ?? nameOf(table.eintrOnStopIfTimeout, main.activity.nr);
+    if (eintr) return { tid: mainTid, reason: `main thread: it is blocked in ${eintr}, which returns EINTR after a stop; lockmem re-issues it`, mayInterruptSyscall: true };
+  }
   let best: { thread: ThreadInfo; rank: number; reason: string; mayInterruptSyscall: boolean } | undefined;
   for (const thread of threads) {
     const ranked = { thread, ...rank(thread, table) };

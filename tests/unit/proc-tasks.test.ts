@@ -54,18 +54,28 @@ describe("pickInjectionThread", () => {
     expect(tie?.reason).toMatch(/^main thread: .*nanosleep.*restarts transparently/);
   });
 
-  test("avoids epoll_wait when any other thread is in a restartable call", () => {
+  test("avoids epoll_wait in another thread when any thread is in a restartable call", () => {
     const choice = pickInjectionThread(
-      [thread(100, { kind: "syscall", nr: EPOLL_WAIT }), thread(105, { kind: "syscall", nr: FUTEX })],
+      [thread(100, { kind: "syscall", nr: FUTEX }), thread(102, { kind: "syscall", nr: EPOLL_WAIT }), thread(105, { kind: "syscall", nr: FUTEX })],
       pid,
       "x64",
     );
-    expect(choice).toMatchObject({ tid: 105, mayInterruptSyscall: false });
+    expect(choice).toMatchObject({ tid: 100, mayInterruptSyscall: false });
+  });
+
+  test("the main thread in epoll_wait is taken itself (re-armed in our hands, never put back into the group stop)", () => {
+    const choice = pickInjectionThread(
+      [thread(100, { kind: "syscall", nr: EPOLL_WAIT }), thread(105, { kind: "syscall", nr: FUTEX }), thread(106, { kind: "running" })],
+      pid,
+      "x64",
+    );
+    expect(choice).toMatchObject({ tid: 100, mayInterruptSyscall: true });
+    expect(choice?.reason).toMatch(/main thread.*epoll_wait/);
   });
 
   test("a socket call that may have a timeout beats a certain EINTR", () => {
     const choice = pickInjectionThread(
-      [thread(100, { kind: "syscall", nr: RT_SIGTIMEDWAIT }), thread(103, { kind: "syscall", nr: RECVFROM })],
+      [thread(101, { kind: "syscall", nr: RT_SIGTIMEDWAIT }), thread(103, { kind: "syscall", nr: RECVFROM })],
       pid,
       "x64",
     );
@@ -82,7 +92,7 @@ describe("pickInjectionThread", () => {
     expect(syscallName(22, "arm64")).toBe("epoll_pwait");
     expect(syscallName(EPOLL_WAIT, "x64")).toBe("epoll_wait");
     expect(syscallName(9999, "x64")).toBe("syscall 9999");
-    const choice = pickInjectionThread([thread(100, { kind: "syscall", nr: 22 }), thread(101, { kind: "syscall", nr: 98 })], pid, "arm64");
+    const choice = pickInjectionThread([thread(102, { kind: "syscall", nr: 22 }), thread(101, { kind: "syscall", nr: 98 })], pid, "arm64");
     expect(choice?.tid).toBe(101);
   });
 
