@@ -75,10 +75,14 @@ function writeAll(fd: number, data: Buffer): void {
   for (let off = 0; off < data.length; ) off += fs.writeSync(fd, data, off, data.length - off);
 }
 
-/** A descriptor of a new file in `dir` holding `data`, reachable by no name (see the header). */
-function privateCopy(dir: string, data: Buffer): number {
+/**
+ * A descriptor of a new file in `dir` holding `data`, reachable by no name (see the header).
+ * `tmpfile: false` takes the path for file systems without O_TMPFILE (tests use it).
+ */
+export function privateCopy(dir: string, data: Buffer, tmpfile = true): number {
   let fd: number;
   try {
+    if (!tmpfile) throw Object.assign(new Error("O_TMPFILE not used"), { code: "EOPNOTSUPP" });
     fd = fs.openSync(dir, O_TMPFILE | fs.constants.O_RDWR, 0o700);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;

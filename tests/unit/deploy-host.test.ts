@@ -11,7 +11,7 @@ import { EXIT_HASH_MISMATCH, HASH_MISMATCH_TEXT, presumedCommand, q, runtimeComm
 import { AgentBundle } from "../../provider/agent-bundle";
 import { glibcVersion } from "../../provider/deploy";
 import { fileFromTar, runtimeArch } from "../../provider/runtime";
-import { untrustedFolder } from "../../src/agent/verified-addon";
+import { privateCopy, untrustedFolder } from "../../src/agent/verified-addon";
 import { nativeUnavailable } from "../../src/native";
 
 let dir: string;
@@ -127,5 +127,24 @@ test("a controller that is not Linux is told to use a connection, without loadin
     expect(e?.hint).toMatch(/give the resource a `connection`/);
   } finally {
     Object.defineProperty(process, "platform", platform);
+  }
+});
+
+test("the verified addon bytes go to a file with no name, which dlopen loads through our descriptor", () => {
+  const addon = fs.readFileSync(path.join(__dirname, "..", "..", "prebuilds", "linux-x64", "node.napi.glibc.node"));
+  for (const tmpfile of [true, false]) {
+    const fd = privateCopy(dir, addon, tmpfile);
+    try {
+      expect(fs.readdirSync(dir)).toEqual([]);
+      expect(fs.readFileSync(`/proc/self/fd/${fd}`).equals(addon)).toBe(true);
+      expect(fs.fstatSync(fd).mode & 0o777).toBe(0o700);
+      if (!tmpfile) {
+        const mod = { exports: {} as { regsSize?: number } };
+        process.dlopen(mod, `/proc/self/fd/${fd}`);
+        expect(mod.exports.regsSize).toBeGreaterThan(0);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 });
