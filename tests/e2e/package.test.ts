@@ -4,7 +4,8 @@
 // (tests/fixtures/package-app/run.js): on an sshd host whose sessions find no node at all
 // the provider brings its pinned Node.js runtime; on a host with Node.js it uploads none; a
 // tampered runtime is replaced, never run; with the package's addon folder removed remote
-// hosts still work and a local target fails with a clear error.
+// hosts still work and a local target fails with a clear error. `npm pack` rebuilds dist/
+// and prebuilds/ of this checkout from scratch (prepack): run it alone.
 import { execFileSync, spawnSync } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
