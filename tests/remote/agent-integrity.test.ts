@@ -11,7 +11,7 @@ import { ensureAgent } from "../../provider/deploy";
 import { SshConnection, SshTransport, closeAll } from "../../provider/transport/ssh";
 import { AgentReply, PROTOCOL_VERSION } from "../../src/agent/protocol";
 import { ensureBuilt } from "../e2e/lockmem-helpers";
-import { SshFixture, startSshFixture } from "../support/sshd";
+import { SUDO_USER, SshFixture, startSshFixture } from "../support/sshd";
 import { startTarget, stopAllTargets } from "../support/target";
 
 jest.setTimeout(120_000);
@@ -30,7 +30,9 @@ beforeAll(async () => {
   fs.writeFileSync(src, `#include <stdio.h>\n__attribute__((constructor)) static void ran(void) { FILE *f = fopen(${JSON.stringify(marker)}, "w"); if (f) { fputs("ran\\n", f); fclose(f); } }\n`);
   evil = path.join(scratch, "other.so");
   execFileSync("cc", ["-shared", "-fPIC", "-o", evil, src]);
-  fx = await startSshFixture({ hosts: 1, firstOctet: 196, agentBinDir: path.join(scratch, "bin"), agentWrapper: "/nonexistent/lockmem" });
+  // SUDO_USER may run the host's node as root (what sudo: true with the deployed agent
+  // needs); host 1's sessions find no node.
+  fx = await startSshFixture({ hosts: 2, firstOctet: 196, agentBinDir: path.join(scratch, "bin"), agentWrapper: fs.realpathSync("/usr/bin/node"), noNodeHosts: [1] });
 });
 
 afterAll(async () => {
@@ -40,15 +42,15 @@ afterAll(async () => {
   if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
 });
 
-function conn(): SshConnection {
-  const h = fx.hosts[0];
-  return { host: h.address, port: h.port, user: "root", privateKey: fx.userKey.privateKey, hostKey: h.hostKey };
+function conn(extra: Partial<SshConnection> = {}, host = 0): SshConnection {
+  const h = fx.hosts[host];
+  return { host: h.address, port: h.port, user: "root", privateKey: fx.userKey.privateKey, hostKey: h.hostKey, ...extra };
 }
 
 /** Deploys into `agentDir` and starts one agent session; resolves once its version reply came. */
-async function startedAgent(agentDir: string): Promise<{ transport: SshTransport; dir: string }> {
-  const deployed = await ensureAgent(conn(), { dir: agentDir, timeoutMs: 60_000, force: true });
-  const transport = new SshTransport(conn(), { agentCommand: deployed.command, persistent: true });
+async function startedAgent(agentDir: string, c: SshConnection = conn()): Promise<{ transport: SshTransport; dir: string }> {
+  const deployed = await ensureAgent(c, { dir: agentDir, timeoutMs: 60_000, force: true });
+  const transport = new SshTransport(c, { agentCommand: deployed.command, persistent: true });
   const version = await transport.run({ v: PROTOCOL_VERSION, op: "version" }, { timeoutMs: 60_000 });
   expect(version.ok).toBe(true);
   return { transport, dir: deployed.dir };
@@ -105,4 +107,32 @@ test("a bundle folder that belongs to another user is refused", async () => {
     (e: Error) => e.message,
   );
   expect(message).toMatch(/belongs to uid 65534/);
+});
+
+test("with sudo the agent runs as root from the SSH user's own folder, loading the verified bytes", async () => {
+  fs.rmSync(marker, { force: true });
+  const t = await startTarget({});
+  fs.chmodSync(scratch, 0o755);
+  const own = path.join(scratch, "sudo-user");
+  fs.mkdirSync(own, { mode: 0o700 });
+  const uid = Number(execFileSync("id", ["-u", SUDO_USER], { encoding: "utf8" }).trim());
+  fs.chownSync(own, uid, uid);
+  const { transport, dir } = await startedAgent(path.join(own, "agents"), conn({ user: SUDO_USER, sudo: true }));
+  expect(fs.statSync(dir).uid).toBe(uid);
+  // The user can still rename another .so over the addon: root never loads it.
+  const staged = path.join(dir, ".staged");
+  fs.copyFileSync(evil, staged);
+  fs.renameSync(staged, path.join(dir, "lockmem.node"));
+  const reply = await plan(transport, t.pid);
+  expect(fs.existsSync(marker)).toBe(false);
+  expect(reply.ok).toBe(true);
+});
+
+test("with sudo a host without Node.js is refused: no runtime is uploaded for root to run", async () => {
+  const message = await ensureAgent(conn({ user: SUDO_USER, sudo: true }, 1), { dir: path.join(scratch, "sudo-user", "agents-nonode"), timeoutMs: 60_000 }).then(
+    () => "",
+    (e: Error) => e.message,
+  );
+  expect(message).toMatch(/ssh lockmem-sudo@127\.0\.0\.197:2222: with sudo: true the lockmem agent runs with the host's own Node\.js >= 18 \(a root-owned binary\), and `node` is not on the PATH of SSH sessions/);
+  expect(fs.existsSync(path.join(scratch, "sudo-user", "agents-nonode"))).toBe(false);
 });
