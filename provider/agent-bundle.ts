@@ -1,7 +1,8 @@
 // The agent bundle that `agent.install: "auto"` pushes to hosts: the agent as one JS file
-// (esbuild, target node18: hosts need Node.js >= 18 and nothing else) plus the prebuilt
-// linux-x64 addon, with a manifest of version and sha256. `npm run build` makes it into
-// dist/agent-bundle/; this file is also that build step (`node dist/provider/agent-bundle.js`).
+// (esbuild, target node18: it runs on the host's Node.js >= 18 or on the runtime the
+// provider brings) plus the prebuilt linux-x64 addon (prebuilds/linux-x64/), with a manifest
+// of version and sha256. `npm run build` (and `npm pack`) makes it into dist/agent-bundle/;
+// this file is also that build step (`node dist/provider/agent-bundle.js`).
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
@@ -71,10 +72,13 @@ export function precompiledValidatorsSource(): string {
   return `${code}\nexports.requestValidator = function (op) { return exports[op]; };\n`;
 }
 
-/** Builds the bundle (needs esbuild and the built addon: a development checkout). */
+/** The prebuilt addon the bundle carries, in node-gyp-build's layout (scripts/prebuild.sh makes it). */
+export const BUNDLE_ADDON_SOURCE = path.join("prebuilds", "linux-x64", "node.napi.glibc.node");
+
+/** Builds the bundle (needs esbuild and the prebuilt addon: a development checkout). */
 export async function buildBundle(outDir = bundleDir()): Promise<BundleManifest> {
   const root = packageRoot();
-  const addon = path.join(root, "build", "Release", AGENT_ADDON);
+  const addon = path.join(root, BUNDLE_ADDON_SOURCE);
   if (!fs.existsSync(addon)) throw new Error(`${addon} is missing: run \`npm run build:native\` first`);
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const esbuild = require("esbuild") as typeof import("esbuild");
@@ -92,6 +96,9 @@ export async function buildBundle(outDir = bundleDir()): Promise<BundleManifest>
     legalComments: "none",
     // Parsed on every run on the host: smaller is faster to start.
     minify: true,
+    // src/native.ts: the bundle uses only the addon its bootstrap verified, never a lookup.
+    define: { LOCKMEM_AGENT_BUNDLE: "true" },
+    external: ["node-gyp-build"],
     plugins: [
       {
         name: "precompiled-request-validators",

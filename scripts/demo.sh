@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/toolchain.sh || exit 1
-[ -f build/Release/lockmem.node ] || npm run --silent build:native
+[ -f prebuilds/linux-x64/node.napi.glibc.node ] || npm run --silent build:native
 npm run --silent build:ts
 npm run --silent build:agent
 echo "== lockmem CLI =="

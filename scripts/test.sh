@@ -7,8 +7,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 source scripts/toolchain.sh || exit 1
 
-# The addon and the compiled CLI are what the tests run as subprocesses.
-if [ ! -f build/Release/lockmem.node ] || [ -n "$(find native binding.gyp -newer build/Release/lockmem.node 2>/dev/null | head -1)" ]; then
+# The addon and the compiled CLI are what the tests run as subprocesses. The package has no
+# install script (users get the prebuilt addon), so the addon is built here from source.
+addon=prebuilds/linux-x64/node.napi.glibc.node
+if [ ! -f build/Release/lockmem.node ] || [ ! -f "$addon" ] || [ -n "$(find native binding.gyp -newer "$addon" 2>/dev/null | head -1)" ]; then
   npm run --silent build:native
 fi
 npm run --silent build:ts

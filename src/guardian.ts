@@ -18,7 +18,7 @@ import { ChildProcess, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { recoverInterrupted, RecoveryResult } from "./journal";
-import { native } from "./native";
+import { IN_AGENT_BUNDLE, native } from "./native";
 import { secureStateDir } from "./state-dir";
 
 const READY = "ready\n";
@@ -28,12 +28,19 @@ const START_TIMEOUT_MS = 30_000;
 let guardian: ChildProcess | undefined;
 let starting: Promise<void> | undefined;
 
-/** The script that runs `--guardian`: the agent bundle itself, or dist/src/agent/main.js. */
-function guardianScript(): string {
+/**
+ * How to start `--guardian`: the very Node binary this process runs (/proc/PID/exe is the
+ * inode we were started from, whatever its path holds now: an uploaded runtime was checked
+ * before it ran), with the agent bundle's own bootstrap, which checks the bundle's files
+ * again and loads only the addon it verified, or dist/src/agent/main.js of this package.
+ */
+function guardianCommand(): { file: string; args: string[] } {
+  const file = `/proc/${process.pid}/exe`;
+  // Bundled: started as `node -e BOOT DIR JS_SHA256 ADDON_SHA256 [--serve]`.
+  if (IN_AGENT_BUNDLE) return { file, args: [...process.execArgv, ...process.argv.slice(1, 4), "--guardian"] };
   const here = __filename;
-  if (here.endsWith(".ts")) return path.join(__dirname, "..", "dist", "src", "agent", "main.js");
-  if (path.basename(here) === "guardian.js") return path.join(__dirname, "agent", "main.js");
-  return here; // bundled: one file holds everything
+  const main = here.endsWith(".ts") ? path.join(__dirname, "..", "dist", "src", "agent", "main.js") : path.join(__dirname, "agent", "main.js");
+  return { file, args: [main, "--guardian"] };
 }
 
 function alive(child: ChildProcess | undefined): boolean {
@@ -46,7 +53,8 @@ export function ensureGuardian(): Promise<void> {
   const env: NodeJS.ProcessEnv = { ...process.env, LOCKMEM_GUARDIAN_OWNER: String(process.pid) };
   // The fault tests kill lockmem at a point of its session; never its guardian's own.
   delete env.LOCKMEM_TEST_KILL_AT;
-  const child = spawn(process.execPath, [guardianScript(), "--guardian"], {
+  const command = guardianCommand();
+  const child = spawn(command.file, command.args, {
     detached: true,
     stdio: ["pipe", "pipe", "ignore"],
     env,

@@ -2,6 +2,7 @@
 // ptrace(2) or prlimit(2); everything else (parsing, planning, validation) is TypeScript.
 import * as fs from "fs";
 import * as path from "path";
+import { LockError } from "./errors";
 
 /** One system call to run inside the target, with up to six arguments. */
 export interface SyscallSpec {
@@ -116,31 +117,80 @@ export const MCL_FUTURE = 2;
 export const MCL_ONFAULT = 4;
 export const MLOCK_ONFAULT = 1;
 
-function findAddon(): string {
-  const candidates: string[] = [];
-  if (process.env.LOCKMEM_ADDON) candidates.push(process.env.LOCKMEM_ADDON);
-  // The agent bundle ships the addon next to the single JS file.
-  candidates.push(path.join(__dirname, "lockmem.node"));
+/**
+ * Set to true by the agent bundle's build (esbuild `define`, provider/agent-bundle.ts); an
+ * undeclared global everywhere else. The bundle runs only the addon its bootstrap verified.
+ */
+declare const LOCKMEM_AGENT_BUNDLE: boolean | undefined;
+export const IN_AGENT_BUNDLE = typeof LOCKMEM_AGENT_BUNDLE !== "undefined" && LOCKMEM_AGENT_BUNDLE === true;
+
+/** The prebuilt addons this package ships (prebuilds/<platform>-<arch>/, node-gyp-build's layout). */
+export const PREBUILT_PLATFORMS = ["linux-x64"];
+
+type NodeGypBuild = ((dir: string) => unknown) & { resolve(dir: string): string };
+
+/** The root of this package (the folder of its package.json), from src/ or dist/src/. */
+function packageRoot(): string {
   for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    candidates.push(path.join(dir, "build", "Release", "lockmem.node"));
-    if (fs.existsSync(path.join(dir, "package.json")) || path.dirname(dir) === dir) break;
+    const pkg = path.join(dir, "package.json");
+    if (fs.existsSync(pkg) && (JSON.parse(fs.readFileSync(pkg, "utf8")) as { name?: string }).name === "pulumi-lockmem") return dir;
+    if (path.dirname(dir) === dir) throw new Error(`cannot find the pulumi-lockmem package root above ${__dirname}`);
   }
-  const found = candidates.find((c) => fs.existsSync(c));
-  if (!found) {
-    throw new Error(
-      `lockmem native addon not found (looked in ${candidates.join(", ")}); run \`npm run build:native\``,
-    );
+}
+
+function unavailable(detail: string): LockError {
+  return new LockError({
+    code: "EARCH",
+    message: `lockmem's native addon is not available on this machine (${process.platform}-${process.arch}): ${detail}`,
+    hint:
+      `processes on this machine cannot be locked from here (the package ships addons for ${PREBUILT_PLATFORMS.join(", ")}); ` +
+      "manage a Linux host over SSH instead: give the resource a `connection` (it may point at this machine's own sshd). " +
+      "In a checkout of lockmem, `npm run build:native` builds the addon from source",
+  });
+}
+
+/**
+ * Why this machine cannot load the package's addon, or undefined when it can: checked
+ * without loading it, so that a controller on macOS or Windows, or on an architecture
+ * without a prebuilt addon, still manages remote hosts and fails only for local targets.
+ */
+export function nativeUnavailable(): LockError | undefined {
+  if (process.platform !== "linux") return unavailable("lockmem locks processes of Linux only");
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    (require("node-gyp-build") as NodeGypBuild).resolve(packageRoot());
+    return undefined;
+  } catch (e) {
+    return unavailable((e as Error).message.split("\n")[0]);
   }
-  return found;
 }
 
 let cached: NativeAddon | undefined;
 
+/**
+ * The agent bundle hands over the addon it loaded from the bytes its bootstrap hashed
+ * (src/agent/verified-addon.ts): from then on that one is used, and no file is looked up.
+ */
+export function useAddon(addon: NativeAddon): void {
+  cached = addon;
+}
+
 /** Loads the addon on first use, so that pure-logic modules never need it. */
 export function native(): NativeAddon {
-  if (!cached) {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    cached = require(findAddon()) as NativeAddon;
+  if (cached) return cached;
+  if (IN_AGENT_BUNDLE) {
+    // Never another file: the bundle's addon is the one its bootstrap checked, or none.
+    throw new LockError({
+      code: "EINTERNAL",
+      message: "the lockmem agent bundle runs without the addon its bootstrap verified",
+      hint: "start the agent with the command the provider gives it (it checks the files and loads the addon)",
+    });
   }
+  const why = nativeUnavailable();
+  if (why) throw why;
+  // node-gyp-build: build/Release in a checkout (`npm run build:native`), else the prebuilt
+  // addon for this platform and arch under prebuilds/.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  cached = (require("node-gyp-build") as NodeGypBuild)(packageRoot()) as NativeAddon;
   return cached;
 }

@@ -4,6 +4,7 @@
 import * as path from "path";
 import { AgentRequest, PROTOCOL_VERSION, VersionResult } from "../../src/agent/protocol";
 import { LockError } from "../../src/errors";
+import { nativeUnavailable } from "../../src/native";
 import { packageRoot } from "../agent-bundle";
 import { deployedHere, ensureAgent, isHashMismatch, presumedAgentCommand, supportedNode } from "../deploy";
 import { LocalTransport } from "../transport/local";
@@ -77,6 +78,10 @@ export function runnerFor(inputs: ProviderInputs): AgentRunner {
     };
   }
   if (!conn) {
+    // A controller without an addon for its platform (macOS, Windows, another arch) manages
+    // remote hosts only: say so before starting an agent that could not lock anything.
+    const unavailable = nativeUnavailable();
+    if (unavailable) return { where, call: () => Promise.reject(unavailable) };
     const transport = localTransport(inputs);
     return { where, call: (request, timeoutMs) => send(transport, request, timeoutMs) };
   }

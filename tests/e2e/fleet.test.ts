@@ -143,11 +143,12 @@ test("fleet: deploy, lock every host, tamper, drift, unreachable host, destroy",
   }, { workDir: work.workDir });
 });
 
-test("a host without Node.js >= 18 gets a clear error naming the host and the fix; nothing is uploaded", async () => {
+test("a host with an old Node.js and a glibc too old for the runtime gets a clear error naming the host and what is missing; nothing is uploaded", async () => {
   const bin = path.join(scratch, "old-node-bin");
   fs.mkdirSync(bin, { recursive: true });
-  // Stands in for an old distribution's node, first on the sessions' PATH.
+  // Stand in for an old distribution's node and glibc, first on the sessions' PATH.
   fs.writeFileSync(path.join(bin, "node"), '#!/bin/sh\necho v16.20.2\n', { mode: 0o755 });
+  fs.writeFileSync(path.join(bin, "getconf"), '#!/bin/sh\necho glibc 2.17\n', { mode: 0o755 });
   const old = await startSshFixture({ hosts: 1, firstOctet: 160, agentBinDir: bin, agentWrapper: "/nonexistent/lockmem" });
   try {
     const t = await startTarget({});
@@ -167,7 +168,7 @@ test("a host without Node.js >= 18 gets a clear error naming the host and the fi
         (e: Error) => e.message,
       );
       expect(message).toContain(`ssh root@${h.address}:${h.port}`);
-      expect(message).toMatch(/needs Node\.js >= 18, and \S+\/node is v16\.20\.2/);
+      expect(message).toMatch(/has no Node\.js >= 18 \(\S+\/node is v16\.20\.2\) and the Node\.js runtime lockmem brings needs glibc >= 2\.28, while this host has glibc 2\.17/);
       expect(message).toMatch(/install Node\.js 18 or later/);
       expect(fs.existsSync(agentDir)).toBe(false);
       expect(nothingLocked(t.pid)).toBe(true);

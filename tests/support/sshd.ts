@@ -66,6 +66,12 @@ export interface SshFixtureOptions {
   debugHosts?: number[];
   /** First address is 127.0.0.<firstOctet> (default 2). */
   firstOctet?: number;
+  /**
+   * Indexes of hosts whose sessions find no `node` at all: their sshd runs in a mount
+   * namespace where every node binary on the sessions' PATH is covered by an empty,
+   * non-executable file (a host without Node.js, on this machine).
+   */
+  noNodeHosts?: number[];
 }
 
 function sh(cmd: string, args: string[]): string {
@@ -168,6 +174,23 @@ function killQuietly(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
+/** Shell commands that cover every node binary on the sessions' PATH with an empty file. */
+function hideNode(hostDir: string, agentBinDir: string): string {
+  const empty = path.join(hostDir, "no-node");
+  fs.writeFileSync(empty, "", { mode: 0o644 });
+  const found = new Set<string>();
+  for (const dir of [agentBinDir, "/usr/local/bin", "/usr/bin", "/bin"]) {
+    for (const name of ["node", "nodejs"]) {
+      try {
+        found.add(fs.realpathSync(path.join(dir, name)));
+      } catch {
+        // not there
+      }
+    }
+  }
+  return [...found].map((f) => `mount --bind ${empty} ${f}`).concat("true").join(" && ");
+}
+
 export async function startSshFixture(opts: SshFixtureOptions): Promise<SshFixture> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lockmem-sshd-"));
   fs.chmodSync(dir, 0o755);
@@ -231,7 +254,10 @@ export async function startSshFixture(opts: SshFixtureOptions): Promise<SshFixtu
       const configFile = path.join(hostDir, "sshd_config");
       fs.writeFileSync(configFile, config);
       sh(SSHD, ["-t", "-f", configFile]);
-      const child = spawn(SSHD, ["-D", "-e", "-f", configFile], { stdio: ["ignore", "ignore", "pipe"] });
+      const sshdArgs = [SSHD, "-D", "-e", "-f", configFile];
+      const child = opts.noNodeHosts?.includes(i)
+        ? spawn("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", `${hideNode(hostDir, opts.agentBinDir)} && exec "$@"`, "sh", ...sshdArgs], { stdio: ["ignore", "ignore", "pipe"] })
+        : spawn(sshdArgs[0], sshdArgs.slice(1), { stdio: ["ignore", "ignore", "pipe"] });
       children.push(child);
       let log = "";
       child.stderr?.on("data", (d: Buffer) => {
