@@ -49,6 +49,8 @@ function alive(child: ChildProcess | undefined): boolean {
 
 /** Starts the guardian of this process once (again if it died); resolves when it is ready. */
 export function ensureGuardian(): Promise<void> {
+  // Tests of what happens without one (status and doctor showing a dead run's target).
+  if (process.env.LOCKMEM_TEST_NO_GUARDIAN === "1") return Promise.resolve();
   if (alive(guardian) && starting) return starting;
   const env: NodeJS.ProcessEnv = { ...process.env, LOCKMEM_GUARDIAN_OWNER: String(process.pid) };
   // The fault tests kill lockmem at a point of its session; never its guardian's own.

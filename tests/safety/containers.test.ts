@@ -79,7 +79,8 @@ function expectUnharmed(w: Waiters): void {
 function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(process.execPath, [bin, ...args], { env: { ...process.env, LOCKMEM_STATE_DIR: stateDir, ...env } }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
+      // Killed by a signal (the fault points SIGKILL lockmem itself): 128 + its number, as a shell says.
+      resolve({ code: err ? ((err as { code?: number }).code ?? ((err as { signal?: string }).signal === "SIGKILL" ? 137 : null)) : 0, stdout, stderr }),
     );
   });
 }
