@@ -15,9 +15,13 @@ import { recoverInterrupted } from "../../src/journal";
 import { SelectionSpec } from "../../src/types";
 import { startTarget, stopAllTargets, Target, TargetOptions, TargetStats, waitUntil, workDir } from "../support/target";
 import { isLockedVma, isTraced, kernelMappings, KernelMapping } from "../support/smaps";
+import { startStress, stopStress } from "../support/stress";
 
 jest.setTimeout(20 * 60_000);
 afterAll(stopAllTargets);
+// Quiet, or under CPU stress in the second pass of scripts/test.sh (races show under load).
+beforeAll(startStress);
+afterAll(stopStress);
 
 const root = path.resolve(__dirname, "..", "..");
 const bin = path.join(root, "bin", "lockmem");

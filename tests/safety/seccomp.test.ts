@@ -10,9 +10,13 @@ import * as api from "../../src/api";
 import { LockError } from "../../src/errors";
 import { startTarget, stopAllTargets, Target, workDir } from "../support/target";
 import { isLockedVma, isTraced, kernelMappings, lockFingerprint, vmLckKb } from "../support/smaps";
+import { startStress, stopStress } from "../support/stress";
 
 jest.setTimeout(120_000);
 afterAll(stopAllTargets);
+// Quiet, or under CPU stress in the second pass of scripts/test.sh (races show under load).
+beforeAll(startStress);
+afterAll(stopStress);
 
 const root = path.resolve(__dirname, "..", "..");
 const stateDir = path.join(workDir(), `state-seccomp-${process.pid}`);

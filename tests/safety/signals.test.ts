@@ -10,9 +10,13 @@ import { native } from "../../src/native";
 import { syscallsReturningEintrOnStop } from "../../src/proc/tasks";
 import { startTarget, stopAllTargets, Target, waitUntil, workDir } from "../support/target";
 import { isTraced, vmLckKb } from "../support/smaps";
+import { startStress, stopStress } from "../support/stress";
 
 jest.setTimeout(180_000);
 afterAll(stopAllTargets);
+// Quiet, or under CPU stress in the second pass of scripts/test.sh (races show under load).
+beforeAll(startStress);
+afterAll(stopStress);
 
 beforeAll(() => {
   process.env.LOCKMEM_STATE_DIR = path.join(workDir(), `state-signals-${process.pid}`);

@@ -10,9 +10,13 @@ import * as vm from "vm";
 import * as api from "../../src/api";
 import { startTarget, stopAllTargets, workDir } from "../support/target";
 import { isTraced, vmLckKb } from "../support/smaps";
+import { startStress, stopStress } from "../support/stress";
 
 jest.setTimeout(600_000);
 afterAll(stopAllTargets);
+// Quiet, or under CPU stress in the second pass of scripts/test.sh (races show under load).
+beforeAll(startStress);
+afterAll(stopStress);
 
 beforeAll(() => {
   process.env.LOCKMEM_STATE_DIR = path.join(workDir(), `state-soak-${process.pid}`);
