@@ -1,6 +1,7 @@
 // Which mappings a SelectionSpec chooses, and which of those the kernel cannot lock.
 import { Minimatch } from "minimatch";
 import { LockError, usageError } from "./errors";
+import { MAX_PATH_GLOBS, MAX_PATH_LENGTH } from "./inputBounds";
 import { pathWithoutDeleted } from "./proc/smaps";
 import { Mapping, MappingKind, SelectionSpec } from "./types";
 
@@ -94,6 +95,12 @@ export function validateSelection(spec: SelectionSpec, fieldPrefix = "mappings")
   if (spec.paths !== undefined) {
     const problem = listProblem(spec.paths, field("paths"));
     if (problem) return problem;
+    // Each glob is matched against every mapping of every target: the count and length bound the work.
+    if (spec.paths.length > MAX_PATH_GLOBS) {
+      return usageError(field("paths"), `has ${spec.paths.length} globs; the limit is ${MAX_PATH_GLOBS}`, "combine them with braces, e.g. /usr/lib/{liba,libb}*.so*");
+    }
+    const long = spec.paths.findIndex((glob) => glob.length > MAX_PATH_LENGTH);
+    if (long >= 0) return usageError(`${field("paths")}[${long}]`, `is ${spec.paths[long].length} characters long; the limit is ${MAX_PATH_LENGTH} (PATH_MAX)`);
     for (let i = 0; i < spec.paths.length; i++) {
       const globError = globProblem(spec.paths[i]);
       if (globError) return usageError(`${field("paths")}[${i}]`, globError);
