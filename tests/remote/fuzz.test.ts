@@ -410,6 +410,7 @@ describe("CLI flags and pid files, in-process", () => {
           await Promise.race([buildProgram().parseAsync(c.argv, { from: "user" }), hang]);
           outcome = process.exitCode === 1 ? "failed" : "ok";
         } catch (e) {
+          if (e instanceof Error && e.message.endsWith(`ran over ${CASE_LIMIT_MS} ms`)) throw e;
           if (e instanceof CommanderError) outcome = "usage";
           else if (e instanceof LockError && e.code !== "EINTERNAL") outcome = e.code;
           else throw new Error(`case ${i} ${JSON.stringify(c.argv).slice(0, 300)} crashed: ${e instanceof Error ? e.stack : String(e)}`);
