@@ -29,7 +29,7 @@ function compileOrProblem(source: string, field: string): CmdlinePattern | LockE
   if (compiled.programSize() > MAX_CMDLINE_PROGRAM_SIZE) {
     return usageError(field, `is too complex (RE2 program size ${compiled.programSize()}, the limit is ${MAX_CMDLINE_PROGRAM_SIZE})`, "write a shorter pattern, with smaller repetition counts");
   }
-  return { test: (cmdline) => compiled.matcher(cmdline.slice(0, MAX_CMDLINE_MATCHED_BYTES)).find() };
+  return { test: (cmdline) => compiled.test(cmdline.slice(0, MAX_CMDLINE_MATCHED_BYTES)) };
 }
 
 /** The problem with `source` as a cmdline pattern (an EUSAGE LockError naming `field`), or undefined. */

@@ -6,7 +6,9 @@ import * as path from "path";
 import { LockError } from "../../src/errors";
 import { MAX_CMDLINE_MATCHED_BYTES, MAX_CMDLINE_PATTERN_LENGTH, MAX_PATH_GLOBS, MAX_PATH_LENGTH } from "../../src/inputBounds";
 import { parseRequest } from "../../src/agent/protocol";
-import { validateSelection } from "../../src/select";
+import { Minimatch } from "minimatch";
+import { selectMappings, validateSelection } from "../../src/select";
+import { Mapping } from "../../src/types";
 import { resolveTarget, validateTargetSpec } from "../../src/target";
 
 const SELF = 500;
@@ -86,4 +88,37 @@ test("the agent's request schema uses the same bounds", () => {
   expect(() => parseRequest(req({ pid: 1 }, { paths: Array.from({ length: MAX_PATH_GLOBS + 1 }, () => "/x") }))).toThrow(/mappings\.paths/);
   expect(() => parseRequest(req({ pidFile: "/" + "a".repeat(MAX_PATH_LENGTH) }))).toThrow(/target\.pidFile/);
   expect(parseRequest(req({ cmdline: "a".repeat(MAX_CMDLINE_PATTERN_LENGTH) })).op).toBe("status");
+});
+
+describe("path globs run by RE2", () => {
+  const mapping = (p: string): Mapping => ({
+    start: 0x1000n, end: 0x2000n, perms: "r-xp", offset: 0n, dev: "08:01", inode: 1, path: p, kind: "file",
+    size: 4096, rss: 0, anonymous: 0, locked: 0, vmFlags: [],
+  });
+
+  test("*a*a*a*a*a*a*a*a*b against a long path of a's returns at once", () => {
+    // minimatch's backtracking RegExp ran for over 10 minutes on a 100-character path.
+    const started = process.hrtime.bigint();
+    const selection = selectMappings([mapping("/" + "a".repeat(4000))], { paths: ["*a*a*a*a*a*a*a*a*b", "/**/*a*a*a*a*a*a*b"] });
+    expect(selection.selected).toEqual([]);
+    expect(Number(process.hrtime.bigint() - started) / 1e6).toBeLessThan(500);
+  });
+
+  test("the same answers as minimatch for the globs people write", () => {
+    const globs = ["/usr/lib/**", "libc.so*", "**/libssl*.so*", "\\[heap\\]", "/tmp/fx/dir with space/*", "{libc,libm}.so.6", "*.so.[0-9]*", "lib?.so", "/lib/[a-c]*", "[!l]*", "/usr/*/libc.so.6", "**", "*", "/usr/lib/**/libc.so.6", "+(a|b).so", "[[:alpha:]]*"];
+    const paths = ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/libm.so.6", "/usr/lib/libssl.so.3", "[heap]", "[stack]", "/tmp/fx/dir with space/f", "/lib/b.so", "/usr/bin/.hidden", "libx.so", "/opt/a.so", "/opt/ab.so", "/ünï/cödé"];
+    for (const glob of globs) {
+      const mm = new Minimatch(glob, { matchBase: true, dot: true });
+      for (const p of paths) {
+        const ours = selectMappings([mapping(p)], { paths: [glob] }).selected.length === 1;
+        if (ours !== mm.match(p)) throw new Error(`${glob} vs ${p}: lockmem ${ours}, minimatch ${mm.match(p)}`);
+      }
+    }
+  });
+
+  test("what RE2 cannot run is refused when checked: negations, comments", () => {
+    expect(validateSelection({ paths: ["/usr/lib/*", "!libc*"] })).toMatchObject({ code: "EUSAGE", field: "mappings.paths[1]" });
+    expect(validateSelection({ paths: ["/usr/lib/!(libc)*"] })?.message).toMatch(/cannot match in linear time/);
+    expect(validateSelection({ paths: ["#x"] })?.message).toMatch(/comment/);
+  });
 });
