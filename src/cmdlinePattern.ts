@@ -2,7 +2,8 @@
 // takes time linear in the command line, whatever the pattern. JavaScript's RegExp
 // backtracks: `(a+)+$` against a 41-character command line ran 630 s (issue 14, item 4).
 // RE2 has no backreferences and no lookaround; such a pattern is refused with a message.
-import { RE2JS } from "re2js";
+import type { RE2JS } from "re2js";
+import { re2 } from "./re2";
 import { LockError, usageError } from "./errors";
 import { MAX_CMDLINE_MATCHED_BYTES, MAX_CMDLINE_PATTERN_LENGTH, MAX_CMDLINE_PROGRAM_SIZE } from "./inputBounds";
 
@@ -17,7 +18,7 @@ function compileOrProblem(source: string, field: string): CmdlinePattern | LockE
   }
   let compiled: RE2JS;
   try {
-    compiled = RE2JS.compile(source);
+    compiled = re2().compile(source);
   } catch (err) {
     const detail = err instanceof Error ? err.message : String(err);
     return usageError(

@@ -10,7 +10,8 @@
 // never contains such segments, so those lookaheads never decide anything here and are
 // dropped. Anything else RE2 cannot run (a negation, `!(...)`) is refused when checked.
 import { Minimatch } from "minimatch";
-import { RE2JS } from "re2js";
+import type { RE2JS } from "re2js";
+import { re2 } from "./re2";
 
 // "libssl*" (no slash) matches the file name anywhere (matchBase), and "**" also walks into
 // hidden directories (dot).
@@ -34,7 +35,7 @@ export function compilePathGlob(pattern: string): PathGlob | string {
   for (const guard of DOT_SEGMENT_GUARDS) source = source.split(guard).join("");
   let compiled: RE2JS;
   try {
-    compiled = RE2JS.compile(source, re.flags.includes("i") ? RE2JS.CASE_INSENSITIVE : 0);
+    compiled = re2().compile(source, re.flags.includes("i") ? re2().CASE_INSENSITIVE : 0);
   } catch {
     return `${JSON.stringify(pattern)} uses a construct lockmem cannot match in linear time (a negation such as !(...))`;
   }
