@@ -66,7 +66,10 @@ function fsError(file: string, err: unknown): LockError {
  * every symlink resolved.
  */
 async function chaseSafe(file: string): Promise<string> {
-  const todo = path.resolve(file).split("/").filter((part) => part !== "" && part !== ".");
+  // Not path.resolve(): it folds ".." lexically, while the kernel folds it after following
+  // symlinks (/var/run/../x is /x when /var/run -> /run); the walk below does as the kernel.
+  const absolute = file.startsWith("/") ? file : `${process.cwd()}/${file}`;
+  const todo = absolute.split("/").filter((part) => part !== "" && part !== ".");
   let current = "/";
   let previous = await fs.stat("/");
   let links = 0;

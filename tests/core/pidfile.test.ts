@@ -112,6 +112,10 @@ test("symlinks: a root-owned one is followed; a user's link into root's files is
   const rootLink = path.join(dir, "root-link.pid");
   fs.symlinkSync(good, rootLink);
   expect((await resolveTarget({ pidFile: rootLink }))[0].pid).toBe(target.pid);
+  // ".." is taken after following symlinks, as the kernel does: /var/run/.. is / when /var/run -> /run.
+  if (fs.lstatSync("/var/run").isSymbolicLink() && path.resolve("/var", fs.readlinkSync("/var/run")) === "/run") {
+    expect((await resolveTarget({ pidFile: `/var/run/..${good}` }))[0].pid).toBe(target.pid);
+  }
 
   // The attack: the service user owns the folder of its pid file and points it at a file of
   // root's that holds a pid (of a process it wants lockmem to act on) or a secret.
