@@ -105,7 +105,12 @@ export async function explainPtraceDenied(pid: number, startTime?: string): Prom
 
 /** `startTime`, when known, also tells a pid reused by a new process from the target. */
 export async function toLockError(err: unknown, pid: number, startTime?: string): Promise<LockError> {
-  if (err instanceof LockError) return err;
+  if (err instanceof LockError) {
+    // A check that failed because the target was exiting under it (smaps read half before,
+    // half after its exit has no [vdso]) is that exit, not what the check says.
+    const mayBeExit = !["ESRCH", "ENOTARGET", "EUSAGE", "EAMBIGUOUS", "EBUSY"].includes(err.code);
+    return mayBeExit && (await hasExited(pid, startTime)) ? exitedError(pid, err.stage, err.errno) : err;
+  }
   if (!isNativeFailure(err)) {
     return new LockError({ code: "EINTERNAL", pid, message: err instanceof Error ? err.message : String(err) });
   }
