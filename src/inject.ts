@@ -50,10 +50,22 @@ export async function hasExited(pid: number, startTime?: string): Promise<boolea
   try {
     const stat = parseStat(await readProcFile(pid, "stat"));
     if (startTime !== undefined && stat.startTime !== startTime) return true;
-    return stat.state === "Z" || stat.state === "X" || (stat.flags & PF_EXITING) !== 0;
+    if (stat.state !== "Z" && stat.state !== "X" && (stat.flags & PF_EXITING) === 0) return false;
+    // A leader that called pthread_exit() reads as a zombie while its other threads run on.
+    return !(await anyLiveThread(pid));
   } catch (err) {
     return isVanishedProcess(err);
   }
+}
+
+async function anyLiveThread(pid: number): Promise<boolean> {
+  const tids = await fs.readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  for (const tid of tids) {
+    if (tid === String(pid)) continue;
+    const stat = await readProcFile(pid, `task/${tid}/stat`).then(parseStat, () => undefined);
+    if (stat && stat.state !== "Z" && stat.state !== "X" && (stat.flags & PF_EXITING) === 0) return true;
+  }
+  return false;
 }
 
 function exitedError(pid: number, stage?: string, errno?: number): LockError {
