@@ -306,9 +306,17 @@ class Session {
     auto check = [&](const Syscall& call) {
       uint32_t action = evaluateSeccomp(filters, arch::auditArch(), static_cast<int>(call.nr), insnAddr_, call.args);
       if (seccompAllows(action)) return true;
+      // Named, not only numbered (issue 14: "syscall 325" sent people to a syscall table).
+      const char* name = call.nr == arch::nrMlock2()       ? "mlock2"
+                         : call.nr == arch::nrMunlock()    ? "munlock"
+                         : call.nr == arch::nrMlockall()   ? "mlockall"
+                         : call.nr == arch::nrMunlockall() ? "munlockall"
+                                                           : nullptr;
       std::ostringstream msg;
       msg << "the seccomp filter of process " << spec_.pid << " answers syscall " << call.nr << " with "
-          << seccompActionName(action) << "; lockmem did not make it call anything";
+          << seccompActionName(action);
+      if (name) msg << ": it does not allow " << name;
+      msg << "; lockmem did not make it call anything";
       return fail("seccomp", EPERM, msg.str());
     };
     for (const BatchOp& op : spec_.ops) {

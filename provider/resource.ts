@@ -3,12 +3,18 @@ import * as pulumi from "@pulumi/pulumi";
 import type { types as commandTypes } from "@pulumi/command";
 import { lockmemProvider } from "./provider";
 
+/** Per hop: never inherited from the connection, never with a password. Throwaway hosts only. */
+interface IgnoreHostKey {
+  /** Accept any host key from this hop. Prefer hostKey or knownHostsPath. */
+  insecureIgnoreHostKey?: pulumi.Input<boolean>;
+}
+
 /** @pulumi/command's remote connection, plus lockmem's own fields. */
-export type ConnectionArgs = commandTypes.input.remote.ConnectionArgs & {
+export type ConnectionArgs = Omit<commandTypes.input.remote.ConnectionArgs, "proxy"> & IgnoreHostKey & {
+  /** The jump host, with its own insecureIgnoreHostKey. */
+  proxy?: pulumi.Input<commandTypes.input.remote.ProxyConnectionArgs & IgnoreHostKey>;
   /** Run the agent with `sudo -n` (the user needs a NOPASSWD rule for it). */
   sudo?: pulumi.Input<boolean>;
-  /** Accept any host key: for throwaway hosts only. Prefer hostKey or knownHostsPath. */
-  insecureIgnoreHostKey?: pulumi.Input<boolean>;
   /** known_hosts file used when hostKey is not given (default ~/.ssh/known_hosts). */
   knownHostsPath?: pulumi.Input<string>;
 };

@@ -633,7 +633,7 @@ async function lockOne(req: LockRequest, ref: ProcessRef): Promise<ProcessResult
   refuseUnsafeTarget(snap);
   const plan = planLock(facts(snap), spec, { future: req.future, onFault: req.onFault }, native().syscalls);
   const action = actionReport(plan);
-  const warnings: string[] = [...early];
+  const warnings: string[] = [...(ref.warnings ?? []), ...early];
   const newLimit = await limitNeeded(snap, plan, req.raiseMemlockLimit === true);
   const headroom = cgroupHeadroom(await readMemoryCgroup(ref.pid));
   if (headroom !== undefined && plan.residentBytes > headroom) {
@@ -721,7 +721,7 @@ async function restoreLimit(ref: ProcessRef, after: Snapshot, action: ActionRepo
 
 async function unlockOne(req: UnlockRequest, ref: ProcessRef): Promise<ProcessResult> {
   const spec = effectiveSelection(req.mappings);
-  const warnings: string[] = [];
+  const warnings: string[] = [...(ref.warnings ?? [])];
   if (!req.dryRun) await recoverFirst(ref, warnings);
   const snap = await snapshot(ref);
   const plan = planUnlock(facts(snap), spec, { future: req.future }, native().syscalls);

@@ -7,6 +7,8 @@ import { journalFiles, removeJournal, writeJournalHeader } from "./journal";
 import { BatchReply, native, SyscallOp } from "./native";
 import { readThreads, pickInjectionThread, InjectionChoice, syscallsReturningEintrOnStop } from "./proc/tasks";
 import { readStatus } from "./proc/status";
+import { isVanishedProcess, readProcFile } from "./proc/read";
+import { parseStat } from "./proc/stat";
 import { Mapping } from "./types";
 
 export interface InjectionResult {
@@ -36,8 +38,54 @@ async function readYamaScope(): Promise<number | undefined> {
   }
 }
 
+/** include/linux/sched.h: set once the process has begun to exit. */
+const PF_EXITING = 0x00000004;
+
+/**
+ * True when `pid` is no longer the live process lockmem worked on: gone, a zombie, exiting,
+ * or (given its start time) a new process under a reused pid. ptrace refuses such a target
+ * with EPERM as it refuses a forbidden one (issue 14: 64 of 250 targets that exited
+ * mid-operation were told "ptrace denied... check SELinux/AppArmor").
+ */
+export async function hasExited(pid: number, startTime?: string): Promise<boolean> {
+  try {
+    const stat = parseStat(await readProcFile(pid, "stat"));
+    if (startTime !== undefined && stat.startTime !== startTime) return true;
+    if (stat.state !== "Z" && stat.state !== "X" && (stat.flags & PF_EXITING) === 0) return false;
+    // A leader that called pthread_exit() reads as a zombie while its other threads run on.
+    return !(await anyLiveThread(pid));
+  } catch (err) {
+    return isVanishedProcess(err);
+  }
+}
+
+async function anyLiveThread(pid: number): Promise<boolean> {
+  const tids = await fs.readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  for (const tid of tids) {
+    if (tid === String(pid)) continue;
+    const stat = await readProcFile(pid, `task/${tid}/stat`).then(parseStat, () => undefined);
+    if (stat && stat.state !== "Z" && stat.state !== "X" && (stat.flags & PF_EXITING) === 0) return true;
+  }
+  return false;
+}
+
+function exitedError(pid: number, stage?: string, errno?: number): LockError {
+  return new LockError({
+    code: "ESRCH",
+    pid,
+    stage,
+    errno,
+    message: `process ${pid} exited while lockmem worked on it`,
+    hint: "nothing was left behind; if it was restarted, run again to lock the new process",
+  });
+}
+
 /** Why PTRACE_SEIZE was refused, in the words of `ppriv -D`: which permission, which knob. */
-export async function explainPtraceDenied(pid: number): Promise<{ code: "EPERM" | "EBUSY"; message: string; hint: string }> {
+export async function explainPtraceDenied(pid: number, startTime?: string): Promise<{ code: "EPERM" | "EBUSY" | "ESRCH"; message: string; hint: string }> {
+  if (await hasExited(pid, startTime)) {
+    const exited = exitedError(pid);
+    return { code: "ESRCH", message: exited.message, hint: exited.hint as string };
+  }
   const status = await readStatus(pid).catch(() => undefined);
   if (status && status.tracerPid !== 0) {
     return {
@@ -68,23 +116,24 @@ export async function explainPtraceDenied(pid: number): Promise<{ code: "EPERM" 
   };
 }
 
-export async function toLockError(err: unknown, pid: number): Promise<LockError> {
-  if (err instanceof LockError) return err;
+/** `startTime`, when known, also tells a pid reused by a new process from the target. */
+export async function toLockError(err: unknown, pid: number, startTime?: string): Promise<LockError> {
+  if (err instanceof LockError) {
+    // A check that failed because the target was exiting under it (smaps read half before,
+    // half after its exit has no [vdso]) is that exit, not what the check says.
+    const mayBeExit = !["ESRCH", "ENOTARGET", "EUSAGE", "EAMBIGUOUS", "EBUSY"].includes(err.code);
+    return mayBeExit && (await hasExited(pid, startTime)) ? exitedError(pid, err.stage, err.errno) : err;
+  }
   if (!isNativeFailure(err)) {
     return new LockError({ code: "EINTERNAL", pid, message: err instanceof Error ? err.message : String(err) });
   }
-  if (err.code === "ESRCH") {
-    return new LockError({
-      code: "ESRCH",
-      pid,
-      stage: err.stage,
-      errno: err.errno,
-      message: `process ${pid} exited while lockmem worked on it`,
-      hint: "nothing was left behind; if it was restarted, run again to lock the new process",
-    });
+  // A target that exits mid-session fails ptrace in many ways (ESRCH, EPERM at attach, a
+  // wait that reports its exit): all of them are that one fact.
+  if (err.code === "ESRCH" || (err.stage !== "seccomp" && err.stage !== "journal" && err.stage !== "arch" && (await hasExited(pid, startTime)))) {
+    return exitedError(pid, err.stage, err.errno);
   }
   if (err.stage === "attach" && err.code === "EPERM") {
-    const why = await explainPtraceDenied(pid);
+    const why = await explainPtraceDenied(pid, startTime);
     return new LockError({ code: why.code, pid, stage: "attach", errno: err.errno, syscall: "ptrace", message: why.message, hint: why.hint });
   }
   if (err.stage === "seccomp") {
@@ -136,6 +185,8 @@ function journalUnwritable(err: NodeJS.ErrnoException, pid: number, file: string
 
 function vdsoOf(mappings: Mapping[], pid: number): Mapping {
   const vdso = mappings.find((m) => m.kind === "vdso");
+  // A live process always has mappings; the smaps of one that exited (a zombie) is empty.
+  if (mappings.length === 0) throw exitedError(pid);
   if (!vdso) {
     throw new LockError({
       code: "EARCH",

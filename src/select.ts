@@ -1,6 +1,7 @@
 // Which mappings a SelectionSpec chooses, and which of those the kernel cannot lock.
-import { Minimatch } from "minimatch";
 import { LockError, usageError } from "./errors";
+import { MAX_PATH_GLOBS, MAX_PATH_LENGTH } from "./inputBounds";
+import { compilePathGlob, PathGlob } from "./pathGlob";
 import { pathWithoutDeleted } from "./proc/smaps";
 import { Mapping, MappingKind, SelectionSpec } from "./types";
 
@@ -10,10 +11,6 @@ export const defaultSelection: SelectionSpec = { permissions: ["r-x", "rwx"] };
 export const MAPPING_KINDS: readonly MappingKind[] = ["file", "anon", "heap", "stack", "shmem", "vdso", "vvar", "vsyscall"];
 const KNOWN_FIELDS = new Set<string>(["permissions", "paths", "kinds", "all"]);
 const PERMISSION = /^[r-][w-][x-][ps]?$/;
-
-// minimatch options for path globs: "libssl*" (no slash) matches the file name anywhere
-// (matchBase), and "**" also walks into hidden directories (dot).
-const GLOB_OPTIONS = { matchBase: true, dot: true } as const;
 
 /**
  * minimatch accepts almost any string, silently reading a typo as a pattern that matches
@@ -39,8 +36,8 @@ function globProblem(pattern: string): string | undefined {
     }
     i = close;
   }
-  if (new Minimatch(pattern, GLOB_OPTIONS).makeRe() === false) return `${JSON.stringify(pattern)} is not a valid glob`;
-  return undefined;
+  const compiled = compilePathGlob(pattern);
+  return typeof compiled === "string" ? compiled : undefined;
 }
 
 function listProblem(value: unknown, field: string): LockError | undefined {
@@ -94,6 +91,12 @@ export function validateSelection(spec: SelectionSpec, fieldPrefix = "mappings")
   if (spec.paths !== undefined) {
     const problem = listProblem(spec.paths, field("paths"));
     if (problem) return problem;
+    // Each glob is matched against every mapping of every target: the count and length bound the work.
+    if (spec.paths.length > MAX_PATH_GLOBS) {
+      return usageError(field("paths"), `has ${spec.paths.length} globs; the limit is ${MAX_PATH_GLOBS}`, "combine them with braces, e.g. /usr/lib/{liba,libb}*.so*");
+    }
+    const long = spec.paths.findIndex((glob) => glob.length > MAX_PATH_LENGTH);
+    if (long >= 0) return usageError(`${field("paths")}[${long}]`, `is ${spec.paths[long].length} characters long; the limit is ${MAX_PATH_LENGTH} (PATH_MAX)`);
     for (let i = 0; i < spec.paths.length; i++) {
       const globError = globProblem(spec.paths[i]);
       if (globError) return usageError(`${field("paths")}[${i}]`, globError);
@@ -150,7 +153,7 @@ function permissionMatches(wanted: string, perms: string): boolean {
   return wanted.length === 3 ? perms.startsWith(wanted) : perms === wanted;
 }
 
-function matchesCriteria(mapping: Mapping, spec: SelectionSpec, globs: Minimatch[]): boolean {
+function matchesCriteria(mapping: Mapping, spec: SelectionSpec, globs: PathGlob[]): boolean {
   if (spec.all === true) return true;
   if (spec.permissions && !spec.permissions.some((perm) => permissionMatches(perm, mapping.perms))) return false;
   if (spec.kinds && !spec.kinds.includes(mapping.kind)) return false;
@@ -174,7 +177,11 @@ export function selectMappings(mappings: Mapping[], spec: SelectionSpec): Select
     spec.all === true || spec.permissions !== undefined || spec.paths !== undefined || spec.kinds !== undefined
       ? spec
       : defaultSelection;
-  const globs = (effective.paths ?? []).map((pattern) => new Minimatch(pattern, GLOB_OPTIONS));
+  const globs = (effective.paths ?? []).map((pattern, i) => {
+    const compiled = compilePathGlob(pattern);
+    if (typeof compiled === "string") throw usageError(`mappings.paths[${i}]`, compiled);
+    return compiled;
+  });
   const result: Selection = { selected: [], notLockable: [] };
   for (const mapping of mappings) {
     if (!matchesCriteria(mapping, effective, globs)) continue;

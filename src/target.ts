@@ -1,8 +1,12 @@
 // Turning a TargetSpec into the processes it names, with their identity (pid + start time).
 import { execFile } from "child_process";
 import { promises as fs } from "fs";
+import * as path from "path";
 import { LockError, usageError } from "./errors";
-import { DEFAULT_PROC_ROOT, isVanishedProcess, readProcFile } from "./proc/read";
+import { pidFileWarnings, readPidFile } from "./pidfile";
+import { cmdlinePatternProblem, compileCmdlinePattern } from "./cmdlinePattern";
+import { MAX_CMDLINE_MATCHED_BYTES, MAX_PATH_LENGTH } from "./inputBounds";
+import { DEFAULT_PROC_ROOT, isVanishedProcess, readProcFile, readProcFileHead } from "./proc/read";
 import { isKernelThread, parseStat, PF_KTHREAD, ProcessStat } from "./proc/stat";
 import { ProcessRef, TargetSpec } from "./types";
 
@@ -55,6 +59,9 @@ export function validateTargetSpec(spec: TargetSpec, fieldPrefix = "target"): Lo
   if (spec.pidFile !== undefined) {
     const problem = nonEmptyString(spec.pidFile, field("pidFile"));
     if (problem) return problem;
+    if (spec.pidFile.length > MAX_PATH_LENGTH || spec.pidFile.includes("\0")) {
+      return usageError(field("pidFile"), `must be a path of at most ${MAX_PATH_LENGTH} characters, without NUL`);
+    }
   }
   if (spec.systemdUnit !== undefined) {
     const problem = nonEmptyString(spec.systemdUnit, field("systemdUnit"));
@@ -74,11 +81,8 @@ export function validateTargetSpec(spec: TargetSpec, fieldPrefix = "target"): Lo
   if (spec.cmdline !== undefined) {
     const problem = nonEmptyString(spec.cmdline, field("cmdline"));
     if (problem) return problem;
-    try {
-      new RegExp(spec.cmdline);
-    } catch (err) {
-      return usageError(field("cmdline"), `invalid regular expression: ${err instanceof Error ? err.message : String(err)}`);
-    }
+    const invalid = cmdlinePatternProblem(spec.cmdline, field("cmdline"));
+    if (invalid) return invalid;
   }
   if (spec.match !== undefined && spec.match !== "one" && spec.match !== "all") {
     return usageError(field("match"), `must be "one" or "all", got ${JSON.stringify(spec.match)}`);
@@ -112,7 +116,8 @@ interface ProcessFacts {
 
 async function readFacts(pid: number, procRoot: string): Promise<ProcessFacts> {
   const stat = parseStat(await readProcFile(pid, "stat", procRoot));
-  const cmdline = joinCmdline(await readProcFile(pid, "cmdline", procRoot));
+  // Bounded: a command line can be megabytes, and every process's is read for a pattern.
+  const cmdline = joinCmdline(await readProcFileHead(pid, "cmdline", MAX_CMDLINE_MATCHED_BYTES, procRoot));
   return { stat, ref: { pid, startTime: stat.startTime, comm: stat.comm, cmdline } };
 }
 
@@ -149,28 +154,14 @@ async function resolveByPid(pid: number, field: string, how: string, o: Required
   return facts.ref;
 }
 
-async function pidFromFile(pidFile: string): Promise<number> {
-  let text: string;
-  try {
-    text = await fs.readFile(pidFile, "utf8");
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new LockError({
-      code: code === "EACCES" ? "EPERM" : "ENOTARGET",
-      stage: "resolve",
-      message: `cannot read pid file ${pidFile}: ${code ?? String(err)}`,
-      hint: code === "ENOENT" ? "the service is probably not running" : undefined,
-    });
-  }
-  const trimmed = text.trim();
-  if (!/^\d+$/.test(trimmed) || Number(trimmed) <= 0 || !Number.isSafeInteger(Number(trimmed))) {
-    throw new LockError({
-      code: "ENOTARGET",
-      stage: "resolve",
-      message: `pid file ${pidFile} does not hold a pid: ${JSON.stringify(trimmed.slice(0, 40))}`,
-    });
-  }
-  return Number(trimmed);
+/** The pid in a pid file (read as systemd does, pidfile.ts), with warnings about who may write it. */
+async function resolveByPidFile(pidFile: string, o: Required<ResolveOptions>): Promise<ProcessRef> {
+  const read = await readPidFile(pidFile);
+  const ref = await resolveByPid(read.pid, "target.pidFile", `pid file ${pidFile} (stale?)`, o);
+  // /proc/PID belongs to the process's effective uid (root for a non-dumpable one).
+  const owner = await fs.stat(path.join(o.procRoot, String(ref.pid))).then((st) => st.uid, () => undefined);
+  const warnings = owner === undefined ? [] : pidFileWarnings(read, owner);
+  return warnings.length > 0 ? { ...ref, warnings } : ref;
 }
 
 function runFile(file: string, args: string[]): Promise<{ stdout: string; stderr: string }> {
@@ -268,7 +259,7 @@ async function resolveByPattern(spec: TargetSpec, o: Required<ResolveOptions>): 
   // Name matches keep them: comm holds no arguments.
   const skipped = spec.cmdline !== undefined ? ancestorsOf(o.selfPid, all) : new Set<number>();
   skipped.add(o.selfPid);
-  const regex = spec.cmdline !== undefined ? new RegExp(spec.cmdline) : undefined;
+  const regex = spec.cmdline !== undefined ? compileCmdlinePattern(spec.cmdline) : undefined;
   const matches = (facts: ProcessFacts): boolean => {
     // Kernel threads have no memory of their own to lock; zombies have an empty cmdline too.
     if (isKernelThread(facts.stat) || facts.ref.cmdline === "") return false;
@@ -298,8 +289,7 @@ export async function resolveTarget(spec: TargetSpec, opts: ResolveOptions = {})
   };
   if (spec.pid !== undefined) return [await resolveByPid(spec.pid, "target.pid", "target.pid", o)];
   if (spec.pidFile !== undefined) {
-    const pid = await pidFromFile(spec.pidFile);
-    return [await resolveByPid(pid, "target.pidFile", `pid file ${spec.pidFile} (stale?)`, o)];
+    return [await resolveByPidFile(spec.pidFile, o)];
   }
   if (spec.systemdUnit !== undefined) {
     const pid = await pidOfUnit(spec.systemdUnit, o.systemctl);

@@ -53,4 +53,6 @@ export interface ProcessRef {
   startTime: string;
   comm: string;
   cmdline: string;
+  /** What the operator should know about how it was found (a pid file others can write). */
+  warnings?: string[];
 }

@@ -54,7 +54,6 @@ function checkConnection(conn: unknown): string | undefined {
   if (c.privateKey === undefined && c.password === undefined && c.agentSocketPath === undefined && !process.env.SSH_AUTH_SOCK) {
     return "connection: no credentials: give privateKey, password or agentSocketPath";
   }
-  if (c.hostKey !== undefined && c.insecureIgnoreHostKey) return "connection: give hostKey or insecureIgnoreHostKey, not both";
   try {
     // Validates host, port, user, dial settings, hostKey syntax and agentPath; dials nothing.
     new SshTransport(c);

@@ -36,6 +36,13 @@ export interface SshProxyConnection {
   perDialTimeout?: number;
   /** Expected host key, one OpenSSH public key line ("ssh-ed25519 AAAA... [comment]"). */
   hostKey?: string;
+  /**
+   * Accept any host key from this hop (throwaway hosts only). Per hop: the connection's own
+   * field covers the target host, `proxy.insecureIgnoreHostKey` the jump host, so a jump
+   * host never inherits it. Refused together with a password, which a man in the middle
+   * would receive (issue 14, item 6).
+   */
+  insecureIgnoreHostKey?: boolean;
 }
 
 /** The fields of @pulumi/command's `remote.ConnectionArgs`, plus lockmem's own. */
@@ -46,10 +53,8 @@ export interface SshConnection extends SshProxyConnection {
   sudo?: boolean;
   /** The agent command on the host; default "lockmem" (found on PATH). */
   agentPath?: string;
-  /** known_hosts file used when hostKey is not given; default ~/.ssh/known_hosts. */
+  /** known_hosts file used when hostKey is not given (for every hop); default ~/.ssh/known_hosts. */
   knownHostsPath?: string;
-  /** Accept any host key (for throwaway hosts only; also applies to the proxy). */
-  insecureIgnoreHostKey?: boolean;
 }
 
 const DEFAULT_PORT = 22;
@@ -77,6 +82,7 @@ interface Endpoint {
   hostKey?: string;
   knownHostsPath: string;
   insecureIgnoreHostKey: boolean;
+  role: "connection" | "connection.proxy";
   where: string;
 }
 
@@ -84,7 +90,8 @@ function usage(where: string, message: string, hint?: string): TransportError {
   return new TransportError({ code: "EUSAGE", where, message, hint });
 }
 
-function endpointOf(c: SshProxyConnection, shared: Pick<SshConnection, "knownHostsPath" | "insecureIgnoreHostKey">, role: string): Endpoint {
+/** `role` names the hop as the inputs do: "connection" or "connection.proxy". */
+function endpointOf(c: SshProxyConnection, shared: Pick<SshConnection, "knownHostsPath">, role: "connection" | "connection.proxy"): Endpoint {
   const port = c.port ?? DEFAULT_PORT;
   const user = c.user ?? DEFAULT_USER;
   const where = `ssh ${user}@${c.host}:${port}`;
@@ -95,6 +102,16 @@ function endpointOf(c: SshProxyConnection, shared: Pick<SshConnection, "knownHos
   if (!(perDial >= 0)) throw usage(where, `perDialTimeout must be >= 0 seconds, got ${perDial}`);
   const limit = c.dialErrorLimit ?? DEFAULT_DIAL_ERROR_LIMIT;
   if (!Number.isInteger(limit) || limit < -1) throw usage(where, `dialErrorLimit must be -1 (no limit) or a count, got ${limit}`);
+  const ignoreHostKey = c.insecureIgnoreHostKey ?? false;
+  if (typeof ignoreHostKey !== "boolean") throw usage(where, `${role}.insecureIgnoreHostKey must be true or false, got ${JSON.stringify(ignoreHostKey)}`);
+  if (ignoreHostKey && c.hostKey !== undefined) throw usage(where, `${role}: give hostKey or insecureIgnoreHostKey, not both`);
+  if (ignoreHostKey && c.password !== undefined) {
+    throw usage(
+      where,
+      `${role}.insecureIgnoreHostKey cannot be used with password authentication: whoever answers in the host's place would receive the password`,
+      `give ${role}.hostKey (from \`ssh-keyscan -p ${port} ${c.host}\`, checked out of band) or authenticate with privateKey instead of password`,
+    );
+  }
   return {
     host: c.host,
     port,
@@ -107,7 +124,8 @@ function endpointOf(c: SshProxyConnection, shared: Pick<SshConnection, "knownHos
     perDialTimeoutMs: perDial * 1000,
     hostKey: c.hostKey,
     knownHostsPath: shared.knownHostsPath ?? path.join(os.homedir(), ".ssh", "known_hosts"),
-    insecureIgnoreHostKey: shared.insecureIgnoreHostKey ?? false,
+    insecureIgnoreHostKey: ignoreHostKey,
+    role,
     where,
   };
 }
@@ -144,7 +162,9 @@ function hostKeyPolicy(e: Endpoint): HostKeyPolicy {
       code: "EHOSTKEY",
       where: e.where,
       message: `no host key is known for ${e.host} port ${e.port} (not in ${e.knownHostsPath}, and no hostKey given)`,
-      hint: `set hostKey to the host's public key line (e.g. from \`ssh-keyscan -p ${e.port} ${e.host}\`, checked out of band), add it to ${e.knownHostsPath}, or set insecureIgnoreHostKey: true for a throwaway host`,
+      hint:
+        `set ${e.role}.hostKey to the host's public key line (e.g. from \`ssh-keyscan -p ${e.port} ${e.host}\`, checked out of band), add it to ${e.knownHostsPath}, or set ${e.role}.insecureIgnoreHostKey: true for a throwaway host` +
+        (e.role === "connection.proxy" ? " (connection.insecureIgnoreHostKey covers the target host only, never the jump host)" : ""),
     });
   }
   return { accept: known.accepted, revoked: known.revoked, source: e.knownHostsPath, ignore: e.insecureIgnoreHostKey && known.accepted.length === 0 };
@@ -611,7 +631,10 @@ class AgentSession {
           this.stderr = "";
           let exitCode: number | null = null;
           let signal: string | null = null;
-          stream.on("data", (d: Buffer) => this.onData(d.toString("utf8")));
+          // Data of a stream this session already dropped (reply too long) is ignored.
+          stream.on("data", (d: Buffer) => {
+            if (this.channel === stream) this.onData(d.toString("utf8"));
+          });
           stream.stderr.on("data", (d: Buffer) => {
             if (this.stderr.length < MAX_AGENT_OUTPUT) this.stderr += d.toString("utf8");
           });
@@ -619,7 +642,7 @@ class AgentSession {
             exitCode = code;
             signal = sig ?? null;
           });
-          stream.on("close", () => this.onClose({ stdout: "", stderr: this.stderr, exitCode, signal, command: this.command, where, sudo: this.sudo }));
+          stream.on("close", () => this.channel === stream && this.onClose({ stdout: "", stderr: this.stderr, exitCode, signal, command: this.command, where, sudo: this.sudo }));
           this.channel = stream;
           resolve(stream);
         });
@@ -644,6 +667,24 @@ class AgentSession {
       } catch {
         w.reject(new TransportError({ code: "EAGENT", where: this.p.endpoint.where, message: `the agent answered something that is not JSON: ${line.slice(0, 200)}` }));
       }
+    }
+    if (this.buffered.length > MAX_AGENT_OUTPUT) {
+      // As the one-shot path caps what it keeps: a line this long is no reply of ours, and
+      // buffering it would let a broken or hostile agent fill the provider's memory.
+      const w = this.waiting;
+      this.waiting = undefined;
+      this.buffered = "";
+      const channel = this.channel;
+      this.end();
+      channel?.close();
+      w?.reject(
+        new TransportError({
+          code: "EAGENT",
+          where: this.p.endpoint.where,
+          message: `the agent sent a reply line longer than ${MAX_AGENT_OUTPUT} bytes; the session was closed`,
+          hint: "the agent on the host is not a lockmem agent speaking this protocol; check agent.path or redeploy it",
+        }),
+      );
     }
   }
 
@@ -703,9 +744,9 @@ export class SshTransport implements Transport {
   private readonly persistent: boolean;
 
   constructor(conn: SshConnection, opts: SshTransportOptions = {}) {
-    const shared = { knownHostsPath: conn.knownHostsPath, insecureIgnoreHostKey: conn.insecureIgnoreHostKey };
-    this.endpoint = endpointOf(conn, shared, "host");
-    this.proxy = conn.proxy ? endpointOf(conn.proxy, shared, "proxy") : undefined;
+    const shared = { knownHostsPath: conn.knownHostsPath };
+    this.endpoint = endpointOf(conn, shared, "connection");
+    this.proxy = conn.proxy ? endpointOf(conn.proxy, shared, "connection.proxy") : undefined;
     this.where = this.proxy ? `${this.endpoint.where} via ${this.proxy.host}:${this.proxy.port}` : this.endpoint.where;
     const agentPath = conn.agentPath ?? DEFAULT_AGENT_PATH;
     if (!SAFE_AGENT_PATH.test(agentPath) || agentPath.startsWith("-")) {
@@ -787,9 +828,9 @@ export function sshTransport(conn: SshConnection, opts: SshTransportOptions = {}
  * same host key checks), e.g. to upload files over SFTP. The connection stays pooled.
  */
 export async function withSshClient<T>(conn: SshConnection, timeoutMs: number, fn: (client: Client, where: string) => Promise<T>): Promise<T> {
-  const shared = { knownHostsPath: conn.knownHostsPath, insecureIgnoreHostKey: conn.insecureIgnoreHostKey };
-  const endpoint = endpointOf(conn, shared, "host");
-  const proxy = conn.proxy ? endpointOf(conn.proxy, shared, "proxy") : undefined;
+  const shared = { knownHostsPath: conn.knownHostsPath };
+  const endpoint = endpointOf(conn, shared, "connection");
+  const proxy = conn.proxy ? endpointOf(conn.proxy, shared, "connection.proxy") : undefined;
   installExitHook();
   const p = await connection(endpoint, proxy, Date.now() + timeoutMs);
   hold(p);

@@ -3,6 +3,7 @@
 // so a malformed request changes nothing on the host.
 import type { ErrorObject, ValidateFunction } from "ajv";
 import { LockErrorCode, LockErrorInit } from "../errors";
+import { MAX_CMDLINE_PATTERN_LENGTH, MAX_PATH_GLOBS, MAX_PATH_LENGTH } from "../inputBounds";
 import { LockRequest, StatusRequest, UnlockRequest } from "../api";
 import { TargetSpec } from "../types";
 import { requestValidator } from "./request-validators";
@@ -95,7 +96,7 @@ export type AgentReply = AgentOkReply | AgentErrorReply;
 
 // ---- schemas ------------------------------------------------------------------------
 
-const PATH_STRING = { type: "string", minLength: 1, maxLength: 4096, pattern: "^[^\\u0000]+$" } as const;
+const PATH_STRING = { type: "string", minLength: 1, maxLength: MAX_PATH_LENGTH, pattern: "^[^\\u0000]+$" } as const;
 
 const targetSchema = {
   type: "object",
@@ -106,7 +107,7 @@ const targetSchema = {
     pidFile: PATH_STRING,
     systemdUnit: { type: "string", minLength: 1, maxLength: 256, pattern: "^[A-Za-z0-9:_.@\\\\-]+$" },
     name: { type: "string", minLength: 1, maxLength: 64, pattern: "^[^\\u0000/]+$" },
-    cmdline: { type: "string", minLength: 1, maxLength: 1024, pattern: "^[^\\u0000]+$" },
+    cmdline: { type: "string", minLength: 1, maxLength: MAX_CMDLINE_PATTERN_LENGTH, pattern: "^[^\\u0000]+$" },
     match: { enum: ["one", "all"] },
   },
 } as const;
@@ -122,7 +123,7 @@ const selectionSchema = {
       maxItems: 16,
       items: { type: "string", pattern: "^[r-][w-][x-][ps]?$" },
     },
-    paths: { type: "array", maxItems: 64, items: PATH_STRING },
+    paths: { type: "array", maxItems: MAX_PATH_GLOBS, items: PATH_STRING },
     kinds: { type: "array", maxItems: MAPPING_KINDS.length, items: { enum: MAPPING_KINDS } },
     all: { type: "boolean" },
   },

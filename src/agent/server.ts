@@ -1,6 +1,7 @@
 // `lockmem agent`: reads one request on stdin, runs it through the host library, writes
 // one reply line on stdout. Everything a caller can send is checked (protocol.ts) before
 // the core is even loaded, so bad input never reaches ptrace.
+import { StringDecoder } from "string_decoder";
 import { LockError } from "../errors";
 import { LockRequest, StatusRequest, UnlockRequest } from "../api";
 import { ProcessRef, TargetSpec } from "../types";
@@ -216,38 +217,116 @@ export async function agentMain(): Promise<void> {
 }
 
 /**
+ * Requests read but not answered yet, at most: past it the agent stops reading its input
+ * until one is answered (seen before: 200k queued requests held 134 MB).
+ */
+export const MAX_PENDING_REQUESTS = 16;
+
+/** Writes one reply line, waiting for the pipe to take it when it is full. */
+function writeLine(text: string): Promise<void> {
+  return new Promise((resolve) => {
+    const out = process.stdout;
+    if (out.write(text + "\n")) return resolve();
+    const done = (): void => {
+      out.off("drain", done);
+      out.off("close", done);
+      out.off("error", done);
+      resolve();
+    };
+    out.on("drain", done);
+    out.on("close", done);
+    out.on("error", done);
+  });
+}
+
+/** The answer to a line longer than MAX_REQUEST_BYTES, which is then dropped up to its newline. */
+function oversizeReply(): AgentReply {
+  return errorReply({
+    code: "EUSAGE",
+    message: `request: a line longer than ${MAX_REQUEST_BYTES} bytes was discarded up to its end`,
+    hint: "send one JSON request per line, each under the limit",
+  });
+}
+
+/**
  * `lockmem agent --serve`: many requests over one run, one JSON line in, one JSON line out,
  * in order, until stdin ends. The provider keeps one per SSH connection, so that an
  * operation costs a line on an open channel instead of starting Node on the host.
+ *
+ * Framing is by newline only: a line over the size limit is answered with one error and
+ * discarded through its newline, so no part of it is ever read as a request of its own
+ * (issue 14: the tail of a split oversize line ran as a request).
  */
 export async function agentServe(): Promise<void> {
   process.on("SIGHUP", () => undefined);
   process.stdout.on("error", () => undefined);
+  const stdin = process.stdin;
+  const decoder = new StringDecoder("utf8");
   let buffered = "";
+  let discarding = false;
+  let ended = false;
+  let pending = 0;
   let queue = Promise.resolve();
-  const answer = (raw: string): void => {
+  let finished: () => void = () => undefined;
+  const allAnswered = new Promise<void>((resolve) => (finished = resolve));
+
+  const answer = (reply: () => Promise<AgentReply>): void => {
+    pending++;
     queue = queue.then(async () => {
-      const { reply } = await handleRequest(raw);
-      process.stdout.write(JSON.stringify(reply) + "\n");
+      await writeLine(JSON.stringify(await reply()));
+      pending--;
+      pump();
     });
   };
-  await new Promise<void>((resolve) => {
-    process.stdin.on("data", (chunk: Buffer) => {
-      buffered += chunk.toString("utf8");
-      for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        if (line.trim() !== "") answer(line);
-      }
-      if (buffered.length > MAX_REQUEST_BYTES) {
-        // An endless line: answer it as oversized (handleRequest says so) and drop it.
-        answer(buffered);
+
+  // Takes complete lines out of the buffer while fewer than MAX_PENDING_REQUESTS wait,
+  // and pauses or resumes reading accordingly.
+  const pump = (): void => {
+    let pos = 0;
+    while (pending < MAX_PENDING_REQUESTS) {
+      const nl = buffered.indexOf("\n", pos);
+      if (nl < 0) break;
+      const line = buffered.slice(pos, nl);
+      pos = nl + 1;
+      if (discarding) discarding = false;
+      else if (line.trim() !== "") answer(async () => (await handleRequest(line)).reply);
+    }
+    buffered = buffered.slice(pos);
+    if (!buffered.includes("\n")) {
+      if (discarding) {
+        buffered = "";
+      } else if (Buffer.byteLength(buffered, "utf8") > MAX_REQUEST_BYTES) {
+        // Too long and no newline yet: answer now, drop what came, and the rest up to the newline.
+        answer(async () => oversizeReply());
+        buffered = "";
+        discarding = true;
+      } else if (ended && buffered.trim() !== "") {
+        const last = buffered;
+        answer(async () => (await handleRequest(last)).reply);
         buffered = "";
       }
-    });
-    process.stdin.on("end", () => resolve());
-    process.stdin.on("error", () => resolve());
+    }
+    if (ended) {
+      if (pending === 0 && !buffered.includes("\n")) finished();
+    } else if (pending >= MAX_PENDING_REQUESTS) {
+      stdin.pause();
+    } else {
+      stdin.resume();
+    }
+  };
+
+  const end = (): void => {
+    if (ended) return;
+    buffered += decoder.end();
+    ended = true;
+    pump();
+  };
+  stdin.on("data", (chunk: Buffer) => {
+    buffered += decoder.write(chunk);
+    pump();
   });
-  if (buffered.trim() !== "") answer(buffered);
+  stdin.on("end", end);
+  stdin.on("error", end);
+  await allAnswered;
   await queue;
 }

@@ -23,6 +23,29 @@ export async function readProcFile(pid: number, file: string, procRoot: string =
   }
 }
 
+/** The first `maxBytes` of `<procRoot>/<pid>/<file>` (a command line can be megabytes long). */
+export async function readProcFileHead(pid: number, file: string, maxBytes: number, procRoot: string = DEFAULT_PROC_ROOT): Promise<string> {
+  const fullPath = path.join(procRoot, String(pid), file);
+  try {
+    const handle = await fs.open(fullPath, "r");
+    try {
+      const buffer = Buffer.alloc(maxBytes);
+      let filled = 0;
+      // procfs may return less than asked per read (a command line comes a page at a time).
+      for (;;) {
+        const { bytesRead } = await handle.read(buffer, filled, maxBytes - filled, filled);
+        filled += bytesRead;
+        if (bytesRead === 0 || filled === maxBytes) break;
+      }
+      return buffer.subarray(0, filled).toString("utf8");
+    } finally {
+      await handle.close();
+    }
+  } catch (err) {
+    throw procReadError(err, pid, fullPath);
+  }
+}
+
 export function procReadError(err: unknown, pid: number, fullPath: string): LockError {
   const code = errnoCode(err);
   // ESRCH: reading an already opened file of a process that just exited.

@@ -7,6 +7,8 @@ import * as path from "path";
 import { AgentReply } from "../../src/agent/protocol";
 import { SshConnection, closeAll, pooledConnectionCount, sshTransport } from "../../provider/transport/ssh";
 import { TransportError } from "../../provider/transport/types";
+import { MAX_AGENT_OUTPUT } from "../../provider/transport/agent-output";
+import { checkInputs } from "../../provider/impl/check";
 import { fingerprint, parseKeyLine } from "../../provider/transport/known-hosts";
 import { AgentBundle, buildAgentBundle } from "../support/agent-bundle";
 import { PASSWORD_USER, PLAIN_USER, SUDO_USER, SshFixture, startSshFixture } from "../support/sshd";
@@ -175,6 +177,64 @@ test("through a jump host (proxy): the jump host forwards, the agent runs on the
     sshTransport(conn(1, { hostKey: fx.strangerHostKey, proxy: { host: fx.hosts[0].address, port: fx.hosts[0].port, privateKey: fx.userKey.privateKey, hostKey: fx.hosts[0].hostKey } })).run(lockReq(target.pid)),
   );
   expect(e.code).toBe("EHOSTKEY");
+});
+
+test("insecureIgnoreHostKey is per hop: the jump host never inherits the target host's", async () => {
+  const empty = path.join(fx.dir, "empty_known_hosts_hops");
+  fs.writeFileSync(empty, "");
+  const jump = { host: fx.hosts[0].address, port: fx.hosts[0].port, user: "root", privateKey: fx.userKey.privateKey };
+  // Seen before: the connection's flag also covered the jump host, where a man in the middle
+  // would then have received the credentials of the jump hop.
+  const e = await failure(sshTransport(conn(1, { hostKey: undefined, knownHostsPath: empty, insecureIgnoreHostKey: true, proxy: jump })).run({ v: 1, op: "version" }));
+  expect(e.code).toBe("EHOSTKEY");
+  expect(e.where).toContain(fx.hosts[0].address);
+  expect(e.message).toContain(`no host key is known for ${fx.hosts[0].address} port ${fx.hosts[0].port}`);
+  expect(e.hint).toContain("connection.proxy.hostKey");
+  expect(e.hint).toContain("connection.insecureIgnoreHostKey covers the target host only");
+  // Given for the jump hop itself, it applies there (and only there: the target host keeps its pinned key).
+  const ok = await sshTransport(conn(1, { knownHostsPath: empty, proxy: { ...jump, insecureIgnoreHostKey: true } })).run({ v: 1, op: "version" });
+  expect(ok.ok).toBe(true);
+  const wrongTarget = await failure(
+    sshTransport(conn(1, { hostKey: fx.strangerHostKey, knownHostsPath: empty, proxy: { ...jump, insecureIgnoreHostKey: true } })).run({ v: 1, op: "version" }),
+  );
+  expect(wrongTarget.code).toBe("EHOSTKEY");
+});
+
+test("insecureIgnoreHostKey is refused for a hop that authenticates with a password, before dialing", () => {
+  const pw = { user: PASSWORD_USER, privateKey: undefined, password: fx.password, hostKey: undefined, insecureIgnoreHostKey: true };
+  const names = (fn: () => unknown): string => {
+    try {
+      fn();
+    } catch (err) {
+      if (!(err instanceof TransportError)) throw err;
+      expect(JSON.stringify(err.toJSON())).not.toContain(fx.password);
+      expect(err.code).toBe("EUSAGE");
+      return `${err.message} ${err.hint}`;
+    }
+    throw new Error("accepted");
+  };
+  expect(names(() => sshTransport(conn(2, pw)))).toMatch(/connection\.insecureIgnoreHostKey cannot be used with password authentication.*connection\.hostKey/);
+  const jump = { host: fx.hosts[2].address, port: fx.hosts[2].port, user: PASSWORD_USER, password: fx.password, insecureIgnoreHostKey: true };
+  expect(names(() => sshTransport(conn(1, { proxy: jump })))).toMatch(/connection\.proxy\.insecureIgnoreHostKey cannot be used with password authentication/);
+  // The provider's check says the same, per property, before anything reaches a host.
+  const failures = checkInputs({ target: { pid: target.pid }, connection: { ...conn(2), ...pw } });
+  expect(failures).toEqual([{ property: "connection", reason: expect.stringMatching(/connection\.insecureIgnoreHostKey cannot be used with password authentication/) }]);
+  expect(JSON.stringify(failures)).not.toContain(fx.password);
+  const proxied = checkInputs({ target: { pid: target.pid }, connection: { ...conn(1), proxy: jump } });
+  expect(proxied[0]?.reason).toMatch(/connection\.proxy\.insecureIgnoreHostKey cannot be used with password authentication/);
+});
+
+test("serve mode: a reply line longer than 16 MiB ends the session with EAGENT instead of filling memory", async () => {
+  // A stand-in for a broken or hostile agent: one endless line, then it waits for its input to end.
+  const flood = path.join(fx.dir, "flood-agent.sh");
+  fs.writeFileSync(flood, `#!/bin/sh\nhead -c ${MAX_AGENT_OUTPUT + 1024 * 1024} /dev/zero | tr '\\0' x\nexec cat >/dev/null\n`, { mode: 0o755 });
+  const version = { protocol: 1, agent: "0.0.0", node: "v0", arch: "x64", uid: 0 };
+  const t = sshTransport(conn(0), { agentCommand: flood, agentVersion: version, persistent: true });
+  const started = Date.now();
+  const e = await failure(t.run({ v: 1, op: "status", args: { target: { pid: target.pid } } }, { timeoutMs: 30_000 }));
+  expect(e.code).toBe("EAGENT");
+  expect(e.message).toContain(`the agent sent a reply line longer than ${MAX_AGENT_OUTPUT} bytes; the session was closed`);
+  expect(Date.now() - started).toBeLessThan(30_000);
 });
 
 test("connections are reused: many operations, one connection per host", async () => {
