@@ -252,7 +252,7 @@ export async function runInTarget(pid: number, mappings: Mapping[], ops: Syscall
       // The chosen thread may have exited between the choice and the attach: choose again.
       const threadGone = isNativeFailure(err) && err.code === "ESRCH" && err.stage === "attach" && thread.tid !== pid;
       if (threadGone && attempt < 3) continue;
-      throw await toLockError(err, pid);
+      throw await toLockError(err, pid, opts.startTime);
     }
   }
 }
