@@ -335,8 +335,10 @@ class Session {
       // Recovering: only a process that is actually stopped has calls to re-issue. The dead
       // run's SIGSTOP may still be taking effect: give the group stop a moment to complete.
       if (spec_.continueOnly) {
+        // Only while its SIGSTOP is still pending: a run that died before sending one left
+        // a process that will not stop, with nothing to wait for.
         uint64_t until = nowNs() + 200 * 1000000ull;
-        while (processState() != 'T' && nowNs() < until) usleep(200);
+        while (processState() != 'T' && stopPending() && nowNs() < until) usleep(200);
       }
       // Every thread our stop may have woken: re-issue the calls it turned into EINTR.
       // Recovering, only a process that is actually stopped has such calls.
@@ -367,6 +369,11 @@ class Session {
     } else {
       out_->journalRemoved = true;
     }
+  }
+
+  bool stopPending() {
+    procfs::SignalState st = procfs::signalState(spec_.pid, spec_.pid);
+    return st.known && (st.sharedPending & sigbit(SIGSTOP)) != 0;
   }
 
   void waitUntilAllStopped() {

@@ -17,6 +17,7 @@
 // else is set aside (`.invalid`) and reported, never run.
 import { promises as fs } from "fs";
 import * as path from "path";
+import { LockError } from "./errors";
 import { MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, native, SyscallOp } from "./native";
 import { readStat } from "./proc/stat";
 import { readStatus } from "./proc/status";
@@ -360,6 +361,7 @@ async function journalNames(pid?: number): Promise<{ dir: string; names: string[
     dir = journalDir();
     names = await fs.readdir(dir);
   } catch (err) {
+    if (err instanceof LockError) throw err; // an unsafe state dir: never silently "nothing"
     // No journal, or not ours to read (a non-root agent: it cannot have written one).
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "EACCES" || code === "EPERM") return { dir: "", names: [] };
