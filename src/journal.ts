@@ -23,7 +23,7 @@ import { readStat } from "./proc/stat";
 import { readStatus } from "./proc/status";
 import { syscallsReturningEintrOnStop } from "./proc/tasks";
 import { isDecimalName, secureStateDir } from "./state-dir";
-import { DEFAULT_TARGET_WAIT_MS, isTargetLocked, withTargetLocks } from "./target-lock";
+import { DEFAULT_TARGET_WAIT_MS, isTargetLocked, pruneStaleLocks, withTargetLocks } from "./target-lock";
 
 interface JournalOp {
   nr: number;
@@ -393,6 +393,9 @@ export async function recoverInterrupted(pid?: number, opts: RecoverOptions = {}
     if (r) results.push(r);
   }
   await removeOrphanRegs(dir);
+  // A full recovery (`lockmem recover`, a guardian) also clears the lock files of processes
+  // that are gone.
+  if (pid === undefined) pruneStaleLocks();
   return results;
 }
 

@@ -8,7 +8,8 @@
 // description, so the kernel drops it the moment its holder dies (SIGKILL, an SSH session
 // torn down, OOM): no stale-lock detection, no pid-reuse question, and a journal whose
 // target lock is free provably has no live owner. Lock files are never unlinked
-// (unlinking a flock file races with a waiter that opened it); /run is cleared at boot.
+// while anyone may hold them; those of processes that are gone are pruned under their own
+// lock by `recover` and the guardians, and a waiter that locked a pruned file retries.
 //
 // Within one process, flocks taken through different descriptors conflict like any
 // others, which serialises concurrent requests of one agent; an operation that already
@@ -103,8 +104,29 @@ function openLockFile(file: string): number {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** True when `fd` still is the file at `file` (not unlinked by a prune meanwhile). */
+function stillLinked(fd: number, file: string): boolean {
+  try {
+    const a = fs.fstatSync(fd);
+    const b = fs.lstatSync(file);
+    return a.ino === b.ino && a.dev === b.dev;
+  } catch {
+    return false;
+  }
+}
+
 /** Takes the flock of `file` on a new descriptor by the deadline, or throws EBUSY naming the holder. */
 async function acquire(file: string, pid: number, deadline: number, op: string): Promise<number> {
+  for (;;) {
+    const fd = await acquireOnce(file, pid, deadline, op);
+    // A lock file is unlinked only by its holder (pruneStaleLocks); whoever waited on the
+    // old inode got a lock nobody else will ever ask for: open the path again.
+    if (stillLinked(fd, file)) return fd;
+    fs.closeSync(fd);
+  }
+}
+
+async function acquireOnce(file: string, pid: number, deadline: number, op: string): Promise<number> {
   const fd = openLockFile(file);
   try {
     // Polled (Node has no blocking flock off the main thread): 1 ms, doubling to 50 ms.
@@ -175,6 +197,34 @@ export async function withTargetLocks<T>(pids: number[], opts: TargetLockOptions
   } finally {
     held.release();
   }
+}
+
+/**
+ * Removes the lock files of processes that no longer exist, each under its own lock (so
+ * never from under a holder; a waiter on a removed file notices, see acquire()).
+ */
+export function pruneStaleLocks(dir = defaultLockDir()): number {
+  let removed = 0;
+  for (const name of fs.readdirSync(dir)) {
+    const m = /^([0-9]{1,10})\.lock$/.exec(name);
+    if (!m || fs.existsSync(`/proc/${m[1]}`)) continue;
+    const file = path.join(dir, name);
+    let fd: number;
+    try {
+      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW);
+    } catch {
+      continue;
+    }
+    try {
+      if (native().tryFlock(fd, "exclusive") && stillLinked(fd, file)) {
+        fs.unlinkSync(file);
+        removed++;
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return removed;
 }
 
 /** Whether a live lockmem process (this one included) holds the lock of pid now. */

@@ -160,3 +160,23 @@ test("a limit record lockmem could not have written (it lowers the limit) is set
     w.stop();
   }
 });
+
+test("lock files of processes that are gone are pruned by a full recover; live ones stay", async () => {
+  const w = await startWaiters(["epoll_wait"]);
+  try {
+    const { execFileSync } = await import("child_process");
+    const gone = Number(execFileSync("sh", ["-c", "true & echo $!"]).toString().trim());
+    await waitUntil(() => !fs.existsSync(`/proc/${gone}`), "the short-lived process to be gone");
+    await api.lock({ target: { pid: w.pid } }); // leaves a lock file for a live process
+    const locks = path.join(stateDir, "locks");
+    fs.writeFileSync(path.join(locks, `${gone}.lock`), "{}", { mode: 0o600 });
+    await recoverInterrupted();
+    expect(fs.existsSync(path.join(locks, `${gone}.lock`))).toBe(false);
+    expect(fs.existsSync(path.join(locks, `${w.pid}.lock`))).toBe(true);
+    // And a lock taken afterwards still serialises.
+    const r = await api.unlock({ target: { pid: w.pid } });
+    expect(r.processes[0].error).toBeUndefined();
+  } finally {
+    w.stop();
+  }
+});
