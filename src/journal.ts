@@ -254,6 +254,51 @@ async function waitUntilUntraced(pid: number, ms: number): Promise<void> {
   }
 }
 
+/**
+ * The dead run's SIGSTOP may still be pending (the guardian starts within milliseconds):
+ * once its tracer is gone, the process takes it and completes the group stop by itself.
+ * Recovering before that would see it arrive mid-recovery, with another session's cookie,
+ * and keep the process stopped as if someone else had asked for it.
+ */
+async function waitUntilStopTaken(pid: number, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  const SIGSTOP_BIT = 1n << 18n;
+  for (;;) {
+    let pending = 0n;
+    try {
+      const text = await fs.readFile(`/proc/${pid}/status`, "utf8");
+      const m = /\nShdPnd:\s*([0-9a-f]+)/.exec(text);
+      pending = m ? BigInt("0x" + m[1]) : 0n;
+    } catch {
+      return; // gone
+    }
+    if ((pending & SIGSTOP_BIT) === 0n || Date.now() > until) return;
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+/** The process state once thread `tid` is no longer busy in the kernel (R or D), or at the deadline. */
+async function waitWhileInKernel(pid: number, tid: number, ms: number): Promise<string | undefined> {
+  const until = Date.now() + ms;
+  for (;;) {
+    let threadState: string | undefined;
+    try {
+      const text = await fs.readFile(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      threadState = text.slice(text.lastIndexOf(")") + 2).split(" ")[0];
+    } catch {
+      threadState = undefined;
+    }
+    if ((threadState !== "R" && threadState !== "D") || Date.now() > until) {
+      try {
+        return (await readStat(pid)).state;
+      } catch {
+        return undefined;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
 async function setAside(file: string): Promise<void> {
   await fs.rename(file, `${file}.invalid`).catch(() => undefined);
 }
@@ -275,6 +320,10 @@ async function recoverOne(dir: string, name: string): Promise<RecoveryResult | u
     return { pid: Number(m[1]), tid: Number(m[3]), outcome: "refused", detail: `${json} is not a journal lockmem wrote (${header}): set aside as ${name}.invalid, nothing was run` };
   }
   const files = journalFiles(header.pid, header.tid, header.startTime);
+  // Temporary files of a run killed while writing its journal (it holds the target lock
+  // while it writes, and we hold it now: nobody is writing them).
+  await fs.rm(`${files.json}.tmp`, { force: true });
+  await fs.rm(`${files.regs}.tmp`, { force: true });
   const result = (outcome: RecoveryResult["outcome"], detail: string): RecoveryResult => ({ pid: header.pid, tid: header.tid, outcome, detail });
   const state = await currentState(header.pid, header.startTime);
   if (state === undefined || state === "Z" || state === "X") {
@@ -294,6 +343,7 @@ async function recoverOne(dir: string, name: string): Promise<RecoveryResult | u
     return result("refused", `${files.regs} is not a journal lockmem wrote (${regs}): set aside, nothing was run`);
   }
   await waitUntilUntraced(header.pid, 2000);
+  await waitUntilStopTaken(header.pid, 2000);
   // A stop someone else asked for during the run is honoured as if it had come before.
   const stayStopped = regs.wasStopped || regs.foreignStop;
   if (!regs.regs || regs.restored) {
@@ -318,11 +368,15 @@ async function recoverOne(dir: string, name: string): Promise<RecoveryResult | u
     const then = stayStopped ? `left the process stopped (${regs.wasStopped ? "as it was" : "someone else stopped it meanwhile"})` : "continued the process";
     return result("continued", `${regs.restored ? "registers were already restored" : "stopped before any register changed"}; ${then}`);
   }
-  if (state !== "T") {
+  // The guardian can get here while the held thread is still inside our injected call (an
+  // mlock of gigabytes takes seconds), running (R) or faulting pages in (D): the group stop
+  // takes it when the call returns. Wait for that before judging the process "running".
+  const settled = await waitWhileInKernel(header.pid, header.tid, 60_000);
+  if (settled !== "T") {
     // Never write old registers into a running thread: it has moved on (or was continued
     // by someone else while it held our registers, which no journal can undo).
     await removeJournal(files);
-    return result("dropped", `the process is running (state ${state}); its registers were left alone`);
+    return result("dropped", `the process is running (state ${settled}); its registers were left alone`);
   }
   await native().runBatch({
     pid: header.pid,
@@ -412,8 +466,8 @@ async function removeOrphanRegs(dir: string): Promise<void> {
   if (!dir) return;
   const names = await fs.readdir(dir).catch(() => [] as string[]);
   for (const name of names) {
-    const m = /^([0-9]{1,10})-([0-9]{1,20})-([0-9]{1,10})\.regs$/.exec(name);
-    if (!m || names.includes(name.replace(/\.regs$/, ".json"))) continue;
+    const m = /^([0-9]{1,10})-([0-9]{1,20})-([0-9]{1,10})\.(regs|json\.tmp|regs\.tmp)$/.exec(name);
+    if (!m || (m[4] === "regs" && names.includes(name.replace(/\.regs$/, ".json")))) continue;
     if (isTargetLocked(Number(m[1]))) continue;
     await fs.rm(path.join(dir, name), { force: true });
   }

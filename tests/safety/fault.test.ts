@@ -111,7 +111,10 @@ function selectionArgs(sel: SelectionSpec): string[] {
  * changes (inotify), i.e. at an instant inside the session rather than while Node starts.
  */
 function runCli(args: string[], opts: { killAt?: string; killAfterJournalMs?: number } = {}): Promise<CliRun> {
-  const env: NodeJS.ProcessEnv = { ...process.env, LOCKMEM_STATE_DIR: stateDir };
+  // The recovery paths under test here (library, CLI, next operation, a killed recovery)
+  // run without the guardian, which would otherwise get there first; guardian.test.ts
+  // covers the guardian at the same fault points.
+  const env: NodeJS.ProcessEnv = { ...process.env, LOCKMEM_STATE_DIR: stateDir, LOCKMEM_TEST_NO_GUARDIAN: "1" };
   delete env.LOCKMEM_TEST_KILL_AT;
   if (opts.killAt) env.LOCKMEM_TEST_KILL_AT = opts.killAt;
   const started = process.hrtime.bigint();

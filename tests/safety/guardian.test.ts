@@ -10,7 +10,7 @@ import * as fs from "fs";
 import * as path from "path";
 import * as api from "../../src/api";
 import { startStress, stopStress, stressLabel, stressMode } from "../support/stress";
-import { waitUntil, workDir } from "../support/target";
+import { startTarget, stopAllTargets, waitUntil, workDir } from "../support/target";
 import { startWaiters, stopAllWaiters, Waiters } from "../support/waiters";
 import { isTraced } from "../support/smaps";
 
@@ -30,6 +30,7 @@ beforeAll(() => {
 });
 afterAll(async () => {
   stopAllWaiters();
+  await stopAllTargets();
   await stopStress();
 });
 
@@ -82,6 +83,39 @@ test(`killed at every fault point: the target runs again within ${BOUND_MS} ms, 
   } finally {
     w.stop();
   }
+});
+
+test(`killed at random instants inside long sessions (256 MiB): the guardian always brings the target back (${stressLabel()})`, async () => {
+  const t = await startTarget({ mode: "sleep", sleepMs: 20, threads: 2, threadMode: "epoll", threadSleepMs: 10, anonMb: 256 });
+  const times: number[] = [];
+  const journalDir = path.join(stateDir, "journal");
+  fs.mkdirSync(journalDir, { recursive: true });
+  for (let trial = 0; trial < 12; trial++) {
+    const op = trial % 2 === 0 ? "lock" : "unlock";
+    // SIGKILL from here, a random 0-120 ms after the journal first changes: inside the session.
+    const delay = (trial * 37) % 120;
+    let timer: NodeJS.Timeout | undefined;
+    const r = await new Promise<{ exitedAt: bigint }>((resolve, reject) => {
+      const child = spawn(process.execPath, [bin, op, "--pid", String(t.pid), "--kind", "anon"], { env: { ...process.env, LOCKMEM_STATE_DIR: stateDir }, stdio: "ignore" });
+      const watcher = fs.watch(journalDir, () => {
+        watcher.close();
+        timer = setTimeout(() => child.kill("SIGKILL"), delay);
+      });
+      child.on("error", reject);
+      child.on("exit", () => {
+        watcher.close();
+        if (timer) clearTimeout(timer);
+        resolve({ exitedAt: process.hrtime.bigint() });
+      });
+    });
+    await waitUntil(() => procState(t.pid) !== "T" && procState(t.pid) !== "t" && !isTraced(t.pid) && journals().length === 0, `target ${t.pid} running after a kill in trial ${trial}`, { timeoutMs: 30_000, intervalMs: 1 });
+    times.push(Math.round(Number(process.hrtime.bigint() - r.exitedAt) / 1e6));
+  }
+  const s = await t.stats();
+  console.log(`guardian, random kills (${stressLabel()}): ms to running ${JSON.stringify(times)}; sleeps eintr ${s.sleep.eintr} violations ${s.sleep.violations}`);
+  expect(s.sleep.eintr).toBe(0);
+  expect(s.sleep.violations).toBe(0);
+  expect(Math.max(...times)).toBeLessThanOrEqual(BOUND_MS);
 });
 
 test(`a kill of lockmem's whole process group does not take its guardian (${stressLabel()})`, async () => {
