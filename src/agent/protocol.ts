@@ -125,6 +125,7 @@ const selectionSchema = {
     paths: { type: "array", maxItems: 64, items: PATH_STRING },
     kinds: { type: "array", maxItems: MAPPING_KINDS.length, items: { enum: MAPPING_KINDS } },
     all: { type: "boolean" },
+    allAccessible: { type: "boolean" },
   },
 } as const;
 
