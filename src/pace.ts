@@ -84,6 +84,9 @@ export class SessionPacer {
       if (whole <= left) {
         ops.push(cursor.take(len));
         left -= whole;
+        // The first session has one call: what a session costs is unknown until then, and
+        // on a target with many threads the fixed part alone can exceed the budget.
+        if (this.recent.length === 0) break;
         continue;
       }
       // Cut the range: what fits, in pages; a session always makes progress.
