@@ -15,7 +15,7 @@ const PAGE = 4096;
 const MIN_CHUNK = 64 * 1024;
 const MAX_CHUNK = 1 << 30;
 /** Below this a call's time says little about the per-byte rate (the per-call cost dominates). */
-const RATE_SAMPLE_BYTES = 256 * 1024;
+const RATE_SAMPLE_BYTES = MIN_CHUNK;
 
 /** One session's measurements, as the addon reports them. */
 export interface SessionCost {
@@ -62,14 +62,17 @@ export class RangeCursor {
  * least any recent session needed beyond its calls, and the per-call part the median of what
  * the sessions needed per call beyond that. A plain fit (or "the slowest recent session
  * decides") shrank batches to a few calls after every hiccup: 100 sessions for 1,000 calls on
- * a loaded machine, without making any hold shorter. The per-byte rate follows the slowest
- * recent large call at once (a slow fault-in is systematic).
+ * a loaded machine, without making any hold shorter. The per-byte rate is the (upper) median
+ * of the recent large calls: systematic slowness shows within a few sessions, and a hiccup
+ * does not shrink every chunk after it.
  */
 export class SessionPacer {
   private fixedNs = 300_000;
   private perCallNs = 30_000;
   private perByteNs = 2;
   private recent: { n: number; y: number }[] = [];
+  /** Recent per-byte rates of calls large enough to show one. */
+  private rates: number[] = [];
 
   /** budgetNs: what one session may hold the target for. */
   constructor(private readonly budgetNs: number) {}
@@ -100,29 +103,40 @@ export class SessionPacer {
 
   /** What a session of `ops` cost. */
   learn(ops: SyscallOp[], cost: SessionCost): void {
+    if (ops.length === 0) return;
     let bytes = 0;
-    let rate = 0;
     ops.forEach((op, i) => {
       const len = Number(op.args[1]);
       bytes += len;
-      if (len >= RATE_SAMPLE_BYTES && cost.callNs[i] !== undefined) rate = Math.max(rate, cost.callNs[i] / len);
+      if (len >= RATE_SAMPLE_BYTES && cost.callNs[i] !== undefined) keepRecent(this.rates, cost.callNs[i] / len);
     });
-    if (rate > 0) this.perByteNs = Math.max(rate, this.perByteNs * 0.5);
-    if (ops.length === 0) return;
-    this.recent.push({ n: ops.length, y: Math.max(0, cost.pauseNs - bytes * this.perByteNs) });
-    if (this.recent.length > RECENT) this.recent.shift();
+    if (this.rates.length > 0) this.perByteNs = upperMedian(this.rates);
+    keepRecent(this.recent, { n: ops.length, y: Math.max(0, cost.pauseNs - bytes * this.perByteNs) });
     // Two rounds: the fixed part with the current per-call estimate, then the per-call part
-    // with that fixed part, and again.
+    // with that fixed part, and again. Only sessions of several calls say what a call costs:
+    // with one call each, the spread of the noise would pass for it.
     for (let round = 0; round < 2; round++) {
       this.fixedNs = Math.max(0, Math.min(...this.recent.map((r) => r.y - r.n * this.perCallNs)));
-      // A session of one call says nothing about the per-call part when others vary.
-      const samples = this.recent.map((r) => (r.y - this.fixedNs) / r.n).sort((a, b) => a - b);
-      this.perCallNs = Math.max(MIN_PER_CALL_NS, samples[samples.length >> 1]);
+      const samples = this.recent.filter((r) => r.n >= PER_CALL_SAMPLE_CALLS).map((r) => (r.y - this.fixedNs) / r.n);
+      if (samples.length > 0) this.perCallNs = Math.max(MIN_PER_CALL_NS, upperMedian(samples));
     }
   }
+}
+
+function keepRecent<T>(list: T[], item: T): void {
+  list.push(item);
+  if (list.length > RECENT) list.shift();
+}
+
+/** The median, the higher of the two middle values for an even count (the cautious side). */
+function upperMedian(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[sorted.length >> 1];
 }
 
 /** Sessions the model is fitted to. */
 const RECENT = 8;
 /** A call in the target costs at least two syscall stops of a traced thread. */
 const MIN_PER_CALL_NS = 2_000;
+/** Sessions with fewer calls inform the fixed part only. */
+const PER_CALL_SAMPLE_CALLS = 4;

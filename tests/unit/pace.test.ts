@@ -17,8 +17,8 @@ interface Cost {
   fixedNs: number;
   perCallNs: number;
   perByteNs: number;
-  /** Every n-th session is held this much longer by the scheduler. */
-  hiccup?: { every: number; ns: number };
+  /** Every n-th session (or the ones listed) is held this much longer by the scheduler. */
+  hiccup?: { every?: number; at?: number[]; ns: number };
 }
 
 function simulate(ranges: ChunkableRange[], budgetNs: number, cost: Cost): { sessions: SyscallOp[][]; pauses: number[] } {
@@ -29,7 +29,8 @@ function simulate(ranges: ChunkableRange[], budgetNs: number, cost: Cost): { ses
   while (!cursor.done) {
     const ops = pacer.next(cursor);
     const callNs = ops.map((op) => cost.perCallNs + Number(op.args[1]) * cost.perByteNs);
-    const hiccup = cost.hiccup && sessions.length % cost.hiccup.every === cost.hiccup.every - 1 ? cost.hiccup.ns : 0;
+    const h = cost.hiccup;
+    const hiccup = h && ((h.every && sessions.length % h.every === h.every - 1) || h.at?.includes(sessions.length)) ? h.ns : 0;
     const pauseNs = cost.fixedNs + callNs.reduce((a, b) => a + b, 0) + hiccup;
     pacer.learn(ops, { pauseNs, callNs });
     sessions.push(ops);
@@ -62,6 +63,17 @@ test("hiccups of the scheduler do not shrink the sessions to one call each", () 
   const { sessions, pauses } = simulate(small(1000), 4 * MS, { fixedNs: 0.5 * MS, perCallNs: 40_000, perByteNs: 0.05, hiccup: { every: 3, ns: 15 * MS } });
   expect(sessions.length).toBeLessThanOrEqual(25);
   expect(Math.max(...pauses)).toBeLessThanOrEqual(8 * MS);
+});
+
+test("a hiccup in the first sessions, which measure the cost, does not leave every later session at one call", () => {
+  const { sessions } = simulate(small(1000), 4 * MS, { fixedNs: 0.5 * MS, perCallNs: 40_000, perByteNs: 0.05, hiccup: { at: [0, 1, 2], ns: 50 * MS } });
+  expect(sessions.length).toBeLessThanOrEqual(25);
+});
+
+test("one 2 GiB range, with hiccups: chunks stay large", () => {
+  const ranges: ChunkableRange[] = [{ nr: MLOCK2, start: 0x40000000n, end: 0x40000000n + (2n << 30n), extraArgs: [0n], undoNr: MUNLOCK }];
+  const { sessions } = simulate(ranges, 4 * MS, { fixedNs: 0.3 * MS, perCallNs: 5_000, perByteNs: 0.25, hiccup: { every: 4, ns: 30 * MS } });
+  expect(sessions.length).toBeLessThan(250);
 });
 
 test("one 2 GiB range: cut into chunks by the measured rate, each within about twice the budget", () => {
