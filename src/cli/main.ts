@@ -291,6 +291,8 @@ function reportError(err: unknown, json: boolean): number {
     write(process.stderr, `lockmem: ${e.message}\n`);
     if (e.hint) write(process.stderr, `lockmem: hint: ${e.hint}\n`);
   }
+  const stop = stopRequested();
+  if (e.code === "EINTR" && stop) return stopExitCode(stop);
   return e.code === "EUSAGE" ? EXIT_USAGE : EXIT_FAILED;
 }
 

@@ -78,7 +78,7 @@ test("--all-matches, text mode: every failure on stderr naming the pid and the r
 test("--all-matches: a process that exits during the run is gone, not a failure of the others (exit 0)", async () => {
   const tag = `report-gone-${process.pid}`;
   // Targets are handled in pid order: the first one's chunked lock gives the time to end the second.
-  const first = await startTarget({ mode: "idle", tag, anonMb: 512, readyTimeoutMs: 60_000 });
+  const first = await startTarget({ mode: "idle", tag, anonMb: 256, readyTimeoutMs: 60_000 });
   const second = await startTarget({ mode: "idle", tag });
   expect(first.pid).toBeLessThan(second.pid);
   const child = spawn(process.execPath, [bin, "lock", "--cmdline", tag, "--all-matches", "--kind", "anon", "--max-pause-ms", "0.5", "--json"], { env });
