@@ -658,7 +658,7 @@ function sumBytes(ops: SyscallOp[], nr: number): bigint {
  */
 async function applyInChunks(snap: Snapshot, plan: Plan, action: ActionReport, opts: ApplyOptions & { maxPauseMs: number }): Promise<void> {
   const nr = native().syscalls;
-  const { ranges, finalOps } = pauseBoundedSteps(plan, snap.mappings, nr);
+  const { ranges, finalOps, relock } = pauseBoundedSteps(plan, snap.mappings, nr);
   // 0.8: the budget is the longest hold the target may see; the model is an estimate.
   const pacer = new SessionPacer(opts.maxPauseMs * 1e6 * 0.8);
   const cursor = new RangeCursor(ranges);
@@ -676,6 +676,13 @@ async function applyInChunks(snap: Snapshot, plan: Plan, action: ActionReport, o
     if (finalOps.length > 0) {
       stopPoint(pid);
       await runSession(snap, plan, finalOps, action, opts);
+    }
+    // After munlockall, what must stay locked is locked again: no stop point until it is.
+    const again = new RangeCursor(relock);
+    while (!again.done) {
+      const ops = pacer.next(again);
+      const reply = await runSession(snap, plan, ops, action, opts);
+      pacer.learn(ops, { pauseNs: reply.pauseNs, callNs: reply.results.map((r) => r.ns) });
     }
   } catch (err) {
     const stopped = err instanceof LockError && err.code === "EINTR";

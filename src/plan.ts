@@ -184,10 +184,19 @@ export interface ChunkableRange {
  * cannot (mlockall/munlockall), which then run last and cheaply: for a whole-address-space
  * lock every lockable mapping is locked in chunks first, so the final mlockall finds
  * everything resident and locked already; for munlockall, everything is unlocked first.
+ * An unlock that clears MCL_FUTURE (munlockall, then mlock2 of what stays) becomes: the
+ * selection unlocked in chunks, munlockall, then `relock` in chunks, which must all run
+ * (until then what stays is unlocked). Before, the relock ran first and munlockall last,
+ * which left unlocked what had to stay locked.
  */
-export function pauseBoundedSteps(plan: Plan, mappings: Mapping[], nr: SyscallNumbers): { ranges: ChunkableRange[]; finalOps: SyscallOp[] } {
+export function pauseBoundedSteps(plan: Plan, mappings: Mapping[], nr: SyscallNumbers): { ranges: ChunkableRange[]; finalOps: SyscallOp[]; relock: ChunkableRange[] } {
   const ranges: ChunkableRange[] = [];
   const finalOps: SyscallOp[] = [];
+  if (plan.kind === "unlock" && !plan.whole && plan.ops[0]?.nr === nr.munlockall) {
+    const relock = plan.ops.slice(1).map((op) => ({ nr: op.nr, start: op.args[0], end: op.args[0] + op.args[1], extraArgs: op.args.slice(2) }));
+    for (const r of mergeAdjacent(plan.changing)) ranges.push({ nr: nr.munlock, start: r.start, end: r.end, extraArgs: [] });
+    return { ranges, finalOps: [plan.ops[0]], relock };
+  }
   for (const op of plan.ops) {
     if (op.nr === nr.mlock2) {
       ranges.push({ nr: op.nr, start: op.args[0], end: op.args[0] + op.args[1], extraArgs: op.args.slice(2), undoNr: op.undo?.nr });
@@ -205,5 +214,5 @@ export function pauseBoundedSteps(plan: Plan, mappings: Mapping[], nr: SyscallNu
     const locked = mappings.filter((m) => isLocked(m) && !plan.notLockable.some((n) => n.mapping === m));
     for (const r of mergeAdjacent(locked)) ranges.push({ nr: nr.munlock, start: r.start, end: r.end, extraArgs: [] });
   }
-  return { ranges, finalOps };
+  return { ranges, finalOps, relock: [] };
 }

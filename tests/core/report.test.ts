@@ -186,3 +186,24 @@ test("plain unlock after lock --all --future clears both; an unlock that leaves 
   expect(vmLck(t.pid)).toBe(0);
   expect((await run(["unlock", "--pid", pid])).stdout).not.toMatch(/warning/);
 });
+
+test("unlock --future with --max-pause-ms keeps locked what is outside the selection", async () => {
+  const t = await startTarget({ mode: "idle", anonMb: 4, inprocessMlock: true });
+  const pid = String(t.pid);
+  expect((await run(["lock", "--pid", pid, "--kind", "anon"])).code).toBe(0);
+  expect((await run(["lock", "--pid", pid, "--future"])).code).toBe(0);
+  const anonLocked = (): boolean[] => kernelMappings(t.pid).filter((m) => m.path === "" && m.perms.startsWith("rw")).map(isLockedVma);
+  expect(anonLocked().every(Boolean)).toBe(true);
+  const u = await run(["unlock", "--pid", pid, "--perms", "r-x", "--future", "--max-pause-ms", "1", "--json"]);
+  expect(u.code).toBe(0);
+  const p = JSON.parse(u.stdout).processes[0];
+  expect(p.selection.lockedMappings).toBe(0);
+  // What the earlier lock of the anon mappings set stays (it was unlocked by the munlockall
+  // and never locked again when the chunks ran in the wrong order).
+  expect(anonLocked().every(Boolean)).toBe(true);
+  expect(p.vmLck).toBe(vmLck(t.pid));
+  // MCL_FUTURE is cleared: a new mapping is not locked.
+  const before = vmLck(t.pid);
+  expect((await t.control("mmap-anon 1")).ok).toBe(true);
+  expect(vmLck(t.pid)).toBe(before);
+});
