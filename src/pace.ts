@@ -56,23 +56,26 @@ export class RangeCursor {
 }
 
 /**
- * The cost model, pause = fixed + calls * perCall + bytes * perByte, fitted to the last few
- * sessions. Scheduling noise on a busy machine only ever adds to a session (the tracer or
- * the target waits for a CPU), and it does not grow with the batch: so the fixed part is the
- * least any recent session needed beyond its calls, and the per-call part the median of what
- * the sessions needed per call beyond that. A plain fit (or "the slowest recent session
- * decides") shrank batches to a few calls after every hiccup: 100 sessions for 1,000 calls on
- * a loaded machine, without making any hold shorter. The per-byte rate is the (upper) median
- * of the recent large calls: systematic slowness shows within a few sessions, and a hiccup
- * does not shrink every chunk after it.
+ * The cost model, pause = fixed + calls * perCall + bytes * perByte. What each call took is
+ * measured by the addon (from its entry stop to its exit stop), so the per-call and per-byte
+ * parts come from the calls themselves; the fixed part is the rest of the session (group
+ * stop, journal, re-arming other threads), the (upper) median of the last sessions. On a busy
+ * machine the scheduler adds to every part at random: fitting all three to the session
+ * totals put that noise into the per-call cost (1.9 ms per call, 573 sessions for 1,000
+ * one-page mappings at load 8 on 2 cores), which shrank batches without making any hold
+ * shorter.
  */
 export class SessionPacer {
   private fixedNs = 300_000;
   private perCallNs = 30_000;
   private perByteNs = 2;
-  private recent: { n: number; y: number }[] = [];
+  /** Recent sessions' time beyond their calls. */
+  private fixed: number[] = [];
+  /** Recent in-call times of calls too small to show a per-byte rate. */
+  private calls: number[] = [];
   /** Recent per-byte rates of calls large enough to show one. */
   private rates: number[] = [];
+  private sessions = 0;
 
   /** budgetNs: what one session may hold the target for. */
   constructor(private readonly budgetNs: number) {}
@@ -80,7 +83,10 @@ export class SessionPacer {
   /** Calls for the next session: as many as the model says fit, and at least one. */
   next(cursor: RangeCursor): SyscallOp[] {
     const ops: SyscallOp[] = [];
-    let left = this.budgetNs - this.fixedNs;
+    // When the fixed part alone fills the budget (many threads, a loaded machine), calls
+    // still get a quarter of it: one call per session would not make any hold shorter, only
+    // multiply the holds.
+    let left = Math.max(this.budgetNs - this.fixedNs, this.budgetNs * CALLS_SHARE_MIN);
     while (!cursor.done) {
       const len = cursor.peekLength();
       const whole = this.perCallNs + len * this.perByteNs;
@@ -89,7 +95,7 @@ export class SessionPacer {
         left -= whole;
         // The first session has one call: what a session costs is unknown until then, and
         // on a target with many threads the fixed part alone can exceed the budget.
-        if (this.recent.length === 0) break;
+        if (this.sessions === 0) break;
         continue;
       }
       // Cut the range: what fits, in pages; a session always makes progress.
@@ -104,28 +110,28 @@ export class SessionPacer {
   /** What a session of `ops` cost. */
   learn(ops: SyscallOp[], cost: SessionCost): void {
     if (ops.length === 0) return;
-    let bytes = 0;
+    this.sessions++;
+    let inCalls = 0;
     ops.forEach((op, i) => {
+      const ns = cost.callNs[i];
+      if (ns === undefined) return;
+      inCalls += ns;
       const len = Number(op.args[1]);
-      bytes += len;
-      if (len >= RATE_SAMPLE_BYTES && cost.callNs[i] !== undefined) keepRecent(this.rates, cost.callNs[i] / len);
+      if (len >= RATE_SAMPLE_BYTES) keepRecent(this.rates, ns / len, RECENT_RATES);
+      else keepRecent(this.calls, ns, RECENT_CALLS);
     });
-    if (this.rates.length > 0) this.perByteNs = upperMedian(this.rates);
-    keepRecent(this.recent, { n: ops.length, y: Math.max(0, cost.pauseNs - bytes * this.perByteNs) });
-    // Two rounds: the fixed part with the current per-call estimate, then the per-call part
-    // with that fixed part, and again. Only sessions of several calls say what a call costs:
-    // with one call each, the spread of the noise would pass for it.
-    for (let round = 0; round < 2; round++) {
-      this.fixedNs = Math.max(0, Math.min(...this.recent.map((r) => r.y - r.n * this.perCallNs)));
-      const samples = this.recent.filter((r) => r.n >= PER_CALL_SAMPLE_CALLS).map((r) => (r.y - this.fixedNs) / r.n);
-      if (samples.length > 0) this.perCallNs = Math.max(MIN_PER_CALL_NS, upperMedian(samples));
-    }
+    // Bytes: the slowest of the last few large calls (a slow fault-in is systematic, and a
+    // chunk too large for the rate overruns the budget by the whole chunk).
+    if (this.rates.length > 0) this.perByteNs = Math.max(...this.rates);
+    if (this.calls.length > 0) this.perCallNs = upperMedian(this.calls) + HANDOFF_NS;
+    keepRecent(this.fixed, Math.max(0, cost.pauseNs - inCalls - ops.length * HANDOFF_NS), RECENT);
+    this.fixedNs = upperMedian(this.fixed);
   }
 }
 
-function keepRecent<T>(list: T[], item: T): void {
+function keepRecent<T>(list: T[], item: T, size: number): void {
   list.push(item);
-  if (list.length > RECENT) list.shift();
+  if (list.length > size) list.shift();
 }
 
 /** The median, the higher of the two middle values for an even count (the cautious side). */
@@ -134,9 +140,13 @@ function upperMedian(xs: number[]): number {
   return sorted[sorted.length >> 1];
 }
 
-/** Sessions the model is fitted to. */
+/** Sessions the fixed part is taken from. */
 const RECENT = 8;
-/** A call in the target costs at least two syscall stops of a traced thread. */
-const MIN_PER_CALL_NS = 2_000;
-/** Sessions with fewer calls inform the fixed part only. */
-const PER_CALL_SAMPLE_CALLS = 4;
+/** Large calls the per-byte rate is taken from. */
+const RECENT_RATES = 4;
+/** Small calls the per-call part is taken from. */
+const RECENT_CALLS = 64;
+/** A call's cost outside its own measured time: the stop before it (one tracer-target handoff). */
+const HANDOFF_NS = 10_000;
+/** The least share of the budget left to calls, whatever the fixed part. */
+const CALLS_SHARE_MIN = 0.25;
