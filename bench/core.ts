@@ -9,20 +9,21 @@
 // shape gives the noise floor of the heartbeat on this machine.
 //
 // Environment knobs: BENCH_REPS (default 24), BENCH_GDB_REPS (default 12), BENCH_SMALL_REPS
-// (default 80), BENCH_HEARTBEAT_US (sleep between heartbeats, default 100; 0 = busy loop).
-import { execFile } from "child_process";
+// (default 80), BENCH_HEARTBEAT_US (sleep between heartbeats, default 100; 0 = busy loop);
+// for the stall-versus-size table (stall-size.ts) BENCH_SIZE_REPS (12), BENCH_SIZE_GDB_REPS
+// (3), BENCH_SIZE_MAPS (10000); BENCH_ONLY=size runs that table alone.
 import * as api from "../src/api";
 import { runInTarget } from "../src/inject";
 import { native, SyscallOp } from "../src/native";
 import { readMappings } from "../src/proc/smaps";
-import { InjectionChoice, pickInjectionThread, readThreads } from "../src/proc/tasks";
-import { InProcessLockReply, startTarget, stopAllTargets, Target, TargetStats } from "../tests/support/target";
+import { pickInjectionThread, readThreads } from "../src/proc/tasks";
+import { startTarget, stopAllTargets, Target, TargetStats } from "../tests/support/target";
 import { envInt } from "./env";
+import { benchStallVersusSize } from "./stall-size";
+import { goalLine, hrUs, inProcess, max, measureStall, median, printTable, progress, Row, runGdb, sleep, us, waitForHeartbeatChoice } from "./measure";
 
-const MIB = 1024 * 1024;
 const ANON_MB = 256;
 const PAGE = 4096n;
-const GDB = "/usr/bin/gdb";
 
 const GOAL_OVERHEAD_US = 100;
 const GOAL_LOCK_RATIO = 1.2;
@@ -34,143 +35,12 @@ const GDB_REPS = envInt("BENCH_GDB_REPS", 12, 0);
 const SMALL_REPS = envInt("BENCH_SMALL_REPS", 80, 0);
 const HEARTBEAT_US = envInt("BENCH_HEARTBEAT_US", 100, 0);
 
-// ---------------------------------------------------------------- statistics and table
-
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-}
-
-function max(xs: number[]): number {
-  return xs.length === 0 ? NaN : Math.max(...xs);
-}
-
-function us(v: number): string {
-  if (!Number.isFinite(v)) return "-";
-  return v >= 10_000 ? `${(v / 1000).toFixed(1)} ms` : `${Math.round(v)} us`;
-}
-
-interface Row {
-  scenario: string;
-  method: string;
-  /** Each column: its samples in microseconds (empty = not applicable). */
-  stall: number[];
-  pause: number[];
-  kernel: number[];
-  wall: number[];
-}
-
-function printTable(rows: Row[]): void {
-  const header = ["scenario", "method", "n", "stall med", "stall max", "pause med", "pause max", "kernel med", "kernel max", "wall med"];
-  const lines = rows.map((r) => [
-    r.scenario,
-    r.method,
-    String(Math.max(r.stall.length, r.pause.length, r.kernel.length, r.wall.length)),
-    us(median(r.stall)),
-    us(max(r.stall)),
-    us(median(r.pause)),
-    us(max(r.pause)),
-    us(median(r.kernel)),
-    us(max(r.kernel)),
-    us(median(r.wall)),
-  ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
-  const fmt = (cells: string[]): string => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
-  console.log(fmt(header));
-  console.log(widths.map((w) => "-".repeat(w)).join("  "));
-  for (const l of lines) console.log(fmt(l));
-}
-
-function goalLine(text: string, met: boolean): void {
-  console.log(`${met ? "PASS" : "MISS"}  ${text}`);
-}
-
-// ---------------------------------------------------------------- measuring a stall
-
-function hrUs(start: bigint): number {
-  return Number(process.hrtime.bigint() - start) / 1000;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/**
- * Stats once the heartbeat has ticked again after `action` ended: a gap is recorded only
- * at the tick that closes it, so a read straight after the action could miss it.
- */
-async function statsAfter(t: Target): Promise<TargetStats> {
-  const first = await t.stats();
-  return t.waitForStats((s) => s.heartbeat.iterations > first.heartbeat.iterations + 1, "two heartbeats after the action", 10_000);
-}
-
-/** The heartbeat's longest stall (us, beyond its sleep period) while `action` ran, and the action's wall time. */
-async function measureStall<T>(t: Target, action: () => Promise<T>): Promise<{ result: T; stallUs: number; wallUs: number }> {
-  await t.resetStall();
-  const start = process.hrtime.bigint();
-  const result = await action();
-  const wallUs = hrUs(start);
-  const s = await statsAfter(t);
-  return { result, stallUs: s.heartbeat.max_stall_us, wallUs };
-}
-
 function expectLocked(s: TargetStats, what: string): void {
   if (s.vm_lck_kb < ANON_MB * 1024) throw new Error(`${what}: only ${s.vm_lck_kb} KiB locked afterwards, expected at least ${ANON_MB} MiB`);
 }
 
 function expectUnlocked(s: TargetStats, what: string): void {
   if (s.vm_lck_kb !== 0) throw new Error(`${what}: ${s.vm_lck_kb} KiB still locked`);
-}
-
-async function inProcess(t: Target, command: string): Promise<InProcessLockReply> {
-  const reply = (await t.control(command, 60_000)) as InProcessLockReply;
-  if (!reply.ok) throw new Error(`in-process "${command}" failed: ${reply.error ?? JSON.stringify(reply)}`);
-  return reply;
-}
-
-function runGdb(pid: number, expression: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      GDB,
-      ["-p", String(pid), "-batch", "-ex", `call ${expression}`],
-      // No network here: keep gdb from trying debuginfod servers.
-      { timeout: 120_000, killSignal: "SIGKILL", env: { ...process.env, DEBUGINFOD_URLS: "" }, maxBuffer: 16 * MIB },
-      (err, stdout, stderr) => {
-        if (err) {
-          reject(new Error(`gdb -p ${pid} -batch -ex 'call ${expression}' failed: ${err.message}\n${stderr}`));
-          return;
-        }
-        // gdb prints the value as "$1 = 0"; anything else means the call did not run.
-        const m = /^\$1 = (-?\d+)$/m.exec(stdout);
-        if (!m || m[1] !== "0") {
-          reject(new Error(`gdb -p ${pid}: 'call ${expression}' did not return 0:\n${stdout}${stderr}`));
-          return;
-        }
-        resolve(stdout);
-      },
-    );
-  });
-}
-
-/**
- * Waits until lockmem's thread choice is the heartbeat (main) thread. Right after a
- * control command the control thread may still be running, and lockmem rightly prefers
- * a running thread; injecting there would not stop the heartbeat, so it is no sample.
- */
-async function waitForHeartbeatChoice(pid: number): Promise<InjectionChoice> {
-  let last: InjectionChoice | undefined;
-  for (let i = 0; i < 200; i++) {
-    last = pickInjectionThread(await readThreads(pid), pid);
-    if (last?.tid === pid) return last;
-    await sleep(1);
-  }
-  throw new Error(`lockmem would not choose the heartbeat thread of ${pid}: ${last?.reason ?? "no threads"}`);
-}
-
-function progress(text: string): void {
-  if (process.stderr.isTTY) process.stderr.write(`\r${text}   `);
 }
 
 async function lockmemUnlockAll(pid: number): Promise<void> {
@@ -356,6 +226,7 @@ function ratio(a: number, b: number): number {
 }
 
 async function main(): Promise<void> {
+  if (process.env.BENCH_ONLY === "size") return benchStallVersusSize();
   console.log(
     `lockmem benchmark: ${REPS} rounds (gdb ${GDB_REPS}) of a ${ANON_MB} MiB lock, ${SMALL_REPS} rounds of a 1-page batch; ` +
       `heartbeat sleeps ${HEARTBEAT_US} us between iterations; stall = longest heartbeat gap minus that sleep`,
@@ -390,6 +261,8 @@ async function main(): Promise<void> {
     `gdb / lockmem stall = ${gdbRatio.toFixed(1)} (medians ${us(median(large.gdbStall))} / ${us(median(large.lockmemStall))}) (goal >= ${GOAL_GDB_RATIO})`,
     gdbRatio >= GOAL_GDB_RATIO,
   );
+  await t.stop();
+  await benchStallVersusSize();
 }
 
 main()

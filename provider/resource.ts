@@ -49,8 +49,13 @@ export interface MappingsArgs {
   paths?: pulumi.Input<pulumi.Input<string>[]>;
   /** "file", "anon", "heap", "stack", "shmem". */
   kinds?: pulumi.Input<pulumi.Input<string>[]>;
-  /** Everything (mlockall); not combined with the other fields. */
+  /**
+   * Everything (mlockall); not combined with the other fields. The kernel marks PROT_NONE
+   * reservations locked too: heap growth into them (JVM, Go) is locked at once, as with future.
+   */
   all?: pulumi.Input<boolean>;
+  /** Every accessible mapping, locked one by one (mlock2): reservations stay unlocked. Not combined with the other fields. */
+  allAccessible?: pulumi.Input<boolean>;
 }
 
 export interface LockedProcessMemoryArgs {

@@ -10,7 +10,10 @@ import { toLockError, runInTarget, explainPtraceDenied } from "./inject";
 import { readLimitRecord, removeLimitRecord, writeLimitRecord } from "./limitStore";
 import { native } from "./native";
 import { BatchReply, SyscallOp } from "./native";
-import { pauseBoundedSteps, Plan, planLock, planUnlock, TargetFacts } from "./plan";
+import { changingTarget, holdingTarget, StopReason, stopRequested } from "./interrupt";
+import { readLockRecord, removeLockRecord, writeLockRecord } from "./lockRecord";
+import { RangeCursor, SessionPacer } from "./pace";
+import { ChunkableRange, pauseBoundedSteps, Plan, planLock, planUnlock, TargetFacts } from "./plan";
 import { deadSessions, recoverInterrupted } from "./journal";
 import { DEFAULT_TARGET_WAIT_MS, withTargetLocks } from "./target-lock";
 import { MemlockLimit, readMemlockLimit, RLIM_INFINITY } from "./proc/limits";
@@ -31,8 +34,10 @@ export interface LockRequest {
   raiseMemlockLimit?: boolean;
   /** Suspend the target's seccomp filter for lockmem's calls (PTRACE_O_SUSPEND_SECCOMP). */
   allowSeccompSuspend?: boolean;
-  /** Split the work so that no single stop of the target exceeds this many ms of work. */
+  /** Split the work so that no single stop of the target holds it longer than about this many ms. */
   maxPauseMs?: number;
+  /** Stopped early (a signal, a closed output): keep the chunks already locked instead of undoing them. */
+  keepOnInterrupt?: boolean;
   dryRun?: boolean;
 }
 
@@ -124,6 +129,15 @@ export interface ActionReport {
   residentBytes: number;
   neededLimit: string;
   syscalls: number;
+  /** How: "mlockall", "mlock2 per range", "munlockall", "munlock per range", "munlockall, then mlock2 of what stays". */
+  method: string;
+  /** PROT_NONE reservations mlockall marks locked as well (VmLck counts them; see README "--all"). */
+  reservedMappings: number;
+  reservedBytes: number;
+  /** VmLck (virtual bytes of locked VMAs) the plan leads to; the report's vmLck is what the kernel shows. */
+  vmLckAfter: number;
+  /** Stopped early: why, and whether what was done was undone. */
+  interrupted?: { reason: StopReason; undone: boolean; sessionsDone: number };
   thread?: { tid: number; reason: string };
   pauseUs?: number;
   rearmed?: boolean;
@@ -137,7 +151,15 @@ export interface ActionReport {
   limitRestored?: { from: LimitReport; to: LimitReport };
 }
 
+/**
+ * done: as asked; gone: the process exited during the run (not a failure to act on the
+ * others); failed: left as it was (error says why); interrupted: stopped early, the report
+ * says what is locked; skipped: not started, the run was stopped before it.
+ */
+export type Outcome = "done" | "gone" | "failed" | "interrupted" | "skipped";
+
 export interface ProcessResult extends ProcessReport {
+  outcome: Outcome;
   action?: ActionReport;
   warnings: string[];
   error?: ReturnType<LockError["toJSON"]>;
@@ -147,6 +169,8 @@ export interface HostReport<P> {
   host: string;
   dryRun?: boolean;
   processes: P[];
+  /** lock/unlock: processes per outcome. */
+  summary?: Record<Outcome, number>;
 }
 
 export interface DoctorCheck {
@@ -292,7 +316,10 @@ async function resolve(req: { target: TargetSpec; mappings?: SelectionSpec }): P
   return resolveTarget(req.target);
 }
 
-/** One failing process: throw its error; several: report each. */
+/**
+ * One failing process: throw its error; several: report each. A run asked to stop starts no
+ * further process (`failed` gets an EINTR error for each).
+ */
 async function perProcess<P>(refs: ProcessRef[], work: (ref: ProcessRef) => Promise<P>, failed: (ref: ProcessRef, err: LockError) => P): Promise<P[]> {
   if (refs.length === 1) {
     try {
@@ -303,6 +330,11 @@ async function perProcess<P>(refs: ProcessRef[], work: (ref: ProcessRef) => Prom
   }
   const out: P[] = [];
   for (const ref of refs) {
+    const stop = stopRequested();
+    if (stop) {
+      out.push(failed(ref, new LockError({ code: "EINTR", pid: ref.pid, stage: stop, message: `not started: the run was stopped by ${stopText(stop)} before it reached process ${ref.pid}` })));
+      continue;
+    }
     try {
       out.push(await work(ref));
     } catch (err) {
@@ -312,8 +344,28 @@ async function perProcess<P>(refs: ProcessRef[], work: (ref: ProcessRef) => Prom
   return out;
 }
 
+function stopText(reason: StopReason): string {
+  return reason === "EPIPE" ? "its output closing (EPIPE: nobody reads it any more)" : reason;
+}
+
+/** The outcome of a process that threw `err` while others were handled too. */
+function outcomeOf(err: LockError): Outcome {
+  // ESRCH: it exited (or became a zombie) during the run; a gone process is not a failure to
+  // lock the others (issue 15: one PostgreSQL backend ending failed a whole --all-matches run).
+  if (err.code === "ESRCH") return "gone";
+  if (err.code === "EINTR") return "skipped";
+  return "failed";
+}
+
+function summaryOf(processes: ProcessResult[]): Record<Outcome, number> {
+  const summary: Record<Outcome, number> = { done: 0, gone: 0, failed: 0, interrupted: 0, skipped: 0 };
+  for (const p of processes) summary[p.outcome]++;
+  return summary;
+}
+
 function failedResult(ref: ProcessRef, err: LockError): ProcessResult {
   return {
+    outcome: outcomeOf(err),
     pid: ref.pid,
     startTime: ref.startTime,
     comm: ref.comm,
@@ -464,7 +516,29 @@ function actionReport(plan: Plan): ActionReport {
     residentBytes: plan.residentBytes,
     neededLimit: plan.neededLimit.toString(),
     syscalls: plan.ops.length,
+    method: methodOf(plan),
+    reservedMappings: plan.reserved.length,
+    reservedBytes: plan.reserved.reduce((a, m) => a + m.size, 0),
+    vmLckAfter: plan.vmLckAfter,
   };
+}
+
+function methodOf(plan: Plan): string {
+  if (plan.whole) return plan.kind === "lock" ? "mlockall" : "munlockall";
+  if (plan.kind === "unlock" && plan.ops[0]?.nr === native().syscalls.munlockall) return "munlockall, then mlock2 of what stays locked";
+  return plan.kind === "lock" ? "mlock2 per range" : "munlock per range";
+}
+
+/** What `--all` does beyond the accessible mappings (issue 15), as a warning everyone sees. */
+function reservedWarning(plan: Plan, dryRun: boolean): string | undefined {
+  if (plan.reserved.length === 0) return undefined;
+  const bytes = plan.reserved.reduce((a, m) => a + m.size, 0);
+  return (
+    `mlockall(MCL_CURRENT) ${dryRun ? "would also mark" : "also marked"} ${plan.reserved.length} PROT_NONE reservation(s), ${formatBytes(bytes)}, locked ` +
+    `(VmLck ${dryRun ? "would count" : "counts"} them: ${formatBytes(plan.vmLckAfter)} in all): memory the process makes accessible there later ` +
+    `(mprotect, as JVM and Go heaps grow) becomes resident and locked at once, as with --future; ` +
+    `--all-accessible (mappings: { allAccessible: true }) locks every accessible mapping and leaves the reservations alone`
+  );
 }
 
 function callName(nr: number): string {
@@ -475,6 +549,15 @@ function callName(nr: number): string {
 interface ApplyOptions {
   suspendSeccomp?: boolean;
   maxPauseMs?: number;
+  keepOnInterrupt?: boolean;
+  /** Called once a session has changed the target (interrupt.ts: the run must then report before it ends). */
+  changed?: () => void;
+}
+
+/** A point where no target is held: a run asked to stop stops here (EINTR). */
+function stopPoint(pid: number): void {
+  const reason = stopRequested();
+  if (reason) throw new LockError({ code: "EINTR", pid, stage: reason, message: `stopped by ${stopText(reason)}` });
 }
 
 function recordSession(action: ActionReport, reply: BatchReply, thread: { tid: number; reason: string }): void {
@@ -488,11 +571,13 @@ function recordSession(action: ActionReport, reply: BatchReply, thread: { tid: n
 }
 
 async function runSession(snap: Snapshot, plan: Plan, ops: SyscallOp[], action: ActionReport, opts: ApplyOptions): Promise<BatchReply> {
-  const { reply, thread } = await runInTarget(snap.ref.pid, snap.mappings, ops, {
-    startTime: snap.ref.startTime,
-    checkSeccomp: snap.status.seccomp === 2,
-    suspendSeccomp: opts.suspendSeccomp,
-  });
+  const { reply, thread } = await holdingTarget(() =>
+    runInTarget(snap.ref.pid, snap.mappings, ops, {
+      startTime: snap.ref.startTime,
+      checkSeccomp: snap.status.seccomp === 2,
+      suspendSeccomp: opts.suspendSeccomp,
+    }),
+  );
   recordSession(action, reply, thread);
   const failedAt = reply.results.findIndex((r) => r.errno !== 0);
   if (failedAt >= 0) {
@@ -501,6 +586,7 @@ async function runSession(snap: Snapshot, plan: Plan, ops: SyscallOp[], action: 
     if (undoFailed === 0) throw err;
     throw withUndoFailure(err, `${undoFailed} of the ${reply.undoResults.length} undo call(s) in the target failed (errno ${reply.undoResults.find((r) => r.errno !== 0)!.errno})`, []);
   }
+  opts.changed?.();
   return reply;
 }
 
@@ -532,66 +618,118 @@ function withUndoFailure(err: LockError, why: string, left: LeftLocked[]): LockE
   return new LockError({ ...err.toJSON(), message, hint: err.hint ? `${err.hint}; ${fix}` : fix });
 }
 
-const MIN_CHUNK = 64 * 1024;
-const MAX_CHUNK = 1 << 30;
-const FIRST_CHUNK = 2 * 1024 * 1024;
+/** The undo of the calls `done`, newest first, as ranges (munlock can be cut anywhere). */
+function undoRanges(done: SyscallOp[]): ChunkableRange[] {
+  return done
+    .filter((op) => op.undo)
+    .reverse()
+    .map((op) => ({ nr: op.undo!.nr, start: op.undo!.args[0], end: op.undo!.args[0] + op.undo!.args[1], extraArgs: [] }));
+}
+
+/** Undoes `done` in bounded sessions too; what could not be unlocked again, and the first reason. */
+async function undoChunks(snap: Snapshot, done: SyscallOp[], pacer: SessionPacer, opts: ApplyOptions): Promise<{ left: LeftLocked[]; firstError?: string }> {
+  const cursor = new RangeCursor(undoRanges(done));
+  const left: LeftLocked[] = [];
+  let firstError: string | undefined;
+  while (!cursor.done) {
+    const ops = pacer.next(cursor);
+    let ran = 0;
+    try {
+      const { reply } = await holdingTarget(() =>
+        runInTarget(snap.ref.pid, snap.mappings, ops, { startTime: snap.ref.startTime, checkSeccomp: snap.status.seccomp === 2, suspendSeccomp: opts.suspendSeccomp }),
+      );
+      const failedAt = reply.results.findIndex((r) => r.errno !== 0);
+      ran = failedAt >= 0 ? failedAt : reply.results.length;
+      if (ran < ops.length) firstError ??= failedAt >= 0 ? `munlock returned errno ${reply.results[failedAt].errno}` : "the session ended before every munlock ran";
+      pacer.learn(ops.slice(0, reply.results.length), { pauseNs: reply.pauseNs, callNs: reply.results.map((r) => r.ns) });
+    } catch (undoErr) {
+      firstError ??= undoErr instanceof Error ? undoErr.message : String(undoErr);
+    }
+    for (const op of ops.slice(ran)) left.push({ start: op.args[0], len: op.args[1] });
+  }
+  return { left, firstError };
+}
+
+function sumBytes(ops: SyscallOp[], nr: number): bigint {
+  return ops.filter((op) => op.nr === nr).reduce((a, op) => a + op.args[1], 0n);
+}
 
 /**
- * Bounded pauses: every range call is cut into chunks sized from the rate measured on the
- * previous ones, one ptrace session each, so that the target runs between them. The
- * result is the same as one big batch; a failure undoes the chunks done so far.
+ * Bounded pauses (issue 13 item 5): the calls are packed into sessions by their measured
+ * cost (pace.ts: a fixed part, a part per call, a part per byte), so that each session
+ * holds the target for about the budget whatever the mix: many small mappings share one
+ * session, a large one is cut into chunks. The target runs between sessions; the result is
+ * the same as one big batch. A failure undoes the sessions done so far. A run asked to stop
+ * (interrupt.ts) stops between two sessions: a lock is undone unless keepOnInterrupt, an
+ * unlock keeps what it unlocked.
  */
 async function applyInChunks(snap: Snapshot, plan: Plan, action: ActionReport, opts: ApplyOptions & { maxPauseMs: number }): Promise<void> {
-  const { ranges, finalOps } = pauseBoundedSteps(plan, snap.mappings, native().syscalls);
-  const budgetNs = opts.maxPauseMs * 1e6 * 0.8;
-  let nsPerByte = 0;
-  let overheadNs = 0;
-  let chunk = FIRST_CHUNK;
+  const nr = native().syscalls;
+  const { ranges, finalOps, relock } = pauseBoundedSteps(plan, snap.mappings, nr);
+  // 0.8: the budget is the longest hold the target may see; the model is an estimate.
+  const pacer = new SessionPacer(opts.maxPauseMs * 1e6 * 0.8);
+  const cursor = new RangeCursor(ranges);
   const done: SyscallOp[] = [];
+  const pid = snap.ref.pid;
+  const sessionsBefore = action.sessions ?? 0;
   try {
-    for (const r of ranges) {
-      for (let start = r.start; start < r.end; ) {
-        const len = BigInt(Math.min(chunk, Number(r.end - start)));
-        const op: SyscallOp = { nr: r.nr, args: [start, len, ...r.extraArgs], ...(r.undoNr !== undefined ? { undo: { nr: r.undoNr, args: [start, len] } } : {}) };
-        const reply = await runSession(snap, plan, [op], action, opts);
-        done.push(op);
-        const callNs = reply.results[0].ns;
-        const rate = callNs / Number(len);
-        // Conservative: the slowest recent rate decides the next chunk, and what the
-        // session costs besides the call (stopping, resuming: high on a busy machine)
-        // comes out of the budget first.
-        nsPerByte = Math.max(rate, nsPerByte * 0.5);
-        overheadNs = Math.max(reply.pauseNs - callNs, overheadNs * 0.5);
-        const callBudget = Math.max(budgetNs * 0.2, budgetNs - overheadNs);
-        chunk = Math.floor(Math.min(MAX_CHUNK, Math.max(MIN_CHUNK, callBudget / Math.max(nsPerByte, 1e-6))) / 4096) * 4096;
-        start += len;
-      }
+    while (!cursor.done) {
+      stopPoint(pid);
+      const ops = pacer.next(cursor);
+      const reply = await runSession(snap, plan, ops, action, opts);
+      done.push(...ops);
+      pacer.learn(ops, { pauseNs: reply.pauseNs, callNs: reply.results.map((r) => r.ns) });
     }
-    if (finalOps.length > 0) await runSession(snap, plan, finalOps, action, opts);
+    if (finalOps.length > 0) {
+      stopPoint(pid);
+      await runSession(snap, plan, finalOps, action, opts);
+    }
+    // After munlockall, what must stay locked is locked again: no stop point until it is.
+    const again = new RangeCursor(relock);
+    while (!again.done) {
+      const ops = pacer.next(again);
+      const reply = await runSession(snap, plan, ops, action, opts);
+      pacer.learn(ops, { pauseNs: reply.pauseNs, callNs: reply.results.map((r) => r.ns) });
+    }
   } catch (err) {
+    const stopped = err instanceof LockError && err.code === "EINTR";
+    const sessionsDone = (action.sessions ?? 0) - sessionsBefore;
+    const total = ranges.reduce((a, r) => a + (r.end - r.start), 0n);
+    if (stopped && (plan.kind === "unlock" || opts.keepOnInterrupt === true || done.length === 0)) {
+      const verb = plan.kind === "lock" ? "locked" : "unlocked";
+      const bytes = sumBytes(done, plan.kind === "lock" ? nr.mlock2 : nr.munlock);
+      const kept =
+        done.length === 0
+          ? "before any change: nothing changed"
+          : `after ${sessionsDone} session(s): ${formatBytes(bytes)} of ${formatBytes(total)} ${verb}, kept${plan.kind === "lock" ? " (--keep-on-interrupt)" : ""}; run it again to finish`;
+      action.interrupted = { reason: err.stage as StopReason, undone: false, sessionsDone };
+      throw new LockError({ ...err.toJSON(), message: `${err.message} ${kept}` });
+    }
     // Undo, newest first, in bounded sessions too. An undo that fails is reported with the
     // original error (what stays locked, and how to clear it), not dropped.
-    const left: LeftLocked[] = [];
-    let firstUndoError: string | undefined;
-    for (const op of done.reverse()) {
-      if (!op.undo) continue;
-      try {
-        const { reply } = await runInTarget(snap.ref.pid, snap.mappings, [op.undo], { startTime: snap.ref.startTime, checkSeccomp: snap.status.seccomp === 2, suspendSeccomp: opts.suspendSeccomp });
-        if (reply.results[0].errno !== 0) throw new Error(`munlock returned errno ${reply.results[0].errno}`);
-      } catch (undoErr) {
-        firstUndoError ??= undoErr instanceof Error ? undoErr.message : String(undoErr);
-        left.push({ start: op.undo.args[0], len: op.undo.args[1] });
-      }
+    const { left, firstError } = await undoChunks(snap, done, pacer, opts);
+    if (stopped) {
+      action.interrupted = { reason: err.stage as StopReason, undone: left.length === 0, sessionsDone };
+      const undone = `after ${sessionsDone} session(s) (${formatBytes(sumBytes(done, nr.mlock2))} of ${formatBytes(total)} locked): undone, ${ALL_UNDONE}`;
+      const stoppedErr = new LockError({ ...err.toJSON(), message: `${err.message} ${undone}` });
+      if (left.length === 0) throw stoppedErr;
+      throw withUndoFailure(stoppedErr, `${left.length} range(s) could not be unlocked again (first: ${firstError})`, left);
     }
     if (left.length === 0) throw err;
-    const original = err instanceof LockError ? err : await toLockError(err, snap.ref.pid);
-    throw withUndoFailure(original, `${left.length} of ${done.filter((o) => o.undo).length} chunk(s) could not be unlocked again (first: ${firstUndoError})`, left);
+    const original = err instanceof LockError ? err : await toLockError(err, pid);
+    throw withUndoFailure(original, `${left.length} of ${done.filter((o) => o.undo).length} chunk(s) could not be unlocked again (first: ${firstError})`, left);
   }
 }
 
 async function applyPlan(snap: Snapshot, plan: Plan, action: ActionReport, opts: ApplyOptions = {}): Promise<void> {
   if (plan.ops.length === 0) return;
   if (opts.maxPauseMs !== undefined) return applyInChunks(snap, plan, action, { ...opts, maxPauseMs: opts.maxPauseMs });
+  try {
+    stopPoint(snap.ref.pid);
+  } catch (err) {
+    action.interrupted = { reason: (err as LockError).stage as StopReason, undone: false, sessionsDone: 0 };
+    throw new LockError({ ...(err as LockError).toJSON(), message: `${(err as LockError).message} before any change: nothing changed` });
+  }
   await runSession(snap, plan, plan.ops, action, opts);
 }
 
@@ -625,15 +763,30 @@ async function recoverFirst(ref: ProcessRef, warnings: string[]): Promise<void> 
   }
 }
 
-async function lockOne(req: LockRequest, ref: ProcessRef): Promise<ProcessResult> {
+/**
+ * A run stopped early (EINTR from applyPlan): the report of what the kernel shows now, with
+ * the reason; never a bare error, since what stays locked is what the operator must know.
+ */
+async function interruptedResult(ref: ProcessRef, spec: SelectionSpec, action: ActionReport, warnings: string[], err: LockError): Promise<ProcessResult> {
+  const after = await snapshot(ref);
+  return { ...processReport(after, spec), outcome: "interrupted", action, warnings, error: err.toJSON() };
+}
+
+function isStop(err: unknown): err is LockError {
+  return err instanceof LockError && err.code === "EINTR";
+}
+
+async function lockOne(req: LockRequest, ref: ProcessRef, changed: () => void): Promise<ProcessResult> {
   const spec = effectiveSelection(req.mappings);
   const early: string[] = [];
-  if (!req.dryRun) await recoverFirst(ref, early);
+  if (!req.dryRun) await holdingTarget(() => recoverFirst(ref, early));
   const snap = await snapshot(ref);
   refuseUnsafeTarget(snap);
   const plan = planLock(facts(snap), spec, { future: req.future, onFault: req.onFault }, native().syscalls);
   const action = actionReport(plan);
   const warnings: string[] = [...(ref.warnings ?? []), ...early];
+  const reserved = reservedWarning(plan, req.dryRun === true);
+  if (reserved) warnings.push(reserved);
   const newLimit = await limitNeeded(snap, plan, req.raiseMemlockLimit === true);
   const headroom = cgroupHeadroom(await readMemoryCgroup(ref.pid));
   if (headroom !== undefined && plan.residentBytes > headroom) {
@@ -646,12 +799,14 @@ async function lockOne(req: LockRequest, ref: ProcessRef): Promise<ProcessResult
   }
   if (req.dryRun) {
     if (newLimit) action.limitRaised = { from: limitReport(snap.limit), to: limitReport(newLimit) };
-    return { ...processReport(snap, spec), action, warnings };
+    return { ...processReport(snap, spec), outcome: "done", action, warnings };
   }
   let raisedNow: MemlockLimit | undefined;
   if (newLimit) {
+    stopPoint(ref.pid);
     const prior = await readLimitRecord(ref, warnings);
     const previous = setLimit(ref, newLimit);
+    changed();
     raisedNow = previous;
     await writeLimitRecord({
       pid: ref.pid,
@@ -665,21 +820,29 @@ async function lockOne(req: LockRequest, ref: ProcessRef): Promise<ProcessResult
     if (prior) raisedNow = undefined; // an earlier raise owns the record
   }
   try {
-    await applyPlan(snap, plan, action, { suspendSeccomp: req.allowSeccompSuspend, maxPauseMs: req.maxPauseMs });
+    await applyPlan(snap, plan, action, { suspendSeccomp: req.allowSeccompSuspend, maxPauseMs: req.maxPauseMs, keepOnInterrupt: req.keepOnInterrupt, changed });
   } catch (err) {
-    if (raisedNow) {
-      // Every failure path leaves the target as it was, its limit included.
+    // Every failure path leaves the target as it was, its limit included (a stopped lock
+    // that keeps its chunks keeps the limit they need).
+    const keptSome = isStop(err) && action.interrupted?.undone === false && action.interrupted.sessionsDone > 0;
+    if (raisedNow && !keptSome) {
       setLimit(ref, raisedNow);
       await removeLimitRecord(ref);
+      action.limitRestored = { from: action.limitRaised!.to, to: limitReport(raisedNow) };
     }
+    if (isStop(err)) return interruptedResult(ref, spec, action, warnings, err);
     throw err;
+  }
+  if (spec.all === true || req.future === true) {
+    // What a plain `unlock` must undo: only munlockall clears these (issue 15).
+    await writeLockRecord({ pid: ref.pid, startTime: ref.startTime, mappings: spec, future: req.future === true, onFault: req.onFault === true, at: new Date().toISOString() });
   }
   const after = await snapshot(ref);
   const report = processReport(after, spec);
   if (report.selection && !report.selection.inSync) {
     warnings.push(`${report.selection.unlocked.length} selected mapping(s) are not locked after the call: ${report.selection.unlocked.join(", ")}`);
   }
-  return { ...report, action, warnings };
+  return { ...report, outcome: "done", action, warnings };
 }
 
 /** A dry run of lock: what would change, how many bytes, what limit it needs. */
@@ -689,8 +852,10 @@ export async function plan(req: LockRequest): Promise<HostReport<ProcessResult>>
 
 export async function lock(req: LockRequest): Promise<HostReport<ProcessResult>> {
   const refs = await resolve(req);
-  const processes = await perProcess(refs, (ref) => (req.dryRun ? lockOne(req, ref) : serialised(ref, "lock", () => lockOne(req, ref))), failedResult);
-  return { host: os.hostname(), ...(req.dryRun ? { dryRun: true } : {}), processes };
+  const processes = await changingTarget((changed) =>
+    perProcess(refs, (ref) => (req.dryRun ? lockOne(req, ref, changed) : serialised(ref, "lock", () => lockOne(req, ref, changed))), failedResult),
+  );
+  return { host: os.hostname(), ...(req.dryRun ? { dryRun: true } : {}), processes, summary: summaryOf(processes) };
 }
 
 async function restoreLimit(ref: ProcessRef, after: Snapshot, action: ActionReport, warnings: string[]): Promise<void> {
@@ -719,17 +884,59 @@ async function restoreLimit(ref: ProcessRef, after: Snapshot, action: ActionRepo
   action.limitRestored = { from: limitReport(raised), to: limitReport(original) };
 }
 
-async function unlockOne(req: UnlockRequest, ref: ProcessRef): Promise<ProcessResult> {
-  const spec = effectiveSelection(req.mappings);
+/**
+ * A plain unlock (no selection, no --future) undoes what the last lock set: after `lock --all`
+ * it is `unlock --all` (munlockall, which also clears MCL_FUTURE), after `lock --future` the
+ * same selection with --future. Issue 15: it used to unlock the default selection only and
+ * leave MCL_FUTURE and everything else locked, silently.
+ */
+async function unlockRequestFor(req: UnlockRequest, ref: ProcessRef, warnings: string[]): Promise<UnlockRequest> {
+  if (req.mappings !== undefined || req.future !== undefined) return req;
+  const record = await readLockRecord(ref);
+  if (!record) return req;
+  const what = record.mappings.all ? "--all" : "its selection";
+  warnings.push(`undoing the last lock of process ${ref.pid} (${record.at}: ${what}${record.future ? " with --future" : ""}): ${record.mappings.all || record.future ? "munlockall clears MCL_FUTURE too" : ""}`.replace(/: $/, ""));
+  return { ...req, mappings: record.mappings, future: record.future || undefined };
+}
+
+/** After an unlock: precisely what stays locked, and how to clear it. */
+async function whatStays(ref: ProcessRef, after: Snapshot, spec: SelectionSpec, warnings: string[]): Promise<void> {
+  const selected = new Set(selectMappings(after.mappings, spec).selected);
+  const outside = after.mappings.filter((m) => isLocked(m) && !selected.has(m));
+  const record = await readLockRecord(ref);
+  if (outside.length === 0 && !record?.future) return;
+  const parts: string[] = [];
+  if (outside.length > 0) {
+    const bytes = outside.reduce((a, m) => a + m.size, 0);
+    const reserved = outside.filter((m) => m.perms.startsWith("---")).length;
+    parts.push(
+      `VmLck ${formatBytes(after.status.vmLck)} stays locked: ${outside.length} mapping(s) outside this selection (${formatBytes(bytes)}` +
+        `${reserved > 0 ? `, ${reserved} of them PROT_NONE reservations marked locked by mlockall` : ""}; first: ${outside.slice(0, 3).map((m) => `${hex(m.start)} ${m.path || "[ anon ]"}`).join(", ")})`,
+    );
+  }
+  if (record?.future) parts.push(`MCL_FUTURE stays set (lock --future of ${record.at}): new mappings keep being locked`);
+  warnings.push(`${parts.join("; ")}; \`lockmem unlock --pid ${ref.pid} --all\` unlocks everything and clears MCL_FUTURE`);
+}
+
+async function unlockOne(request: UnlockRequest, ref: ProcessRef, changed: () => void): Promise<ProcessResult> {
   const warnings: string[] = [...(ref.warnings ?? [])];
-  if (!req.dryRun) await recoverFirst(ref, warnings);
+  const req = await unlockRequestFor(request, ref, warnings);
+  const spec = effectiveSelection(req.mappings);
+  if (!req.dryRun) await holdingTarget(() => recoverFirst(ref, warnings));
   const snap = await snapshot(ref);
   const plan = planUnlock(facts(snap), spec, { future: req.future }, native().syscalls);
   const action = actionReport(plan);
-  if (req.dryRun) return { ...processReport(snap, spec), action, warnings };
+  if (req.dryRun) return { ...processReport(snap, spec), outcome: "done", action, warnings };
   if (plan.ops.length > 0) {
     refuseUnsafeTarget(snap);
-    await applyPlan(snap, plan, action, { suspendSeccomp: req.allowSeccompSuspend, maxPauseMs: req.maxPauseMs });
+    try {
+      await applyPlan(snap, plan, action, { suspendSeccomp: req.allowSeccompSuspend, maxPauseMs: req.maxPauseMs, changed });
+    } catch (err) {
+      if (isStop(err)) return interruptedResult(ref, spec, action, warnings, err);
+      throw err;
+    }
+    // munlockall clears MCL_FUTURE: what the last lock set is undone.
+    if (plan.ops.some((op) => op.nr === native().syscalls.munlockall)) await removeLockRecord(ref);
   }
   const after = await snapshot(ref);
   await restoreLimit(ref, after, action, warnings);
@@ -738,13 +945,16 @@ async function unlockOne(req: UnlockRequest, ref: ProcessRef): Promise<ProcessRe
   if (report.selection && report.selection.lockedMappings > 0) {
     warnings.push(`${report.selection.lockedMappings} selected mapping(s) are still locked`);
   }
-  return { ...report, action, warnings };
+  await whatStays(ref, final, spec, warnings);
+  return { ...report, outcome: "done", action, warnings };
 }
 
 export async function unlock(req: UnlockRequest): Promise<HostReport<ProcessResult>> {
   const refs = await resolve(req);
-  const processes = await perProcess(refs, (ref) => (req.dryRun ? unlockOne(req, ref) : serialised(ref, "unlock", () => unlockOne(req, ref))), failedResult);
-  return { host: os.hostname(), ...(req.dryRun ? { dryRun: true } : {}), processes };
+  const processes = await changingTarget((changed) =>
+    perProcess(refs, (ref) => (req.dryRun ? unlockOne(req, ref, changed) : serialised(ref, "unlock", () => unlockOne(req, ref, changed))), failedResult),
+  );
+  return { host: os.hostname(), ...(req.dryRun ? { dryRun: true } : {}), processes, summary: summaryOf(processes) };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -798,6 +1008,7 @@ async function doctorOne(req: StatusRequest, ref: ProcessRef): Promise<DoctorPro
     detail: cap ? "the process holds CAP_IPC_LOCK: RLIMIT_MEMLOCK does not apply" : `missing privilege "ipc_lock" (euid = ${snap.status.uid.effective}): RLIMIT_MEMLOCK applies`,
   });
   const lockPlan = planLock(facts(snap), effectiveSelection(req.mappings), {}, native().syscalls);
+  checks.push({ check: "method", ok: true, detail: methodDetail(lockPlan) });
   if (cap || lockPlan.neededLimit <= snap.limit.soft) {
     checks.push({ check: "RLIMIT_MEMLOCK", ok: true, detail: cap ? `${limitReport(snap.limit).soft} (not enforced)` : `${formatBytes(snap.limit.soft)} covers the ${formatBytes(lockPlan.neededLimit)} needed` });
   } else {
@@ -822,6 +1033,18 @@ async function doctorOne(req: StatusRequest, ref: ProcessRef): Promise<DoctorPro
     });
   }
   return { pid, comm: ref.comm, ok: checks.every((c) => c.ok), checks };
+}
+
+/** Which kind of lock a selection does, and what the kernel will hold afterwards (issue 15). */
+function methodDetail(plan: Plan): string {
+  const sel = `${plan.selected.length} accessible mapping(s), ${formatBytes(plan.selected.reduce((a, m) => a + m.size, 0))}`;
+  if (!plan.whole) return `per-mapping mlock2 of ${sel}; PROT_NONE reservations stay unlocked; VmLck after: ${formatBytes(plan.vmLckAfter)}`;
+  const reserved = plan.reserved.reduce((a, m) => a + m.size, 0);
+  return (
+    `mlockall(MCL_CURRENT): ${sel}, and the kernel also marks ${plan.reserved.length} PROT_NONE reservation(s), ${formatBytes(reserved)}, locked ` +
+    `(VmLck after: ${formatBytes(plan.vmLckAfter)}); memory made accessible there later is locked at once, as with --future; ` +
+    `--all-accessible locks the accessible mappings only`
+  );
 }
 
 export async function doctor(req: StatusRequest): Promise<HostReport<DoctorProcess>> {

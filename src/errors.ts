@@ -14,6 +14,7 @@ export type LockErrorCode =
   | "EARCH" // unsupported architecture or target ABI
   | "ETIMEDOUT"
   | "EPROTO" // agent protocol mismatch
+  | "EINTR" // stopped early by a signal or a closed output (the report says what stays locked)
   | "EINTERNAL";
 
 export interface LockErrorInit {

@@ -1,6 +1,6 @@
 // Planning: which system calls to run in the target, as plain data. No effects here.
 import { MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, SyscallOp } from "./native";
-import { isLocked, isLockOnFault, selectMappings } from "./select";
+import { isLocked, isLockOnFault, lockedByMlockall, selectMappings } from "./select";
 import { Mapping, SelectionSpec } from "./types";
 
 export interface SyscallNumbers {
@@ -49,6 +49,13 @@ export interface Plan {
   /** Bytes that will become resident (locking faults in what is not resident yet). */
   residentBytes: number;
   /**
+   * PROT_NONE reservations (not locked yet) that mlockall(MCL_CURRENT) marks locked: pages
+   * made accessible there later are locked at once. Empty for per-range plans.
+   */
+  reserved: Mapping[];
+  /** VmLck the kernel will show afterwards (virtual bytes of locked VMAs), as planned. */
+  vmLckAfter: number;
+  /**
    * RLIMIT_MEMLOCK (bytes) the target needs for this plan when it lacks CAP_IPC_LOCK,
    * as the kernel computes it; 0 when no limit applies (unlock, or CAP_IPC_LOCK).
    */
@@ -85,9 +92,12 @@ export function planLock(facts: TargetFacts, selection: SelectionSpec, options: 
   if (selection.all === true) {
     const flags = MCL_CURRENT | (options.future ? MCL_FUTURE : 0) | (onFault ? MCL_ONFAULT : 0);
     const changing = selected.filter((m) => !lockedAsWanted(m, onFault));
+    const reserved = facts.mappings.filter((m) => lockedByMlockall(m) && !isLocked(m) && !selected.includes(m));
     return {
       kind: "lock",
       whole: true,
+      reserved,
+      vmLckAfter: sum(facts.mappings.filter(lockedByMlockall), (m) => m.size),
       ops: [{ nr: nr.mlockall, args: [BigInt(flags)] }],
       selected,
       changing,
@@ -116,6 +126,8 @@ export function planLock(facts: TargetFacts, selection: SelectionSpec, options: 
   return {
     kind: "lock",
     whole: false,
+    reserved: [],
+    vmLckAfter: facts.vmLck + sum(newlyLocked, (m) => m.size),
     ops,
     selected,
     changing,
@@ -137,10 +149,11 @@ export function planUnlock(facts: TargetFacts, selection: SelectionSpec, options
   const { selected, notLockable } = selectMappings(facts.mappings, selection);
   const changing = selected.filter((m) => isLocked(m));
   const unchanged = selected.filter((m) => !isLocked(m));
-  const base = { kind: "unlock" as const, selected, changing, unchanged, notLockable, bytes: sum(changing, (m) => m.size), residentBytes: 0, neededLimit: 0n };
+  const base = { kind: "unlock" as const, selected, changing, unchanged, notLockable, bytes: sum(changing, (m) => m.size), residentBytes: 0, neededLimit: 0n, reserved: [] };
   if (selection.all === true) {
-    return { ...base, whole: true, ops: [{ nr: nr.munlockall, args: [] }] };
+    return { ...base, whole: true, vmLckAfter: 0, ops: [{ nr: nr.munlockall, args: [] }] };
   }
+  const vmLckAfter = Math.max(0, facts.vmLck - base.bytes);
   if (options.future) {
     // Only munlockall clears MCL_FUTURE, and it unlocks everything: lock again what must
     // stay locked, the way it was locked.
@@ -151,10 +164,10 @@ export function planUnlock(facts: TargetFacts, selection: SelectionSpec, options
       const group = keep.filter((m) => isLockOnFault(m) === (flag === MLOCK_ONFAULT));
       for (const r of mergeAdjacent(group)) relock.push({ nr: nr.mlock2, args: [r.start, r.end - r.start, BigInt(flag)] });
     }
-    return { ...base, whole: false, ops: [{ nr: nr.munlockall, args: [] }, ...relock] };
+    return { ...base, whole: false, vmLckAfter, ops: [{ nr: nr.munlockall, args: [] }, ...relock] };
   }
   const ops: SyscallOp[] = mergeAdjacent(changing).map((r) => ({ nr: nr.munlock, args: [r.start, r.end - r.start] }));
-  return { ...base, whole: false, ops };
+  return { ...base, whole: false, vmLckAfter, ops };
 }
 
 /** A range call that can be cut into chunks: nr(start, len, ...extraArgs). */
@@ -171,10 +184,19 @@ export interface ChunkableRange {
  * cannot (mlockall/munlockall), which then run last and cheaply: for a whole-address-space
  * lock every lockable mapping is locked in chunks first, so the final mlockall finds
  * everything resident and locked already; for munlockall, everything is unlocked first.
+ * An unlock that clears MCL_FUTURE (munlockall, then mlock2 of what stays) becomes: the
+ * selection unlocked in chunks, munlockall, then `relock` in chunks, which must all run
+ * (until then what stays is unlocked). Before, the relock ran first and munlockall last,
+ * which left unlocked what had to stay locked.
  */
-export function pauseBoundedSteps(plan: Plan, mappings: Mapping[], nr: SyscallNumbers): { ranges: ChunkableRange[]; finalOps: SyscallOp[] } {
+export function pauseBoundedSteps(plan: Plan, mappings: Mapping[], nr: SyscallNumbers): { ranges: ChunkableRange[]; finalOps: SyscallOp[]; relock: ChunkableRange[] } {
   const ranges: ChunkableRange[] = [];
   const finalOps: SyscallOp[] = [];
+  if (plan.kind === "unlock" && !plan.whole && plan.ops[0]?.nr === nr.munlockall) {
+    const relock = plan.ops.slice(1).map((op) => ({ nr: op.nr, start: op.args[0], end: op.args[0] + op.args[1], extraArgs: op.args.slice(2) }));
+    for (const r of mergeAdjacent(plan.changing)) ranges.push({ nr: nr.munlock, start: r.start, end: r.end, extraArgs: [] });
+    return { ranges, finalOps: [plan.ops[0]], relock };
+  }
   for (const op of plan.ops) {
     if (op.nr === nr.mlock2) {
       ranges.push({ nr: op.nr, start: op.args[0], end: op.args[0] + op.args[1], extraArgs: op.args.slice(2), undoNr: op.undo?.nr });
@@ -192,5 +214,5 @@ export function pauseBoundedSteps(plan: Plan, mappings: Mapping[], nr: SyscallNu
     const locked = mappings.filter((m) => isLocked(m) && !plan.notLockable.some((n) => n.mapping === m));
     for (const r of mergeAdjacent(locked)) ranges.push({ nr: nr.munlock, start: r.start, end: r.end, extraArgs: [] });
   }
-  return { ranges, finalOps };
+  return { ranges, finalOps, relock: [] };
 }

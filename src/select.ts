@@ -9,7 +9,7 @@ import { Mapping, MappingKind, SelectionSpec } from "./types";
 export const defaultSelection: SelectionSpec = { permissions: ["r-x", "rwx"] };
 
 export const MAPPING_KINDS: readonly MappingKind[] = ["file", "anon", "heap", "stack", "shmem", "vdso", "vvar", "vsyscall"];
-const KNOWN_FIELDS = new Set<string>(["permissions", "paths", "kinds", "all"]);
+const KNOWN_FIELDS = new Set<string>(["permissions", "paths", "kinds", "all", "allAccessible"]);
 const PERMISSION = /^[r-][w-][x-][ps]?$/;
 
 /**
@@ -56,7 +56,9 @@ function listProblem(value: unknown, field: string): LockError | undefined {
  * matches ALL given criteria (permissions AND paths AND kinds) and, within one list, ANY
  * entry (e.g. "r-x" OR "rwx"). With no criterion at all, defaultSelection applies.
  * `all: true` means every mapping (mlockall / munlockall) and may not be combined with
- * criteria, since the kernel call would lock more than they say.
+ * criteria, since the kernel call would lock more than they say. `allAccessible: true` means
+ * every mapping the process can access, locked one by one (mlock2): PROT_NONE reservations,
+ * which mlockall marks locked too, stay out.
  */
 export function validateSelection(spec: SelectionSpec, fieldPrefix = "mappings"): LockError | undefined {
   const field = (key: string): string => `${fieldPrefix}.${key}`;
@@ -66,6 +68,17 @@ export function validateSelection(spec: SelectionSpec, fieldPrefix = "mappings")
   const unknown = Object.keys(spec).find((key) => !KNOWN_FIELDS.has(key));
   if (unknown !== undefined) return usageError(field(unknown), `unknown field; expected one of ${[...KNOWN_FIELDS].join(", ")}`);
   if (spec.all !== undefined && typeof spec.all !== "boolean") return usageError(field("all"), "must be true or false");
+  if (spec.allAccessible !== undefined && typeof spec.allAccessible !== "boolean") return usageError(field("allAccessible"), "must be true or false");
+  if (spec.allAccessible === true) {
+    const combined = (["all", "permissions", "paths", "kinds"] as const).filter((key) => spec[key] !== undefined && spec[key] !== false);
+    if (combined.length > 0) {
+      return usageError(
+        field("allAccessible"),
+        `allAccessible locks every accessible mapping and cannot be combined with ${combined.join(", ")}`,
+        "drop allAccessible to lock only the matching mappings (or all for mlockall), or drop the other fields",
+      );
+    }
+  }
   if (spec.all === true) {
     const combined = (["permissions", "paths", "kinds"] as const).filter((key) => spec[key] !== undefined);
     if (combined.length > 0) {
@@ -149,12 +162,25 @@ export function notLockableReason(mapping: Mapping): string | undefined {
   return undefined;
 }
 
+/**
+ * mlockall(MCL_CURRENT) marks this VMA locked (VmLck counts it): every lockable mapping, and
+ * PROT_NONE reservations too (mm/mlock.c apply_mlockall_flags -> mlock_fixup skips only
+ * VM_SPECIAL, hugetlb and the gate VMA). When the process later makes a reservation
+ * accessible, its pages are faulted in and locked at once (issue 15: a JVM's VmLck 3.1 GiB
+ * for 837 MiB of accessible mappings).
+ */
+export function lockedByMlockall(mapping: Mapping): boolean {
+  if (notLockableReason(mapping) === undefined) return true;
+  if (!mapping.perms.startsWith("---") || mapping.kind === "vdso" || mapping.kind === "vvar" || mapping.kind === "vsyscall") return false;
+  return !mapping.vmFlags.some((flag) => UNLOCKABLE_FLAGS[flag] !== undefined);
+}
+
 function permissionMatches(wanted: string, perms: string): boolean {
   return wanted.length === 3 ? perms.startsWith(wanted) : perms === wanted;
 }
 
 function matchesCriteria(mapping: Mapping, spec: SelectionSpec, globs: PathGlob[]): boolean {
-  if (spec.all === true) return true;
+  if (spec.all === true || spec.allAccessible === true) return true;
   if (spec.permissions && !spec.permissions.some((perm) => permissionMatches(perm, mapping.perms))) return false;
   if (spec.kinds && !spec.kinds.includes(mapping.kind)) return false;
   if (globs.length > 0) {
@@ -174,7 +200,7 @@ export interface Selection {
 /** The mappings spec chooses (see validateSelection for how fields combine), in address order. */
 export function selectMappings(mappings: Mapping[], spec: SelectionSpec): Selection {
   const effective =
-    spec.all === true || spec.permissions !== undefined || spec.paths !== undefined || spec.kinds !== undefined
+    spec.all === true || spec.allAccessible === true || spec.permissions !== undefined || spec.paths !== undefined || spec.kinds !== undefined
       ? spec
       : defaultSelection;
   const globs = (effective.paths ?? []).map((pattern, i) => {

@@ -9,7 +9,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { LockError } from "./errors";
 
-export type StateArea = "journal" | "limits" | "locks";
+export type StateArea = "journal" | "limits" | "locks" | "last-lock";
 
 /** LOCKMEM_STATE_DIR, else /run/lockmem for root and a per-user runtime folder otherwise. */
 export function stateDir(): string {

@@ -22,8 +22,10 @@ export interface SelectionSpec {
   /** Glob patterns matched against the mapping's path. */
   paths?: string[];
   kinds?: MappingKind[];
-  /** Everything: mlockall / munlockall. */
+  /** Everything: mlockall / munlockall (PROT_NONE reservations are marked locked too). */
   all?: boolean;
+  /** Every accessible mapping, one mlock2 / munlock per range: reservations stay unlocked. */
+  allAccessible?: boolean;
 }
 
 /** One line of /proc/PID/smaps. Sizes in bytes. */

@@ -42,12 +42,16 @@ function targetIdentity(t: TargetSpec | undefined): string {
 }
 
 export function effectiveSelection(m: SelectionSpec | undefined): SelectionSpec {
-  return m === undefined || (m.all === undefined && m.permissions === undefined && m.paths === undefined && m.kinds === undefined) ? defaultSelection : m;
+  return m === undefined || (m.all === undefined && m.allAccessible === undefined && m.permissions === undefined && m.paths === undefined && m.kinds === undefined)
+    ? defaultSelection
+    : m;
 }
 
 function selectionIdentity(m: SelectionSpec | undefined): string {
   const s = effectiveSelection(m);
-  return canonical(s.all === true ? { all: true } : { ...s, all: undefined, permissions: s.permissions ? [...s.permissions].sort() : undefined });
+  if (s.all === true) return canonical({ all: true });
+  if (s.allAccessible === true) return canonical({ allAccessible: true });
+  return canonical({ ...s, all: undefined, allAccessible: undefined, permissions: s.permissions ? [...s.permissions].sort() : undefined });
 }
 
 const flag = (v: boolean | undefined): boolean => v === true;

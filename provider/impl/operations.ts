@@ -133,7 +133,10 @@ async function call<T>(runner: AgentRunner, op: string, request: Parameters<Agen
 async function lock(i: ProviderInputs, op: "create" | "update", id: string, previous: ProcessState[] = [], d = deadlineOf(i, op)): Promise<ProviderOutputs> {
   const runner = runnerFor(i);
   const report = await call<HostReport<ProcessResult>>(runner, "locking", { op: "lock", args: lockRequest(i), waitMs: waitMs(d.left()) }, d, i);
-  const failed = report.processes.filter((p) => p.error);
+  // A process that exited during the run (outcome "gone", as the CLI's exit codes count it)
+  // is not a failure to lock the others: it is left out of the state, with a warning.
+  const gone = report.processes.filter((p) => p.error && p.outcome === "gone");
+  const failed = report.processes.filter((p) => p.error && p.outcome !== "gone");
   const locked = report.processes.filter((p) => !p.error);
   if (locked.length === 0) failIfAnyFailed(runner, "lock", report);
   const processes = locked.map((p) => {
@@ -141,7 +144,10 @@ async function lock(i: ProviderInputs, op: "create" | "update", id: string, prev
     const raised = p.action?.limitRaised?.to;
     return processState(p, raised ?? (earlier && canonical(earlier) === canonical(p.memlockLimit) ? earlier : undefined));
   });
-  const warnings = report.processes.flatMap((p) => p.warnings.map((w) => `process ${p.pid}: ${w}`));
+  const warnings = [
+    ...report.processes.flatMap((p) => p.warnings.map((w) => `process ${p.pid}: ${w}`)),
+    ...gone.map((p) => `process ${p.pid}: exited during the lock; not recorded`),
+  ];
   const inSync = failed.length === 0 && locked.every((p) => p.selection?.inSync !== false);
   const drift = [
     ...failed.map((p) => `process ${p.pid}: the lock failed: ${p.error!.message}`),

@@ -126,6 +126,7 @@ const selectionSchema = {
     paths: { type: "array", maxItems: MAX_PATH_GLOBS, items: PATH_STRING },
     kinds: { type: "array", maxItems: MAPPING_KINDS.length, items: { enum: MAPPING_KINDS } },
     all: { type: "boolean" },
+    allAccessible: { type: "boolean" },
   },
 } as const;
 

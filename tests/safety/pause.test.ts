@@ -120,3 +120,63 @@ test(`2 GiB resident: maxPauseMs ${MAX_PAUSE_MS} keeps every stall <= ${LIMIT_US
   expect(t.isAlive()).toBe(true);
   await t.stop();
 });
+
+// Issue 13 item 5: the bound is on time, not work. 1,000 one-page mappings cost almost no
+// kernel time each, so a session holds as many of them as fit in the budget: few sessions
+// (one per mapping before: 1,010 sessions, 90 s), and the longest hold the heartbeat sees
+// stays within about twice the budget.
+const SMALL_MAPS = 1000;
+const SMALL_PAUSE_MS = 5;
+const MAX_SESSIONS = 40;
+
+test(`${SMALL_MAPS} small r-x mappings, maxPauseMs ${SMALL_PAUSE_MS}: few sessions, each hold within ~2x the budget`, async () => {
+  const t = await startTarget({ mode: "heartbeat", smallMaps: SMALL_MAPS });
+  try {
+    os.setPriority(t.pid, -20);
+  } catch {
+    // not permitted: measure anyway
+  }
+  const small = (await t.stats()).mappings.find((m) => m.kind === "small");
+  expect(small).toBeDefined();
+  const sel = { kinds: ["anon" as const], permissions: ["r-x"] };
+  const floor = await measure(t, () => new Promise((r) => setTimeout(r, 1000)));
+  const runs: { stallUs: number; wallMs: number; sessions: number; pauseUs: number; unlockSessions: number; unlockStallUs: number }[] = [];
+  for (let run = 0; run < RUNS; run++) {
+    let report: Awaited<ReturnType<typeof api.lock>> | undefined;
+    const m = await measure(t, async () => {
+      report = await api.lock({ target: { pid: t.pid }, mappings: sel, maxPauseMs: SMALL_PAUSE_MS });
+    });
+    const p = report!.processes[0];
+    expect(p.selection?.inSync).toBe(true);
+    expect(p.selection?.lockedMappings).toBeGreaterThanOrEqual(SMALL_MAPS);
+    expect(vmLckKb(t.pid)).toBeGreaterThanOrEqual(SMALL_MAPS * 4);
+    let unlockReport: Awaited<ReturnType<typeof api.unlock>> | undefined;
+    const u = await measure(t, async () => {
+      unlockReport = await api.unlock({ target: { pid: t.pid }, mappings: sel, maxPauseMs: SMALL_PAUSE_MS });
+    });
+    expect(vmLckKb(t.pid)).toBe(0);
+    runs.push({
+      stallUs: m.stallUs,
+      wallMs: m.wallMs,
+      sessions: p.action?.sessions ?? 0,
+      pauseUs: p.action?.pauseUs ?? 0,
+      unlockSessions: unlockReport!.processes[0].action?.sessions ?? 0,
+      unlockStallUs: u.stallUs,
+    });
+    console.log(
+      `pause, ${SMALL_MAPS} small mappings, maxPauseMs ${SMALL_PAUSE_MS}, run ${run + 1}: lock ${runs[run].sessions} sessions, longest hold ${(runs[run].pauseUs / 1000).toFixed(2)} ms ` +
+        `by lockmem's clock, heartbeat stall ${(m.stallUs / 1000).toFixed(2)} ms, ${m.wallMs} ms in all; unlock ${runs[run].unlockSessions} sessions, stall ${(u.stallUs / 1000).toFixed(2)} ms; ` +
+        `noise floor ${(floor.stallUs / 1000).toFixed(2)} ms`,
+    );
+    if (m.stallUs <= 2 * SMALL_PAUSE_MS * 1000) break;
+  }
+  // Few sessions in the best run (one per mapping before: 1,010), and never many in any.
+  expect(Math.min(...runs.map((r) => r.sessions))).toBeLessThanOrEqual(MAX_SESSIONS);
+  expect(Math.min(...runs.map((r) => r.unlockSessions))).toBeLessThanOrEqual(MAX_SESSIONS);
+  for (const r of runs) expect(Math.max(r.sessions, r.unlockSessions)).toBeLessThanOrEqual(2.5 * MAX_SESSIONS);
+  const best = Math.min(...runs.map((r) => r.stallUs));
+  expect(best).toBeLessThanOrEqual(2 * SMALL_PAUSE_MS * 1000 + floor.stallUs);
+  expect(isTraced(t.pid)).toBe(false);
+  expect(t.isAlive()).toBe(true);
+  await t.stop();
+});

@@ -14,7 +14,8 @@ import * as os from "os";
 import * as path from "path";
 
 export type TargetMode = "spin" | "sleep" | "pipe" | "epoll" | "ppoll" | "idle" | "heartbeat";
-export type WorkerMode = "spin" | "sleep" | "epoll";
+/** epoll-block and futex threads block forever (epoll_wait(-1) on an empty set, FUTEX_WAIT). */
+export type WorkerMode = "spin" | "sleep" | "epoll" | "epoll-block" | "futex";
 
 export interface TargetOptions {
   /** What the main thread does (default "idle"). */
@@ -36,6 +37,8 @@ export interface TargetOptions {
   protNoneMb?: number;
   /** Shared anonymous rw- memory, touched. */
   shmMb?: number;
+  /** This many separate one-page r-x anonymous mappings (stats: one mapping of kind "small" spanning them). */
+  smallMaps?: number;
   /** Files mapped r-- (touched). */
   files?: string[];
   /** Files mapped r-x (touched). */
@@ -70,7 +73,7 @@ export interface ControlReply {
 }
 
 export interface TargetMapping {
-  kind: "anon" | "prot_none" | "shm" | "file" | "extra";
+  kind: "anon" | "prot_none" | "shm" | "file" | "extra" | "small";
   /** Hex addresses, as in /proc/PID/maps but with 0x. */
   start: string;
   end: string;
@@ -278,6 +281,7 @@ function targetArgs(opts: TargetOptions, files: { control: string; pidFile: stri
   num("--anon-mb", opts.anonMb);
   num("--prot-none-mb", opts.protNoneMb);
   num("--shm-mb", opts.shmMb);
+  num("--small-maps", opts.smallMaps);
   for (const f of opts.files ?? []) args.push("--file", path.resolve(f));
   for (const f of opts.execFiles ?? []) args.push("--file-x", path.resolve(f));
   if (opts.seccomp) args.push(`--seccomp-${opts.seccomp}`);

@@ -96,3 +96,12 @@ test("bounded pauses: range calls become chunkable, mlockall runs last after chu
   expect(u.finalOps).toEqual([{ nr: 152, args: [] }]);
   expect(u.ranges.map((r) => [r.nr, r.start, r.end])).toEqual([[150, 0x20000n, 0x21000n]]);
 });
+
+test("bounded pauses, unlock that clears MCL_FUTURE: the selection in chunks, then munlockall, then what stays locked again", () => {
+  const keep = m(0x50000, 4, "rw-p", "", ["lo", "lf"]);
+  const plan = planUnlock(facts([lockedLib, keep]), { permissions: ["r-x"] }, { future: true }, nr);
+  const steps = pauseBoundedSteps(plan, [lockedLib, keep], nr);
+  expect(steps.ranges.map((r) => [r.nr, r.start, r.end])).toEqual([[150, 0x20000n, 0x21000n]]);
+  expect(steps.finalOps).toEqual([{ nr: 152, args: [] }]);
+  expect(steps.relock.map((r) => [r.nr, r.start, r.end, r.extraArgs])).toEqual([[325, 0x50000n, 0x51000n, [1n]]]);
+});

@@ -1,7 +1,7 @@
 import { readFileSync } from "fs";
 import * as path from "path";
 import { parseSmaps } from "../../src/proc/smaps";
-import { defaultSelection, isLocked, isLockOnFault, notLockableReason, selectMappings, validateSelection } from "../../src/select";
+import { defaultSelection, isLocked, isLockOnFault, lockedByMlockall, notLockableReason, selectMappings, validateSelection } from "../../src/select";
 import { Mapping, SelectionSpec } from "../../src/types";
 
 const mappings = parseSmaps(readFileSync(path.join(__dirname, "../fixtures/proc/smaps-sample.txt"), "utf8"));
@@ -99,4 +99,26 @@ test("isLocked and isLockOnFault read VmFlags", () => {
   expect([isLocked(locked), isLockOnFault(locked)]).toEqual([true, false]);
   expect([isLocked(onFault), isLockOnFault(onFault)]).toEqual([true, true]);
   expect(isLocked(mappings[0])).toBe(false);
+});
+
+test("allAccessible: every mapping the kernel can lock one by one; not combined with other criteria", () => {
+  const { selected, notLockable } = selectMappings(mappings, { allAccessible: true });
+  expect(selected.length).toBeGreaterThan(0);
+  expect(selected.every((m) => notLockableReason(m) === undefined)).toBe(true);
+  expect(selected.length + notLockable.length).toBe(mappings.length);
+  expect(validateSelection({ allAccessible: true })).toBeUndefined();
+  for (const spec of [{ allAccessible: true, all: true }, { allAccessible: true, permissions: ["r-x"] }]) {
+    const e = validateSelection(spec);
+    expect(e?.code).toBe("EUSAGE");
+    expect(e?.field).toBe("mappings.allAccessible");
+  }
+  expect(validateSelection({ allAccessible: "yes" } as unknown as SelectionSpec)?.field).toBe("mappings.allAccessible");
+});
+
+test("lockedByMlockall: lockable mappings and PROT_NONE reservations, never [vdso]/[vvar]/[vsyscall]", () => {
+  const byMlockall = mappings.filter(lockedByMlockall);
+  const reservations = mappings.filter((m) => m.perms.startsWith("---"));
+  for (const m of reservations) expect(lockedByMlockall(m)).toBe(true);
+  for (const m of mappings.filter((x) => ["vdso", "vvar", "vsyscall"].includes(x.kind))) expect(lockedByMlockall(m)).toBe(false);
+  expect(byMlockall.length).toBe(mappings.filter((m) => notLockableReason(m) === undefined).length + reservations.length);
 });
