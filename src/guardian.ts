@@ -36,11 +36,14 @@ let starting: Promise<void> | undefined;
  */
 function guardianCommand(): { file: string; args: string[] } {
   const file = `/proc/${process.pid}/exe`;
-  // Bundled: started as `node -e BOOT DIR JS_SHA256 ADDON_SHA256 [--serve]`.
+  // Bundled and bootstrapped: started as `node -e BOOT DIR JS_SHA256 ADDON_SHA256 [--serve]`.
   if (IN_AGENT_BUNDLE) return { file, args: [...process.execArgv, ...process.argv.slice(1, 4), "--guardian"] };
   const here = __filename;
-  const main = here.endsWith(".ts") ? path.join(__dirname, "..", "dist", "src", "agent", "main.js") : path.join(__dirname, "agent", "main.js");
-  return { file, args: [main, "--guardian"] };
+  // Run from the TypeScript sources (tests): the compiled package next to them.
+  if (here.endsWith(".ts")) return { file, args: [path.join(__dirname, "..", "dist", "src", "agent", "main.js"), "--guardian"] };
+  // A single-file build of the agent run as a script: that very file.
+  if (require.main?.filename === here) return { file, args: [here, "--guardian"] };
+  return { file, args: [path.join(__dirname, "agent", "main.js"), "--guardian"] };
 }
 
 function alive(child: ChildProcess | undefined): boolean {
@@ -58,12 +61,14 @@ export function ensureGuardian(): Promise<void> {
   const command = guardianCommand();
   const child = spawn(command.file, command.args, {
     detached: true,
-    stdio: ["pipe", "pipe", "ignore"],
+    stdio: ["pipe", "pipe", "pipe"],
     env,
   });
   guardian = child;
   starting = new Promise<void>((resolve, reject) => {
     let out = "";
+    let err = "";
+    child.stderr!.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
     const timer = setTimeout(() => fail(new Error(`the lockmem guardian did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
     const fail = (err: Error) => {
       clearTimeout(timer);
@@ -71,13 +76,14 @@ export function ensureGuardian(): Promise<void> {
       reject(err);
     };
     child.on("error", fail);
-    child.on("exit", (code, signal) => fail(new Error(`the lockmem guardian exited at start (${signal ?? `exit ${code}`})`)));
+    child.on("exit", (code, signal) => fail(new Error(`the lockmem guardian exited at start (${signal ?? `exit ${code}`})${err.trim() ? `: ${err.trim().split("\n").slice(-14).join(" / ")}` : ""}`)));
     child.stdout!.on("data", (d: Buffer) => {
       out += d.toString();
       if (!out.startsWith(READY)) return;
       clearTimeout(timer);
       child.removeAllListeners("exit");
       child.stdout!.destroy();
+      child.stderr!.destroy();
       // It must not keep this process alive, and its pipe stays open until we exit.
       child.stdin!.on("error", () => undefined);
       (child.stdin as unknown as { unref?: () => void }).unref?.();

@@ -468,7 +468,9 @@ async function removeOrphanRegs(dir: string): Promise<void> {
   for (const name of names) {
     const m = /^([0-9]{1,10})-([0-9]{1,20})-([0-9]{1,10})\.(regs|json\.tmp|regs\.tmp)$/.exec(name);
     if (!m || (m[4] === "regs" && names.includes(name.replace(/\.regs$/, ".json")))) continue;
-    if (isTargetLocked(Number(m[1]))) continue;
+    // Held by this very operation (the recovery at the start of a lock) is fine: we are
+    // not writing it. Held by someone else: it may be theirs, being written.
+    if (isTargetLocked(Number(m[1]), undefined, true)) continue;
     await fs.rm(path.join(dir, name), { force: true });
   }
 }

@@ -127,6 +127,7 @@ async function acquire(file: string, pid: number, deadline: number, op: string):
 }
 
 async function acquireOnce(file: string, pid: number, deadline: number, op: string): Promise<number> {
+  const started = Date.now();
   const fd = openLockFile(file);
   try {
     // Polled (Node has no blocking flock off the main thread): 1 ms, doubling to 50 ms.
@@ -137,7 +138,7 @@ async function acquireOnce(file: string, pid: number, deadline: number, op: stri
           code: "EBUSY",
           pid,
           stage: "serialise",
-          message: `process ${pid} is busy: ${holderOf(file)} is working on it (lock file ${file}); gave up after waiting ${Math.max(0, Math.round(deadline - Date.now() + left))} ms`,
+          message: `process ${pid} is busy: ${holderOf(file)} is working on it (lock file ${file}); gave up after waiting ${Date.now() - started} ms`,
           hint: "retry when that operation has finished, or allow a longer wait; the lock is released as soon as that process exits, even if it is killed",
         });
       }
@@ -227,10 +228,13 @@ export function pruneStaleLocks(dir = defaultLockDir()): number {
   return removed;
 }
 
-/** Whether a live lockmem process (this one included) holds the lock of pid now. */
-export function isTargetLocked(pid: number, dir = defaultLockDir()): boolean {
+/**
+ * Whether a live lockmem process holds the lock of pid now: this operation itself counts
+ * unless `othersOnly` (then only someone else's hold does).
+ */
+export function isTargetLocked(pid: number, dir = defaultLockDir(), othersOnly = false): boolean {
   const file = lockPath(dir, pid);
-  if (heldHere.getStore()?.has(file)) return true;
+  if (heldHere.getStore()?.has(file)) return !othersOnly;
   let fd: number;
   try {
     fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);

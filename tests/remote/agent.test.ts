@@ -108,7 +108,7 @@ describe("agent request handling", () => {
       const took = Date.now() - started;
       expect(exitCode).toBe(1);
       expect(reply).toMatchObject({ ok: false, error: { code: "EBUSY", pid } });
-      if (!reply.ok) expect(reply.error.message).toContain(`lockmem agent pid ${process.pid} (lock`);
+      if (!reply.ok) expect(reply.error.message).toContain(`lockmem process ${process.pid} (lock`);
       expect(took).toBeGreaterThanOrEqual(250);
       expect(took).toBeLessThan(3000);
     } finally {

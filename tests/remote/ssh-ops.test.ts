@@ -2,6 +2,7 @@
 // as the local agent, an SSH session killed mid-operation, serialisation of concurrent
 // changes, and a fleet of 10 hosts under 50 concurrent operations.
 import * as fs from "fs";
+import * as path from "path";
 import { AgentReply, AgentRequest } from "../../src/agent/protocol";
 import { lockTargets } from "../../src/agent/target-lock";
 import { HostReport, ProcessReport } from "../../src/api";
@@ -60,10 +61,22 @@ function agentsUnder(host: number): number[] {
   });
 }
 
-function flockWaitersUnder(host: number): number {
-  return fx.hosts[host].sessionPids().filter((pid) => {
+// The agents' per-target lock files (src/target-lock.ts: <state dir>/locks/<pid>.lock; the
+// agents here run as root with the default state dir).
+const LOCK_DIR = "/run/lockmem/locks";
+
+/** Processes of the host's sessions that have `pid`'s lock file open: they hold it or wait for it. */
+function lockWaitersUnder(host: number, pid: number): number {
+  const file = path.join(LOCK_DIR, `${pid}.lock`);
+  return fx.hosts[host].sessionPids().filter((p) => {
     try {
-      return fs.readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "flock";
+      return fs.readdirSync(`/proc/${p}/fd`).some((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/${p}/fd/${fd}`) === file;
+        } catch {
+          return false;
+        }
+      });
     } catch {
       return false;
     }
@@ -80,7 +93,7 @@ async function waitFor(what: string, ms: number, cond: () => boolean): Promise<v
 
 /** Waits until no agent holds or waits for the target's lock (an orphaned agent finishing). */
 async function quiesce(pid: number): Promise<void> {
-  (await lockTargets([pid], { op: "test-quiesce", waitMs: 60_000, dir: "/run/lockmem" })).release();
+  (await lockTargets([pid], { op: "test-quiesce", waitMs: 60_000, dir: LOCK_DIR })).release();
 }
 
 beforeAll(async () => {
@@ -128,12 +141,12 @@ test("SSH session killed while the agent waits to lock: target untouched, resend
   const expected = shape(report(await local.run(lock(reference.pid))));
 
   // Hold the target's lock ourselves so the agent is caught mid-operation, deterministically.
-  const held = await lockTargets([target.pid], { op: "test", waitMs: 0, dir: "/run/lockmem" });
+  const held = await lockTargets([target.pid], { op: "test", waitMs: 0, dir: LOCK_DIR });
   const ssh = sshTransport(conn(1));
   await ssh.run({ v: 1, op: "version" });
   const pending = ssh.run(lock(target.pid, 60_000));
   pending.catch(() => undefined);
-  await waitFor("the agent to wait for the target lock", 20_000, () => flockWaitersUnder(1) > 0);
+  await waitFor("the agent to wait for the target lock", 20_000, () => lockWaitersUnder(1, target.pid) > 0);
   const orphans = agentsUnder(1);
   expect(orphans.length).toBe(1);
   // Kill the connection's sshd processes (not the agent): the network side of the session is gone.
@@ -203,14 +216,14 @@ function safeCmdline(pid: number): string {
 
 test("two concurrent changes of one target are serialised; a third gives up with EBUSY", async () => {
   const target = await startTarget(TARGET_OPTS);
-  const held = await lockTargets([target.pid], { op: "test", waitMs: 0, dir: "/run/lockmem" });
+  const held = await lockTargets([target.pid], { op: "test", waitMs: 0, dir: LOCK_DIR });
   const a = sshTransport(conn(3));
   const b = sshTransport(conn(4));
   await Promise.all([a.run({ v: 1, op: "version" }), b.run({ v: 1, op: "version" })]);
   const first = a.run(lock(target.pid, 60_000));
-  await waitFor("the first agent to wait", 20_000, () => flockWaitersUnder(3) > 0);
+  await waitFor("the first agent to wait", 20_000, () => lockWaitersUnder(3, target.pid) > 0);
   const second = b.run(unlock(target.pid, 60_000));
-  await waitFor("the second agent to wait", 20_000, () => flockWaitersUnder(4) > 0);
+  await waitFor("the second agent to wait", 20_000, () => lockWaitersUnder(4, target.pid) > 0);
 
   const busy = await sshTransport(conn(5)).run(lock(target.pid, 300));
   expect(busy.ok).toBe(false);

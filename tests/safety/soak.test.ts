@@ -77,7 +77,11 @@ test(`${CYCLES} lock/unlock cycles on a multi-threaded target: no failure, no le
       const l = await api.lock({ target: { pid: t.pid }, mappings });
       const u = await api.unlock({ target: { pid: t.pid }, mappings });
       sessions += (l.processes[0].action?.sessions ?? 0) + (u.processes[0].action?.sessions ?? 0);
-      for (const w of [...l.processes[0].warnings, ...u.processes[0].warnings]) failures.push(`cycle ${cycle}: warning ${w}`);
+      // Every warning is a failure but the one `--all` always gives about PROT_NONE
+      // reservations (issue 15: informational, the same every cycle).
+      for (const w of [...l.processes[0].warnings, ...u.processes[0].warnings]) {
+        if (!/PROT_NONE reservation\(s\).*locked/.test(w)) failures.push(`cycle ${cycle}: warning ${w}`);
+      }
     } catch (err) {
       failures.push(`cycle ${cycle}: ${(err as Error).message}`);
       if (failures.length > 5) break;
