@@ -5,7 +5,7 @@
 // for that very process (a forged record once set an untouched process's limit to 0).
 import { promises as fs } from "fs";
 import * as path from "path";
-import { isDecimalName, secureStateDir } from "./state-dir";
+import { isDecimalName, readStateRecord, secureStateDir } from "./state-dir";
 import { ProcessRef } from "./types";
 
 export interface LimitRecord {
@@ -55,25 +55,9 @@ export function validateLimitRecord(raw: unknown, ref: Pick<ProcessRef, "pid" | 
 /** The record of this process, if any; an invalid one is set aside and reported in `warnings`. */
 export async function readLimitRecord(ref: Pick<ProcessRef, "pid" | "startTime">, warnings: string[] = []): Promise<LimitRecord | undefined> {
   const file = recordPath(ref);
-  let text: string;
-  try {
-    text = await fs.readFile(file, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  const record = validateLimitRecord(parsed, ref);
-  if (typeof record === "string") {
-    // Never acted on; kept aside for whoever investigates.
-    await fs.rename(file, `${file}.invalid`).catch(() => undefined);
-    warnings.push(`the limit record ${file} is not one lockmem wrote for process ${ref.pid} (${record}): set aside as ${path.basename(file)}.invalid, not used; RLIMIT_MEMLOCK left as it is`);
-    return undefined;
+  const { record, rejected } = await readStateRecord(file, (raw) => validateLimitRecord(raw, ref));
+  if (rejected) {
+    warnings.push(`the limit record ${file} is not one lockmem wrote for process ${ref.pid} (${rejected}): set aside as ${path.basename(file)}.invalid, not used; RLIMIT_MEMLOCK left as it is`);
   }
   return record;
 }

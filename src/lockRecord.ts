@@ -9,7 +9,7 @@
 import { promises as fs } from "fs";
 import * as path from "path";
 import { validateSelection } from "./select";
-import { isDecimalName, secureStateDir } from "./state-dir";
+import { isDecimalName, readStateRecord, secureStateDir } from "./state-dir";
 import { ProcessRef, SelectionSpec } from "./types";
 
 export interface LockRecord {
@@ -44,23 +44,7 @@ function isLockRecord(raw: unknown, ref: Pick<ProcessRef, "pid" | "startTime">):
 }
 
 export async function readLockRecord(ref: Pick<ProcessRef, "pid" | "startTime">): Promise<LockRecord | undefined> {
-  const file = recordPath(ref);
-  let text: string;
-  try {
-    text = await fs.readFile(file, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  if (isLockRecord(parsed, ref)) return parsed;
-  await fs.rename(file, `${file}.invalid`).catch(() => undefined);
-  return undefined;
+  return (await readStateRecord(recordPath(ref), (raw) => (isLockRecord(raw, ref) ? raw : "not a lock record of this process"))).record;
 }
 
 /** Written to a temporary name and renamed: a reader never sees half a record. */

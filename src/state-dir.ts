@@ -6,6 +6,7 @@
 // group or others (a sticky world-writable folder such as /tmp is fine above it: nobody
 // can replace our entry there). Anything else is refused before any target is touched.
 import * as fs from "fs";
+import { promises as fsp } from "fs";
 import * as path from "path";
 import { LockError } from "./errors";
 
@@ -87,4 +88,34 @@ export function secureStateDir(area?: StateArea): string {
  */
 export function isDecimalName(value: unknown): value is string {
   return typeof value === "string" && /^[0-9]{1,20}$/.test(value);
+}
+
+/**
+ * A JSON record read back from the state dir: absent (undefined), what `validate` accepts,
+ * or, when it rejects it (returning why), set aside as `<file>.invalid` and never used.
+ */
+export async function readStateRecord<T>(file: string, validate: (raw: unknown) => T | string): Promise<{ record?: T; rejected?: string }> {
+  let text: string;
+  try {
+    const handle = await fsp.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      text = await handle.readFile("utf8");
+    } finally {
+      await handle.close();
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return {};
+    throw err;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  const record = validate(parsed);
+  if (typeof record !== "string") return { record };
+  // Never acted on; kept aside for whoever investigates.
+  await fsp.rename(file, `${file}.invalid`).catch(() => undefined);
+  return { rejected: record };
 }

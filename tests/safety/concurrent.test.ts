@@ -6,45 +6,18 @@
 // `lockmem recover` and `lockmem status` loops on the same target, then the locking CLI
 // killed at every fault point while other runs keep hammering. The target must end
 // running, untraced, with no journal, no EINTR, its lock state whole.
-import { execFile } from "child_process";
-import * as fs from "fs";
-import * as path from "path";
 import * as api from "../../src/api";
-import { startStress, stopStress, stressLabel } from "../support/stress";
-import { waitUntil, workDir } from "../support/target";
-import { startWaiters, stopAllWaiters } from "../support/waiters";
+import { journalsIn, procState, runLockmem, safetySuite } from "../support/safety";
+import { stressLabel } from "../support/stress";
+import { waitUntil } from "../support/target";
+import { startWaiters } from "../support/waiters";
 import { isTraced } from "../support/smaps";
 
 jest.setTimeout(15 * 60_000);
 
-const root = path.resolve(__dirname, "..", "..");
-const bin = path.join(root, "bin", "lockmem");
-const stateDir = path.join(workDir(), `state-concurrent-${process.pid}`);
+const stateDir = safetySuite("concurrent");
 const POINTS = ["journal-begin", "seized", "sigstop-sent", "stopped", "regs-journaled", "syscall-entry", "syscall-exit", "before-restore", "detached", "before-cont"];
 const KINDS = ["main=epoll_wait", "epoll_wait", "nanosleep", "read", "io_uring_enter"];
-
-beforeAll(() => {
-  process.env.LOCKMEM_STATE_DIR = stateDir;
-  startStress();
-});
-afterAll(async () => {
-  stopAllWaiters();
-  await stopStress();
-});
-
-function procState(pid: number): string {
-  const text = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-  return text.slice(text.lastIndexOf(")") + 2).split(" ")[0];
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [bin, ...args], { env: { ...process.env, LOCKMEM_STATE_DIR: stateDir, ...env } }, (err, stdout, stderr) =>
-      // Killed by a signal (the fault points SIGKILL lockmem itself): 128 + its number, as a shell says.
-      resolve({ code: err ? ((err as { code?: number }).code ?? ((err as { signal?: string }).signal === "SIGKILL" ? 137 : null)) : 0, stdout, stderr }),
-    );
-  });
-}
 
 /** Runs `step` over and over until `stop()` is true; resolves with how many ran. */
 async function hammer(step: () => Promise<unknown>, stop: () => boolean): Promise<number> {
@@ -56,13 +29,8 @@ async function hammer(step: () => Promise<unknown>, stop: () => boolean): Promis
   return n;
 }
 
-const journals = (): string[] => {
-  try {
-    return fs.readdirSync(path.join(stateDir, "journal"));
-  } catch {
-    return [];
-  }
-};
+const journals = (): string[] => journalsIn(stateDir);
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runLockmem(stateDir, args, env);
 
 test(`lock/unlock in bounded pauses against recover and status loops on the same target (${stressLabel()})`, async () => {
   const w = await startWaiters(KINDS);

@@ -4,36 +4,22 @@
 // test on a host process does: running, not traced, no journal left, no EINTR.
 // Before the fix, a lock from the host exited 0 and left the process stopped: our own
 // SIGSTOP was told apart by its sender pid, which reads 0 in the target's namespace.
-import { execFile, execFileSync } from "child_process";
+import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import * as api from "../../src/api";
-import { startStress, stopStress, stressLabel } from "../support/stress";
-import { waitUntil, workDir } from "../support/target";
-import { startWaiters, stopAllWaiters, Waiters } from "../support/waiters";
+import { journalsIn, LOCKMEM_BIN, procState, runLockmem, safetySuite } from "../support/safety";
+import { stressLabel } from "../support/stress";
+import { waitUntil } from "../support/target";
+import { startWaiters, Waiters } from "../support/waiters";
 import { isTraced } from "../support/smaps";
 
 jest.setTimeout(10 * 60_000);
 
-const root = path.resolve(__dirname, "..", "..");
-const bin = path.join(root, "bin", "lockmem");
-const stateDir = path.join(workDir(), `state-containers-${process.pid}`);
+const stateDir = safetySuite("containers");
 const KINDS = ["epoll_wait", "io_uring_enter", "read", "nanosleep"];
 const POINTS = ["journal-begin", "seized", "sigstop-sent", "stopped", "regs-journaled", "syscall-entry", "syscall-exit", "before-restore", "detached", "before-cont"];
 
-beforeAll(() => {
-  process.env.LOCKMEM_STATE_DIR = stateDir;
-  startStress();
-});
-afterAll(async () => {
-  stopAllWaiters();
-  await stopStress();
-});
-
-function procState(pid: number): string {
-  const text = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-  return text.slice(text.lastIndexOf(")") + 2).split(" ")[0];
-}
 
 /** Pids of `pid` in each namespace, outermost first (NSpid). */
 function nsPids(pid: number): number[] {
@@ -73,16 +59,7 @@ function expectUnharmed(w: Waiters): void {
   expect(procState(w.pid)).not.toBe("T");
   expect(isTraced(w.pid)).toBe(false);
   expect(w.eintrs()).toEqual(Object.fromEntries(KINDS.map((k) => [k, 0])));
-  expect(fs.readdirSync(path.join(stateDir, "journal")).filter((n) => !n.endsWith(".invalid"))).toEqual([]);
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [bin, ...args], { env: { ...process.env, LOCKMEM_STATE_DIR: stateDir, ...env } }, (err, stdout, stderr) =>
-      // Killed by a signal (the fault points SIGKILL lockmem itself): 128 + its number, as a shell says.
-      resolve({ code: err ? ((err as { code?: number }).code ?? ((err as { signal?: string }).signal === "SIGKILL" ? 137 : null)) : 0, stdout, stderr }),
-    );
-  });
+  expect(journalsIn(stateDir).filter((n) => !n.endsWith(".invalid"))).toEqual([]);
 }
 
 describe.each([
@@ -113,9 +90,9 @@ describe.each([
     const { w, hostPid } = await containerTarget(depth, asInit);
     try {
       for (const point of POINTS) {
-        const r = await cli(["lock", "--pid", String(hostPid)], { LOCKMEM_TEST_KILL_AT: point });
+        const r = await runLockmem(stateDir, ["lock", "--pid", String(hostPid)], { LOCKMEM_TEST_KILL_AT: point });
         expect({ point, code: r.code }).toEqual({ point, code: 137 });
-        await waitUntil(() => procState(hostPid) !== "T" && !isTraced(hostPid) && fs.readdirSync(path.join(stateDir, "journal")).length === 0, `process ${hostPid} running again after a kill at ${point}`, { timeoutMs: 10_000 });
+        await waitUntil(() => procState(hostPid) !== "T" && !isTraced(hostPid) && journalsIn(stateDir).length === 0, `process ${hostPid} running again after a kill at ${point}`, { timeoutMs: 10_000 });
         await api.unlock({ target: { pid: hostPid } });
       }
       expectUnharmed(w);
@@ -133,7 +110,7 @@ test(`locked from inside its namespace (nsenter), as the container's own tooling
     // The namespace's init is the parent shell; enter its pid and mount namespaces.
     const shell = Number(fs.readFileSync(`/proc/${hostPid}/stat`, "utf8").slice(fs.readFileSync(`/proc/${hostPid}/stat`, "utf8").lastIndexOf(")") + 2).split(" ")[1]);
     for (const verb of ["lock", "unlock"]) {
-      const out = execFileSync("nsenter", ["--target", String(shell), "--pid", "--mount", process.execPath, bin, verb, "--pid", String(inner), "--json"], {
+      const out = execFileSync("nsenter", ["--target", String(shell), "--pid", "--mount", process.execPath, LOCKMEM_BIN, verb, "--pid", String(inner), "--json"], {
         env: { ...process.env, LOCKMEM_STATE_DIR: path.join(stateDir, "inside") },
       }).toString();
       const report = JSON.parse(out) as { processes: { pid: number; error?: unknown }[] };

@@ -8,11 +8,10 @@
 //    zero EINTR. Run quiet and under CPU stress (tests/support/stress.ts).
 import * as api from "../../src/api";
 import { syscallName, syscallsReturningEintrOnStop } from "../../src/proc/tasks";
-import { startStress, stopStress, stressLabel, stressMode } from "../support/stress";
-import { waitUntil, workDir } from "../support/target";
-import { startWaiters, stopAllWaiters, Waiters } from "../support/waiters";
-import * as fs from "fs";
-import * as path from "path";
+import { procState, safetySuite } from "../support/safety";
+import { stressLabel, stressMode } from "../support/stress";
+import { waitUntil } from "../support/target";
+import { startWaiters, Waiters } from "../support/waiters";
 
 jest.setTimeout(15 * 60_000);
 
@@ -43,20 +42,7 @@ const KINDS: { kind: string; syscall: string; eintr: boolean }[] = [
 ];
 const CYCLES = Number(process.env.LOCKMEM_EINTR_CYCLES ?? 200);
 
-const stateDir = path.join(workDir(), `state-eintr-${process.pid}`);
-beforeAll(() => {
-  process.env.LOCKMEM_STATE_DIR = stateDir;
-  startStress();
-});
-afterAll(async () => {
-  stopAllWaiters();
-  await stopStress();
-});
-
-function procState(pid: number): string {
-  const text = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-  return text.slice(text.lastIndexOf(")") + 2).split(" ")[0];
-}
+safetySuite("eintr");
 
 function nonZero(counts: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(counts).filter(([, n]) => n > 0));

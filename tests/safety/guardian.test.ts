@@ -9,43 +9,24 @@ import { ChildProcess, execFile, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import * as api from "../../src/api";
-import { startStress, stopStress, stressLabel, stressMode } from "../support/stress";
-import { startTarget, stopAllTargets, waitUntil, workDir } from "../support/target";
-import { startWaiters, stopAllWaiters, Waiters } from "../support/waiters";
+import { journalsIn, LOCKMEM_BIN, procState, safetySuite } from "../support/safety";
+import { stressLabel, stressMode } from "../support/stress";
+import { startTarget, stopAllTargets, waitUntil } from "../support/target";
+import { startWaiters, Waiters } from "../support/waiters";
 import { isTraced } from "../support/smaps";
 
 jest.setTimeout(15 * 60_000);
 
-const root = path.resolve(__dirname, "..", "..");
-const bin = path.join(root, "bin", "lockmem");
-const stateDir = path.join(workDir(), `state-guardian-${process.pid}`);
+const bin = LOCKMEM_BIN;
+const stateDir = safetySuite("guardian");
 const POINTS = ["journal-begin", "seized", "sigstop-sent", "stopped", "regs-journaled", "syscall-entry", "syscall-exit", "before-restore", "detached", "before-cont"];
 const KINDS = ["epoll_wait", "nanosleep", "read", "io_uring_enter"];
 // The goal is ~100 ms; the bound leaves room for a loaded CI machine.
 const BOUND_MS = stressMode() === "quiet" ? 1_000 : 5_000;
 
-beforeAll(() => {
-  process.env.LOCKMEM_STATE_DIR = stateDir;
-  startStress();
-});
-afterAll(async () => {
-  stopAllWaiters();
-  await stopAllTargets();
-  await stopStress();
-});
+afterAll(stopAllTargets);
 
-function procState(pid: number): string {
-  const text = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-  return text.slice(text.lastIndexOf(")") + 2).split(" ")[0];
-}
-
-const journals = (): string[] => {
-  try {
-    return fs.readdirSync(path.join(stateDir, "journal"));
-  } catch {
-    return [];
-  }
-};
+const journals = (): string[] => journalsIn(stateDir);
 
 const running = (w: Waiters) => (): boolean => procState(w.pid) !== "T" && procState(w.pid) !== "t" && !isTraced(w.pid) && journals().length === 0;
 

@@ -10,6 +10,7 @@ import { recoverInterrupted } from "../../src/journal";
 import { native } from "../../src/native";
 import { readStat } from "../../src/proc/stat";
 import { readMemlockLimit } from "../../src/proc/limits";
+import { procState } from "../support/safety";
 import { waitUntil, workDir } from "../support/target";
 import { startWaiters, stopAllWaiters, Waiters } from "../support/waiters";
 import { isTraced } from "../support/smaps";
@@ -28,11 +29,6 @@ afterAll(() => {
   stopAllWaiters();
   fs.rmSync(base, { recursive: true, force: true });
 });
-
-function procState(pid: number): string {
-  const text = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-  return text.slice(text.lastIndexOf(")") + 2).split(" ")[0];
-}
 
 async function untouched(w: Waiters): Promise<void> {
   expect(procState(w.pid)).not.toBe("T");
