@@ -335,19 +335,21 @@ class Session {
       // Recovering: only a process that is actually stopped has calls to re-issue. The dead
       // run's SIGSTOP may still be taking effect: give the group stop a moment to complete.
       if (spec_.continueOnly) {
-        // Only while its SIGSTOP is still pending: a run that died before sending one left
-        // a process that will not stop, with nothing to wait for.
+        // Only while its SIGSTOP is still pending or the group stop under way (a thread
+        // already stopped): a run that died before sending one left a process that will
+        // not stop, with nothing to wait for.
         uint64_t until = nowNs() + 200 * 1000000ull;
-        while (processState() != 'T' && stopPending() && nowNs() < until) usleep(200);
+        while (processState() != 'T' && (stopPending() || anyThreadStopped()) && nowNs() < until) usleep(200);
       }
       // Every thread our stop may have woken: re-issue the calls it turned into EINTR.
       // Recovering, only a process that is actually stopped has such calls.
-      if (!spec_.continueOnly || processState() == 'T') out_->otherThreadsRearmed += others_.rearmAll();
+      bool stopped = processState() == 'T' || anyThreadStopped();
+      if (!spec_.continueOnly || stopped) out_->otherThreadsRearmed += others_.rearmAll();
       // Every thread we detached is woken to go back into the group stop. A SIGCONT that
       // lands before it got there can leave it with TIF_SIGPENDING on its way back to the
       // re-armed call, which then fails with EINTR (Linux 6.18: 6-11 in 500 rounds of a
       // minimal ptrace program, 0 in 1,500 once it waits for them to be stopped again).
-      if (!spec_.continueOnly || processState() == 'T') waitUntilAllStopped();
+      if (!spec_.continueOnly || stopped) waitUntilAllStopped();
       // A SIGSTOP already pending when we sent ours absorbed it: the stop is someone else's.
       if (ownStop_.pendingBefore() && !spec_.haveRestoreRegs) foreignStop_ = true;
       faultPoint("before-cont");
@@ -374,6 +376,14 @@ class Session {
   bool stopPending() {
     procfs::SignalState st = procfs::signalState(spec_.pid, spec_.pid);
     return st.known && (st.sharedPending & sigbit(SIGSTOP)) != 0;
+  }
+
+  bool anyThreadStopped() {
+    for (pid_t t : procfs::threadIds(spec_.pid)) {
+      char st = procfs::state(spec_.pid, t);
+      if (st == 'T' || st == 't') return true;
+    }
+    return false;
   }
 
   void waitUntilAllStopped() {

@@ -252,6 +252,11 @@ export async function runInTarget(pid: number, mappings: Mapping[], ops: Syscall
       // The chosen thread may have exited between the choice and the attach: choose again.
       const threadGone = isNativeFailure(err) && err.code === "ESRCH" && err.stage === "attach" && thread.tid !== pid;
       if (threadGone && attempt < 3) continue;
+      // Someone's SIGCONT discarded our SIGSTOP before it was taken (the session gave up
+      // without touching anything rather than inject without the hold): a new session
+      // sends a new one.
+      const holdRefused = isNativeFailure(err) && err.code === "EAGAIN" && err.stage === "interrupt" && err.journalRemoved !== false;
+      if (holdRefused && attempt < 3) continue;
       throw await toLockError(err, pid, opts.startTime);
     }
   }
