@@ -467,10 +467,12 @@ class Session {
   bool waitStop(Stop* stop) {
     int status = 0;
     for (unsigned spin = 0;; spin++) {
-      // With seized waiters, a blocking wait could wait for ever: a traced group leader is
-      // reported only once every other thread is reaped, and an exited waiter is reaped
-      // only by us (others_.service()). So poll then, yielding first, sleeping later.
-      pid_t r = waitpid(tid_, &status, __WALL | (others_.empty() ? 0 : WNOHANG));
+      // A traced group leader is reported only once every other thread is reaped, and an
+      // exited waiter is reaped only by us (others_.service()): when ours is the leader and
+      // waiters are seized, a blocking wait could wait for ever, so poll then, yielding
+      // first, sleeping later. Any other thread's stops are reported at once: block.
+      bool poll = tid_ == spec_.pid && !others_.empty();
+      pid_t r = waitpid(tid_, &status, __WALL | (poll ? WNOHANG : 0));
       if (r == tid_) break;
       if (r < 0 && errno == EINTR) continue;
       if (r < 0 && errno == ECHILD) return failGone("wait");

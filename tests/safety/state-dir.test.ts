@@ -120,18 +120,22 @@ test("a torn or foreign .regs beside a valid header is set aside; the process is
   }
 });
 
+/** Writes a limit record for w's process, as a forger would; returns its path. */
+async function forgeLimitRecord(w: Waiters, original: { soft: string; hard: string }, raisedTo: { soft: string; hard: string }): Promise<string> {
+  const stat = await readStat(w.pid);
+  const dir = path.join(stateDir, "limits");
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = path.join(dir, `${w.pid}-${stat.startTime}.json`);
+  fs.writeFileSync(file, JSON.stringify({ pid: w.pid, startTime: stat.startTime, original, raisedTo, at: "x" }));
+  return file;
+}
+
 test("a limit record in a state dir others can write is never read: unlock refuses, RLIMIT_MEMLOCK unchanged", async () => {
   const w = await startWaiters(["epoll_wait"]);
   try {
-    const stat = await readStat(w.pid);
     const before = await readMemlockLimit(w.pid);
-    const dir = path.join(stateDir, "limits");
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    fs.writeFileSync(
-      path.join(dir, `${w.pid}-${stat.startTime}.json`),
-      JSON.stringify({ pid: w.pid, startTime: stat.startTime, original: { soft: "0", hard: "0" }, raisedTo: { soft: before.soft.toString(), hard: before.hard.toString() }, at: "x" }),
-    );
-    fs.chmodSync(dir, 0o777);
+    const file = await forgeLimitRecord(w, { soft: "0", hard: "0" }, { soft: before.soft.toString(), hard: before.hard.toString() });
+    fs.chmodSync(path.dirname(file), 0o777);
     await expect(api.unlock({ target: { pid: w.pid } })).rejects.toMatchObject({ code: "EPERM", stage: "state-dir" });
     expect(await readMemlockLimit(w.pid)).toEqual(before);
   } finally {
@@ -142,12 +146,8 @@ test("a limit record in a state dir others can write is never read: unlock refus
 test("a limit record lockmem could not have written (it lowers the limit) is set aside with a warning, the limit unchanged", async () => {
   const w = await startWaiters(["epoll_wait"]);
   try {
-    const stat = await readStat(w.pid);
     const before = await readMemlockLimit(w.pid);
-    const dir = path.join(stateDir, "limits");
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const file = path.join(dir, `${w.pid}-${stat.startTime}.json`);
-    fs.writeFileSync(file, JSON.stringify({ pid: w.pid, startTime: stat.startTime, original: { soft: (before.soft + 1n).toString(), hard: (before.hard + 1n).toString() }, raisedTo: { soft: "0", hard: "0" }, at: "x" }));
+    const file = await forgeLimitRecord(w, { soft: (before.soft + 1n).toString(), hard: (before.hard + 1n).toString() }, { soft: "0", hard: "0" });
     const u = await api.unlock({ target: { pid: w.pid } });
     expect(await readMemlockLimit(w.pid)).toEqual(before);
     expect(u.processes[0].warnings.join("\n")).toMatch(/not one lockmem wrote.*RLIMIT_MEMLOCK left as it is/);
