@@ -39,6 +39,20 @@ node -e '
   const fs = require("fs");
   const runs = process.argv.slice(1).map((f) => JSON.parse(fs.readFileSync(f, "utf8")));
   const sum = (k) => runs.reduce((a, r) => a + (r[k] || 0), 0);
+  // Every failure again at the end, where a CI log that keeps only its tail still shows it.
+  const passes = ["quiet", "under CPU stress"];
+  runs.forEach((r, i) => {
+    for (const file of r.testResults || []) {
+      const failed = (file.assertionResults || []).filter((a) => a.status === "failed");
+      if (failed.length === 0 && file.status === "failed") {
+        console.log(`FAILED (${passes[i]}) ${file.name}: ${String(file.message).split("\n").slice(0, 12).join("\n  ")}`);
+      }
+      for (const a of failed) {
+        const text = (a.failureMessages || []).join("\n").split("\n").filter((l) => l.trim()).slice(0, 12);
+        console.log(`FAILED (${passes[i]}) ${file.name.replace(process.cwd() + "/", "")} > ${a.fullName}\n  ${text.join("\n  ")}`);
+      }
+    }
+  });
   console.log(`jest: ${sum("numPassedTests")} passed, ${sum("numFailedTests")} failed, ${sum("numPendingTests") + sum("numTodoTests")} skipped`);
 ' "$results" "$stressed" || true
 rm -f "$results" "$stressed"

@@ -3,6 +3,7 @@
 // a SIGSTOP or SIGCONT sent by someone else during a hold keeps its meaning.
 import { spawn } from "child_process";
 import * as fs from "fs";
+import * as os from "os";
 import * as path from "path";
 import * as api from "../../src/api";
 import { recoverInterrupted } from "../../src/journal";
@@ -11,6 +12,7 @@ import { syscallsReturningEintrOnStop } from "../../src/proc/tasks";
 import { startTarget, stopAllTargets, Target, waitUntil, workDir } from "../support/target";
 import { isTraced, vmLckKb } from "../support/smaps";
 import { startStress, stopStress } from "../support/stress";
+import { runLockmem } from "../support/safety";
 
 jest.setTimeout(180_000);
 afterAll(stopAllTargets);
@@ -201,6 +203,45 @@ test("a SIGCONT sent by someone else during a hold of a running process: it keep
   await t.stop(); // its 1.5 GiB back before the next test
 });
 
+test("a SIGCONT from someone else before the group stop is complete: no session waits for ever, the target is never left held", async () => {
+  // The held thread stops for the SIGCONT's delivery while lockmem waits for a group stop
+  // that will now never come. Before, that wait had no deadline: lockmem hung with the
+  // target traced and a seized thread stopped (seen under CPU stress, 1 run in 8). A test
+  // hook sends the SIGCONT at that moment, whenever the group stop is not complete yet;
+  // the target catches SIGCONT in its main thread only, so the main thread takes it.
+  const t = await startTarget({ mode: "sleep", sleepMs: 10, threads: 2, threadMode: "spin", countSignals: [18] });
+  // Its main thread at nice 19 against its own two spinning threads: slow to run, it
+  // stops for lockmem's PTRACE_INTERRUPT before it takes the SIGSTOP.
+  os.setPriority(t.pid, 19);
+  const marker = path.join(workDir(), `sigcont-sent-${process.pid}`);
+  fs.rmSync(marker, { force: true });
+  // The CLI, in a process of its own: the hook is read by the addon from its environment.
+  const env = { LOCKMEM_TEST_SIGNAL_AT: `hold-wait:18:1000000:${marker}` };
+  const stateDir = process.env.LOCKMEM_STATE_DIR as string;
+  const outcomes: Record<string, number> = {};
+  for (let cycle = 0; cycle < 6; cycle++) {
+    for (const verb of ["lock", "unlock"]) {
+      const r = await runLockmem(stateDir, [verb, "--pid", String(t.pid), "--kind", "anon"], env, 30_000);
+      // Done, or given up in time (EAGAIN after its retries): either way let go, running.
+      const key = r.code === 0 ? "done" : /did not enter the group stop/.test(r.stderr) ? "gave up" : `exit ${r.code}: ${r.stderr.trim()}`;
+      outcomes[key] = (outcomes[key] ?? 0) + 1;
+      expect(["done", "gave up"]).toContain(key);
+      await waitUntil(() => threadsAll(t, (x) => !stopped(x)) && !isTraced(t.pid), "running, untraced", { timeoutMs: 5000 });
+    }
+  }
+  const sent = fs.existsSync(marker) ? fs.readFileSync(marker, "utf8").split("\n").filter(Boolean).length : 0;
+  console.log(`SIGCONT before the group stop was complete: sent in ${sent} sessions, outcomes ${JSON.stringify(outcomes)}`);
+  expect(sent).toBeGreaterThan(0);
+  expect(outcomes.done).toBeGreaterThan(0);
+  await api.unlock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] } });
+  expect(vmLckKb(t.pid)).toBe(0);
+  // Its nanosleeps go on, none cut short. (A caught SIGCONT, lockmem's own at the end of
+  // every hold included, ends a nanosleep with EINTR: that is the handler's doing.)
+  const s0 = await t.stats();
+  const s1 = await t.waitForStats((s) => s.sleep.done > s0.sleep.done + 2, "sleeps after the cycles");
+  expect(s1.sleep.violations).toBe(0);
+});
+
 test("a thread held inside ppoll's temporary mask: none of its signals lost, its real mask survives", async () => {
   // lockmem may prefer another thread (here the control thread in poll); injected straight
   // into the main thread instead, which waits in ppoll with every signal unblocked. The
@@ -229,7 +270,16 @@ test("a thread held inside ppoll's temporary mask: none of its signals lost, its
   }
   const sent = await stream.stop();
   const s = await t.waitForStats((x) => (x.signals[String(RT_A)] ?? 0) >= sent[RT_A], "every signal counted");
-  console.log(`ppoll thread held 300 times: sent ${sent[RT_A]}, received ${s.signals[String(RT_A)]}, arrived during a hold ${delivered}, ppoll returns ${s.ppoll.waits}`);
+  console.log(`ppoll thread held 300 times: sent ${sent[RT_A]}, received ${s.signals[String(RT_A)]}, arrived during a hold ${delivered}, ppoll returns ${s.ppoll.waits} (stats ${JSON.stringify(s.ppoll)}, state ${t.threadStates ? [...t.threadStates().values()].join("") : "?"})`);
+  // Seen once in ~15 runs of this file: every signal counted, no ppoll return. Say where
+  // the threads are when it happens.
+  if (s.ppoll.waits === 0) {
+    for (const tid of fs.readdirSync(`/proc/${t.pid}/task`)) {
+      const rd = (f: string) => { try { return fs.readFileSync(`/proc/${t.pid}/task/${tid}/${f}`, "utf8").trim(); } catch { return "?"; } };
+      console.log(`ppoll returns 0: thread ${tid} syscall ${rd("syscall")} wchan ${rd("wchan")} ${rd("status").split("\n").filter((l) => /^(State|Sig|Shd)/.test(l)).join(" | ")}`);
+    }
+    console.log(`ppoll returns 0: the target's log ${fs.readFileSync(t.logPath, "utf8").slice(-2000)}`);
+  }
   expect(s.signals[String(RT_A)]).toBe(sent[RT_A]);
   expect(s.ppoll.mask_violations).toBe(0);
   expect(s.ppoll.waits).toBeGreaterThan(0);

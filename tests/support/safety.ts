@@ -47,10 +47,11 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the installed `lockmem` command with the suite's state dir. */
-export function runLockmem(stateDir: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+/** Runs the installed `lockmem` command with the suite's state dir (SIGKILLed after timeoutMs, if given). */
+export function runLockmem(stateDir: string, args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 0): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [LOCKMEM_BIN, ...args], { env: { ...process.env, LOCKMEM_STATE_DIR: stateDir, ...env } }, (err, stdout, stderr) => {
+    const options = { env: { ...process.env, LOCKMEM_STATE_DIR: stateDir, ...env }, timeout: timeoutMs, killSignal: "SIGKILL" as const };
+    execFile(process.execPath, [LOCKMEM_BIN, ...args], options, (err, stdout, stderr) => {
       const e = err as { code?: number; signal?: string } | null;
       resolve({ code: e ? (e.code ?? (e.signal === "SIGKILL" ? 137 : null)) : 0, stdout, stderr });
     });
