@@ -204,52 +204,52 @@ class Session {
     // it instead (a seized waiter passes it on in others_.service()): then the group stop
     // reaches ours as an event stop.
     uint64_t until = nowNs() + kHoldTimeoutNs;
-    // Past the deadline: interrupt the thread and settle for a group stop now in effect.
-    // Someone's SIGCONT discarded ours, or the machine is too loaded for the thread to run
-    // at all: never inject without the hold that makes a crash of ours harmless.
-    auto late = [&](bool ownStopHandedOn) {
-      if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return failErrno("interrupt", "PTRACE_INTERRUPT");
-      if (!waitForSignalPathStop("interrupt")) return false;
-      if (groupStopped_ || (ownStopSeen_ && !ownStopHandedOn)) return true;
-      std::ostringstream msg;
-      msg << "process " << spec_.pid << " did not enter the group stop lockmem asked for within "
-          << kHoldTimeoutNs / 1000000 << " ms (a SIGCONT from someone else, or no CPU time for it)";
-      return fail("interrupt", EAGAIN, msg.str());
-    };
-    int pass = 0;  // a signal stopped for on the way, handed on by the next resume
     // Test hook: someone's SIGCONT before the group stop is complete (it discards ours).
     signalPoint("hold-wait", spec_.pid, [this] { return !ownStopSeen_ && !groupStopped_; });
+    // Every wait below ends: under the deadline, or for a stop that an interrupt queued
+    // first makes certain. (A SIGCONT from someone else may have discarded our SIGSTOP:
+    // then no other stop comes, and an unbounded wait once held this thread and the seized
+    // waiters for ever.)
     while (!ownStopSeen_ && !groupStopped_) {
-      if (!resume(PTRACE_CONT, pass, "interrupt")) return false;
-      pass = 0;
+      if (!resume(PTRACE_CONT, 0, "interrupt")) return false;
       Stop stop;
-      if (!waitStopFor(&stop, until)) return failed() ? false : late(false);
+      if (!waitStopFor(&stop, until)) {
+        if (failed()) return false;
+        if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return failErrno("interrupt", "PTRACE_INTERRUPT");
+        if (!waitForSignalPathStop("interrupt")) return false;
+        if (ownStopSeen_ || groupStopped_) break;
+        return holdRefused();
+      }
       if (stop.kind == StopKind::Exited) return failGone("interrupt");
       if (stop.kind == StopKind::EventStop) {
         if (isStopSignal(stop.sig)) groupStopped_ = true;
         continue;
       }
-      if (stop.kind == StopKind::SignalDelivery && stop.sig == SIGSTOP) {
-        // Handed on, it starts the group stop, which this thread then reports, unless a
-        // SIGCONT comes first: waited for under the same deadline.
-        classifyStop();
-        if (!resume(PTRACE_CONT, SIGSTOP, "interrupt")) return false;
-        bool inTime = false;
-        if (!waitForSignalPathStop("interrupt", until, &inTime)) return false;
-        if (!inTime) return late(true);
-        continue;
-      }
       if (stop.kind == StopKind::SignalDelivery) {
-        // Handed on by the next resume. No other stop need follow (a SIGCONT from someone
-        // else may have discarded our SIGSTOP): an unbounded wait here once held this
-        // thread and the seized waiters for ever.
-        out_->signalsDelivered++;
-        pass = stop.sig;
+        // Handed on now (a signal left in a delivery stop is lost), with an interrupt
+        // queued first: the thread stops again once the signal is delivered (a SIGSTOP:
+        // in the group stop it starts, if no SIGCONT came first).
+        bool ours = stop.sig == SIGSTOP;
+        if (ours) classifyStop();
+        else out_->signalsDelivered++;
+        if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return failErrno("interrupt", "PTRACE_INTERRUPT");
+        if (!resume(PTRACE_CONT, stop.sig, "interrupt")) return false;
+        if (!waitForSignalPathStop("interrupt")) return false;
+        if (ours && !groupStopped_) return holdRefused();
         continue;
       }
       // A syscall stop cannot come from PTRACE_CONT; keep the thread where it is.
     }
     return true;
+  }
+
+  // Someone's SIGCONT discarded our SIGSTOP, or the machine is too loaded for the thread
+  // to run at all: never inject without the hold that makes a crash of ours harmless.
+  bool holdRefused() {
+    std::ostringstream msg;
+    msg << "process " << spec_.pid << " did not enter the group stop lockmem asked for within "
+        << kHoldTimeoutNs / 1000000 << " ms (a SIGCONT from someone else, or no CPU time for it)";
+    return fail("interrupt", EAGAIN, msg.str());
   }
 
   // waitStop until an absolute deadline (polling, and passing on what the seized waiters
@@ -534,17 +534,10 @@ class Session {
 
   // Waits until the thread stops in the signal path after a PTRACE_INTERRUPT, letting
   // through any signal that is delivered first.
-  // With `until` (an absolute deadline), *inTime says whether a stop came before it; a
-  // thread that has not stopped by then is left running.
-  bool waitForSignalPathStop(const char* stage, uint64_t until = 0, bool* inTime = nullptr) {
+  bool waitForSignalPathStop(const char* stage) {
     for (;;) {
       Stop stop;
-      if (until != 0) {
-        *inTime = waitStopFor(&stop, until);
-        if (!*inTime) return !failed();
-      } else if (!waitStop(&stop)) {
-        return false;
-      }
+      if (!waitStop(&stop)) return false;
       switch (stop.kind) {
         case StopKind::Exited:
           return failGone(stage);

@@ -102,6 +102,8 @@ export interface TargetStats extends ControlReply {
   pipe: { written: number; read: number; mismatches: number; eintr: number; ok: boolean };
   epoll: { timeout_ms: number; waits: number; events: number; timeouts: number; eintr: number; ticks: number };
   ppoll: { waits: number; eintr: number; mask_violations: number };
+  /** Where the counting handler interrupted the main thread (x86_64): returning EINTR, about to enter a call again, elsewhere. */
+  handlers: { at_eintr: number; at_reentry: number; elsewhere: number; last_rip: string; last_rax: number };
   heartbeat: { period_us: number; iterations: number; max_gap_us: number; max_stall_us: number };
   threads: WorkerStats[];
   control: { tid: number; epoll: boolean; commands: number; eintr: number };
