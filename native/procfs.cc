@@ -91,5 +91,12 @@ SignalState signalState(pid_t pid, pid_t tid) {
   return st;
 }
 
+pid_t tracerPid(pid_t pid, pid_t tid) {
+  std::string text = taskFile(pid, tid, "status");
+  size_t at = text.find("\nTracerPid:");
+  if (at == std::string::npos) return -1;
+  return static_cast<pid_t>(strtol(text.c_str() + at + 11, nullptr, 10));
+}
+
 }  // namespace procfs
 }  // namespace lockmem

@@ -40,5 +40,8 @@ struct SignalState {
 };
 SignalState signalState(pid_t pid, pid_t tid);
 
+// TracerPid of one thread: 0 when untraced, -1 when it cannot be read (gone).
+pid_t tracerPid(pid_t pid, pid_t tid);
+
 }  // namespace procfs
 }  // namespace lockmem

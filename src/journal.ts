@@ -20,7 +20,6 @@ import * as path from "path";
 import { LockError } from "./errors";
 import { MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, native, SyscallOp } from "./native";
 import { readStat } from "./proc/stat";
-import { readStatus } from "./proc/status";
 import { syscallsReturningEintrOnStop } from "./proc/tasks";
 import { isDecimalName, secureStateDir } from "./state-dir";
 import { DEFAULT_TARGET_WAIT_MS, isTargetLocked, pruneStaleLocks, withTargetLocks } from "./target-lock";
@@ -248,8 +247,18 @@ async function currentState(pid: number, startTime: string): Promise<string | un
 async function waitUntilUntraced(pid: number, ms: number): Promise<void> {
   const until = Date.now() + ms;
   for (;;) {
-    const status = await readStatus(pid).catch(() => undefined);
-    if (!status || status.tracerPid === 0 || Date.now() > until) return;
+    // Every thread: the dead run's seized waiters are let go only as its tracer thread
+    // exits, and one still traced cannot be re-armed (its seize fails).
+    const tids = await fs.readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+    const traced = await Promise.all(
+      tids.map((t) =>
+        fs.readFile(`/proc/${pid}/task/${t}/status`, "utf8").then(
+          (text) => Number(/\nTracerPid:\s*(\d+)/.exec(text)?.[1] ?? 0) !== 0,
+          () => false,
+        ),
+      ),
+    );
+    if (!traced.includes(true) || Date.now() > until) return;
     await new Promise((r) => setTimeout(r, 1));
   }
 }

@@ -93,6 +93,8 @@ describe.each([
         const r = await runLockmem(stateDir, ["lock", "--pid", String(hostPid)], { LOCKMEM_TEST_KILL_AT: point });
         expect({ point, code: r.code }).toEqual({ point, code: 137 });
         await waitUntil(() => procState(hostPid) !== "T" && !isTraced(hostPid) && journalsIn(stateDir).length === 0, `process ${hostPid} running again after a kill at ${point}`, { timeoutMs: 10_000 });
+        // Checked after every point, so that a failure names it.
+        expect({ point, eintrs: w.eintrs() }).toEqual({ point, eintrs: Object.fromEntries(KINDS.map((k) => [k, 0])) });
         await api.unlock({ target: { pid: hostPid } });
       }
       expectUnharmed(w);
