@@ -1,5 +1,6 @@
 // status: what the kernel shows of each process (per-mapping lock state, like pmap -X), with
-// the selection's totals when one is given. Reads /proc only; never touches the target.
+// the selection's totals when one is given. Reads /proc and lockmem's journals; never stops
+// the target.
 import * as os from "os";
 import { deadSessions } from "../journal";
 import { effectiveSelection, failedResult, perProcess, resolve } from "./per-process";
