@@ -74,9 +74,7 @@ export function execAgent(p: Pooled, command: string, request: AgentRequest, dea
       () =>
         finish(() => {
           channel?.close();
-          reject(
-            noAnswer(where, request.op),
-          );
+          reject(noAnswer(where, request.op));
         }),
       timeLeft(deadline),
     );

@@ -91,8 +91,7 @@ export async function connection(e: Endpoint, proxy: Endpoint | undefined, deadl
       trace("dial-start", e.where);
       const { client, socket } = await dial(e, parent, deadline);
       trace("dial-end", e.where);
-      const p: Pooled = { key, endpoint: e, client, socket, parent, active: 0, closed: false, handshakes: new Map(),
-      sessions: new Map(), freeChannels: MAX_CHANNELS_PER_CONNECTION, waiters: [] };
+      const p: Pooled = { key, endpoint: e, client, socket, parent, active: 0, closed: false, handshakes: new Map(), sessions: new Map(), freeChannels: MAX_CHANNELS_PER_CONNECTION, waiters: [] };
       const drop = (): void => {
         p.closed = true;
         if (pool.get(key) === promise) pool.delete(key);
