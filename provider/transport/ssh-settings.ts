@@ -46,8 +46,8 @@ export interface SshConnection extends SshProxyConnection {
   knownHostsPath?: string;
 }
 
-const DEFAULT_PORT = 22;
-const DEFAULT_USER = "root";
+export const DEFAULT_SSH_PORT = 22;
+export const DEFAULT_SSH_USER = "root";
 const DEFAULT_DIAL_ERROR_LIMIT = 10;
 const DEFAULT_PER_DIAL_TIMEOUT_S = 15;
 const DEFAULT_AGENT_PATH = "lockmem";
@@ -77,8 +77,8 @@ export function usage(where: string, message: string, hint?: string): TransportE
 
 /** `role` names the hop as the inputs do: "connection" or "connection.proxy". */
 function endpointOf(c: SshProxyConnection, shared: Pick<SshConnection, "knownHostsPath">, role: "connection" | "connection.proxy"): Endpoint {
-  const port = c.port ?? DEFAULT_PORT;
-  const user = c.user ?? DEFAULT_USER;
+  const port = c.port ?? DEFAULT_SSH_PORT;
+  const user = c.user ?? DEFAULT_SSH_USER;
   const where = `ssh ${user}@${c.host}:${port}`;
   if (typeof c.host !== "string" || c.host === "" || /\s/.test(c.host)) throw usage(`ssh (${role})`, `host must be a host name or address, got ${JSON.stringify(c.host)}`);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw usage(where, `port must be an integer 1..65535, got ${port}`);
