@@ -16,6 +16,7 @@ import { CachedRuntime, NODE_RUNTIMES, RUNTIME_BINARY, RuntimeArch, cacheDir, no
 import { VersionResult } from "../src/agent/protocol";
 import { SshConnection, withSshClient } from "./transport/ssh";
 import { trace } from "./trace";
+import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER } from "./transport/ssh-settings";
 
 export const DEFAULT_AGENT_DIR = "~/.lockmem/agent";
 export { DeployError, DeployErrorCode, MIN_NODE_MAJOR, glibcVersion, supportedNode } from "./host-probe";
@@ -167,7 +168,7 @@ function folderName(bundle: AgentBundle): string {
 const deployed = new Map<string, Promise<DeployedAgent>>();
 
 function cacheKey(conn: SshConnection, dir: string): string {
-  return JSON.stringify([conn.host, conn.port ?? 22, conn.user ?? "root", conn.proxy?.host ?? null, conn.proxy?.port ?? null, dir]);
+  return JSON.stringify([conn.host, conn.port ?? DEFAULT_SSH_PORT, conn.user ?? DEFAULT_SSH_USER, conn.proxy?.host ?? null, conn.proxy?.port ?? null, dir]);
 }
 
 async function deploy(conn: SshConnection, agentDir: string, timeoutMs: number): Promise<DeployedAgent> {

@@ -6,6 +6,7 @@ import { Client } from "ssh2";
 import { AgentBundle, BUNDLE_FILES } from "./agent-bundle";
 import { NODE_RUNTIMES, RUNTIME_BINARY, RUNTIME_GLIBC_FLOOR, RuntimeArch, runtimeArch, runtimeFolderName } from "./runtime";
 import { SshConnection } from "./transport/ssh";
+import { collectOutput } from "./transport/ssh-exec";
 
 export const MIN_NODE_MAJOR = 18;
 export type DeployErrorCode = "ENONODE" | "EDEPLOY";
@@ -36,15 +37,9 @@ export function exec(client: Client, command: string, where: string, what: strin
         clearTimeout(timer);
         return reject(new DeployError("EDEPLOY", where, `cannot run a command for ${what}: ${err.message}`));
       }
-      let stdout = "";
-      let stderr = "";
-      let code: number | null = null;
-      stream.on("data", (d: Buffer) => (stdout += d.toString("utf8")));
-      stream.stderr.on("data", (d: Buffer) => (stderr += d.toString("utf8")));
-      stream.on("exit", (c: number | null) => (code = c));
-      stream.on("close", () => {
+      collectOutput(stream, ({ stdout, stderr, exitCode }) => {
         clearTimeout(timer);
-        resolve({ stdout, stderr, code });
+        resolve({ stdout, stderr, code: exitCode ?? null });
       });
       stream.end();
     });

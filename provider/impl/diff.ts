@@ -5,6 +5,7 @@ import { defaultSelection } from "../../src/select";
 import { SelectionSpec, TargetSpec } from "../../src/types";
 import { SshConnection } from "../transport/ssh";
 import { ProviderInputs, ProviderOutputs } from "./state";
+import { DEFAULT_SSH_PORT } from "../transport/ssh-settings";
 
 export interface DiffOutcome {
   changes: boolean;
@@ -34,7 +35,7 @@ export function canonical(value: unknown): string {
 /** Where the agent runs: changing it means other processes on another machine. */
 function hostIdentity(c: SshConnection | undefined): string {
   if (!c) return "local";
-  return canonical([c.host, c.port ?? 22, c.proxy ? [c.proxy.host, c.proxy.port ?? 22] : null]);
+  return canonical([c.host, c.port ?? DEFAULT_SSH_PORT, c.proxy ? [c.proxy.host, c.proxy.port ?? DEFAULT_SSH_PORT] : null]);
 }
 
 function targetIdentity(t: TargetSpec | undefined): string {

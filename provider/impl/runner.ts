@@ -11,6 +11,7 @@ import { LocalTransport } from "../transport/local";
 import { SshConnection, SshTransport } from "../transport/ssh";
 import { Transport, TransportError, resultOf } from "../transport/types";
 import { ProviderInputs } from "./state";
+import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER } from "../transport/ssh-settings";
 
 /** Request without the protocol fields: the runner adds them. */
 export type AgentCall = AgentRequest extends unknown ? (AgentRequest extends infer R ? (R extends AgentRequest ? Omit<R, "v"> : never) : never) : never;
@@ -30,7 +31,7 @@ function localTransport(inputs: ProviderInputs): Transport {
 
 function whereOf(inputs: ProviderInputs): string {
   const c = inputs.connection;
-  return c ? `ssh ${c.user ?? "root"}@${c.host}:${c.port ?? 22}` : "local";
+  return c ? `ssh ${c.user ?? DEFAULT_SSH_USER}@${c.host}:${c.port ?? DEFAULT_SSH_PORT}` : "local";
 }
 
 /** Failures to reach the host: the deployment path would only fail the same way, later. */

@@ -1,5 +1,7 @@
-// Turns what an agent process left behind (stdout, stderr, exit status) into its reply, or
-// into a TransportError that says what went wrong on the way: shared by every transport.
+// Collects what an agent process leaves behind (stdout, stderr, exit status) and turns it
+// into its reply, or into a TransportError that says what went wrong on the way: shared by
+// every transport.
+import { Readable } from "stream";
 import { AgentErrorBody, AgentReply, PROTOCOL_VERSION, VersionResult, protocolMismatch } from "../../src/agent/protocol";
 import { TransportError } from "./types";
 
@@ -18,6 +20,15 @@ export interface AgentExit {
 
 /** Output kept from an agent: a reply is a few KiB, a status of a big process some 100 KiB. */
 export const MAX_AGENT_OUTPUT = 16 * 1024 * 1024;
+
+/** Keeps the text `stream` sends, up to MAX_AGENT_OUTPUT (what comes after is dropped). */
+export function captureText(stream: Readable): () => string {
+  let text = "";
+  stream.on("data", (d: Buffer) => {
+    if (text.length < MAX_AGENT_OUTPUT) text += d.toString("utf8");
+  });
+  return () => text;
+}
 
 function lastLines(text: string, max = 600): string {
   const t = text.trim();

@@ -1,7 +1,10 @@
 // Host keys: the `hostKey` connection field (one OpenSSH public key line) and OpenSSH
-// known_hosts files (plain and hashed host names, [host]:port, wildcards, @revoked).
+// known_hosts files (plain and hashed host names, [host]:port, wildcards, @revoked), and
+// the policy a dial checks the key a host presents against.
 import * as crypto from "crypto";
 import * as fs from "fs";
+import { Endpoint, usage } from "./ssh-settings";
+import { TransportError } from "./types";
 
 export interface HostKey {
   /** "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", ... */
@@ -104,4 +107,54 @@ export function hostKeyAlgorithms(keys: HostKey[]): string[] {
     for (const a of forType) if (!algos.includes(a)) algos.push(a);
   }
   return algos;
+}
+
+export interface HostKeyPolicy {
+  accept: HostKey[];
+  revoked: HostKey[];
+  source: string;
+  ignore: boolean;
+}
+
+export function hostKeyPolicy(e: Endpoint): HostKeyPolicy {
+  if (e.hostKey !== undefined) {
+    const key = parseKeyLine(e.hostKey);
+    if (!key) {
+      throw usage(e.where, "hostKey is not an OpenSSH public key line", 'give a line like "ssh-ed25519 AAAAC3Nz..." as printed by `ssh-keyscan` or found in /etc/ssh/ssh_host_*_key.pub');
+    }
+    return { accept: [key], revoked: [], source: "hostKey", ignore: false };
+  }
+  const known = readKnownHosts(e.knownHostsPath, e.host, e.port);
+  if (known.accepted.length === 0 && !e.insecureIgnoreHostKey) {
+    throw new TransportError({
+      code: "EHOSTKEY",
+      where: e.where,
+      message: `no host key is known for ${e.host} port ${e.port} (not in ${e.knownHostsPath}, and no hostKey given)`,
+      hint:
+        `set ${e.role}.hostKey to the host's public key line (e.g. from \`ssh-keyscan -p ${e.port} ${e.host}\`, checked out of band), add it to ${e.knownHostsPath}, or set ${e.role}.insecureIgnoreHostKey: true for a throwaway host` +
+        (e.role === "connection.proxy" ? " (connection.insecureIgnoreHostKey covers the target host only, never the jump host)" : ""),
+    });
+  }
+  return { accept: known.accepted, revoked: known.revoked, source: e.knownHostsPath, ignore: e.insecureIgnoreHostKey && known.accepted.length === 0 };
+}
+
+/** Why the key a host presented (its blob) is refused under `policy`; undefined when it is accepted. */
+export function hostKeyProblem(policy: HostKeyPolicy, key: Buffer, where: string): TransportError | undefined {
+  const seen = `${blobType(key)} ${fingerprint(key)}`;
+  if (policy.revoked.some((k) => k.blob.equals(key))) {
+    return new TransportError({
+      code: "EHOSTKEY",
+      where,
+      message: `the host presented ${seen}, which ${policy.source} marks as @revoked`,
+      hint: "do not connect: this key was revoked; ask the host's administrator for its current key",
+    });
+  }
+  if (policy.ignore || policy.accept.some((k) => k.blob.equals(key))) return undefined;
+  const expected = policy.accept.map((k) => `${k.type} ${fingerprint(k.blob)}`).join(" or ");
+  return new TransportError({
+    code: "EHOSTKEY",
+    where,
+    message: `host key mismatch: the host presented ${seen}, expected ${expected} (from ${policy.source})`,
+    hint: `if the host was reinstalled, check its new key out of band and update ${policy.source === "hostKey" ? "hostKey" : policy.source}; otherwise someone may be intercepting the connection`,
+  });
 }

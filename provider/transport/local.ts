@@ -2,7 +2,8 @@
 // The provider goes through the agent even locally, so local and remote run the same code.
 import { spawn } from "child_process";
 import { AgentReply, AgentRequest, PROTOCOL_VERSION } from "../../src/agent/protocol";
-import { AgentExit, MAX_AGENT_OUTPUT, checkVersionReply, interpretAgentExit } from "./agent-output";
+import { AgentExit, captureText, checkVersionReply, interpretAgentExit } from "./agent-output";
+import { timeLeft } from "./deadline";
 import { DEFAULT_OPERATION_TIMEOUT_MS, RunOptions, Transport, TransportError } from "./types";
 
 export interface LocalTransportOptions {
@@ -45,21 +46,15 @@ export class LocalTransport implements Transport {
     const command = this.argv.join(" ");
     return new Promise((resolve, reject) => {
       const child = spawn(this.argv[0], this.argv.slice(1), { stdio: ["pipe", "pipe", "pipe"], shell: false });
-      let stdout = "";
-      let stderr = "";
+      const stdout = captureText(child.stdout);
+      const stderr = captureText(child.stderr);
       let settled = false;
       const timer = setTimeout(() => {
         if (settled) return;
         settled = true;
         child.kill("SIGTERM");
         reject(new TransportError({ code: "ETIMEDOUT", where: this.where, message: `\`${command}\` (${request.op}) did not answer in time` }));
-      }, Math.max(0, deadline - Date.now()));
-      child.stdout.on("data", (d: Buffer) => {
-        if (stdout.length < MAX_AGENT_OUTPUT) stdout += d.toString("utf8");
-      });
-      child.stderr.on("data", (d: Buffer) => {
-        if (stderr.length < MAX_AGENT_OUTPUT) stderr += d.toString("utf8");
-      });
+      }, timeLeft(deadline));
       child.stdin.on("error", () => undefined); // an agent that exits early closes its stdin
       child.on("error", (e: NodeJS.ErrnoException) => {
         if (settled) return;
@@ -75,7 +70,7 @@ export class LocalTransport implements Transport {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        const exit: AgentExit = { stdout, stderr, exitCode, signal, command, where: this.where, sudo: this.sudo };
+        const exit: AgentExit = { stdout: stdout(), stderr: stderr(), exitCode, signal, command, where: this.where, sudo: this.sudo };
         try {
           resolve(interpretAgentExit(exit));
         } catch (e) {
