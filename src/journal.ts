@@ -20,6 +20,7 @@ import * as path from "path";
 import { LockError } from "./errors";
 import { MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, native, SyscallOp } from "./native";
 import { readStat } from "./proc/stat";
+import { parseStatus } from "./proc/status";
 import { syscallsReturningEintrOnStop } from "./proc/tasks";
 import { isDecimalName, secureStateDir } from "./state-dir";
 import { DEFAULT_TARGET_WAIT_MS, isTargetLocked, pruneStaleLocks, withTargetLocks } from "./target-lock";
@@ -253,7 +254,7 @@ async function waitUntilUntraced(pid: number, ms: number): Promise<void> {
     const traced = await Promise.all(
       tids.map((t) =>
         fs.readFile(`/proc/${pid}/task/${t}/status`, "utf8").then(
-          (text) => Number(/\nTracerPid:\s*(\d+)/.exec(text)?.[1] ?? 0) !== 0,
+          (text) => parseStatus(text).tracerPid !== 0,
           () => false,
         ),
       ),
