@@ -7,6 +7,7 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { AGENT_OPS, PROTOCOL_VERSION, REQUEST_SCHEMAS } from "../src/agent/protocol";
+import { BUNDLE_ARCH, platformName, prebuiltAddonPath } from "../src/arch";
 import { AJV_OPTIONS } from "../src/agent/request-validators";
 
 export const AGENT_JS = "lockmem-agent.js";
@@ -73,7 +74,7 @@ export function precompiledValidatorsSource(): string {
 }
 
 /** The prebuilt addon the bundle carries, in node-gyp-build's layout (scripts/prebuild.sh makes it). */
-export const BUNDLE_ADDON_SOURCE = path.join("prebuilds", "linux-x64", "node.napi.glibc.node");
+export const BUNDLE_ADDON_SOURCE = prebuiltAddonPath(BUNDLE_ARCH);
 
 /** Builds the bundle (needs esbuild and the prebuilt addon: a development checkout). */
 export async function buildBundle(outDir = bundleDir()): Promise<BundleManifest> {
@@ -113,7 +114,7 @@ export async function buildBundle(outDir = bundleDir()): Promise<BundleManifest>
   fs.copyFileSync(addon, path.join(tmp, AGENT_ADDON));
   const version = (JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as { version: string }).version;
   const files = Object.fromEntries(BUNDLE_FILES.map((f) => [f, sha256(fs.readFileSync(path.join(tmp, f)))])) as BundleManifest["files"];
-  const manifest: BundleManifest = { name: "lockmem-agent", version, protocol: PROTOCOL_VERSION, node: ">=18", arch: "linux-x64", files, id: bundleId(files) };
+  const manifest: BundleManifest = { name: "lockmem-agent", version, protocol: PROTOCOL_VERSION, node: ">=18", arch: platformName(BUNDLE_ARCH), files, id: bundleId(files) };
   fs.writeFileSync(path.join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + "\n");
   // Swap the whole folder, so a reader never sees files of two builds.
   const old = `${outDir}.old-${process.pid}`;

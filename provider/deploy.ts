@@ -12,8 +12,9 @@ import { Client, SFTPWrapper } from "ssh2";
 import { AgentBundle, BUNDLE_FILES, MANIFEST, loadBundle } from "./agent-bundle";
 import { HASH_MISMATCH_TEXT, hostNodeCommand, presumedCommand, q, runtimeCommand, shellDir } from "./agent-command";
 import { DeployError, MIN_NODE_MAJOR, checkHost, checkRuntimeHost, exec, nodeFix, probe, usableHostNode } from "./host-probe";
-import { CachedRuntime, NODE_RUNTIMES, RUNTIME_BINARY, RuntimeArch, cacheDir, nodeRuntime, runtimeFolderName } from "./runtime";
+import { CachedRuntime, NODE_RUNTIMES, RUNTIME_BINARY, cacheDir, nodeRuntime, runtimeFolderName } from "./runtime";
 import { VersionResult } from "../src/agent/protocol";
+import { archOfPlatform } from "../src/arch";
 import { SshConnection, withSshClient } from "./transport/ssh";
 import { trace } from "./trace";
 import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER } from "./transport/ssh-settings";
@@ -207,7 +208,7 @@ async function deploy(conn: SshConnection, agentDir: string, timeoutMs: number):
       protocol: bundle.manifest.protocol,
       agent: bundle.manifest.version,
       node: nodeVersion,
-      arch: "x64",
+      arch: archOfPlatform(bundle.manifest.arch) ?? bundle.manifest.arch,
       uid: conn.sudo ? 0 : (p.uid ?? -1),
     };
     const command = runtime
@@ -249,7 +250,8 @@ export function ensureAgent(conn: SshConnection, opts: { dir?: string; timeoutMs
 export function presumedAgentCommand(conn: SshConnection, agentDir = DEFAULT_AGENT_DIR): string | undefined {
   if (conn.sudo) return undefined;
   const bundle = loadBundle();
-  const arch = bundle.manifest.arch.replace(/^linux-/, "") as RuntimeArch;
+  const arch = archOfPlatform(bundle.manifest.arch);
+  if (!arch) return undefined;
   const runtime = { file: shellDir(`${agentDir}/${runtimeFolderName(arch)}/${RUNTIME_BINARY}`), sha256: NODE_RUNTIMES[arch].nodeSha256 };
   return presumedCommand(runtime, shellDir(`${agentDir}/${folderName(bundle)}`), bundle);
 }

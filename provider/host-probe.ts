@@ -3,6 +3,7 @@
 // the host's own Node.js (preferred) or, without it, what the uploaded runtime needs. A
 // host below them is refused with a message naming it and what is missing.
 import { Client } from "ssh2";
+import { ARCHES, archOfPlatform } from "../src/arch";
 import { AgentBundle, BUNDLE_FILES } from "./agent-bundle";
 import { NODE_RUNTIMES, RUNTIME_BINARY, RUNTIME_GLIBC_FLOOR, RuntimeArch, runtimeArch, runtimeFolderName } from "./runtime";
 import { SshConnection } from "./transport/ssh";
@@ -127,8 +128,10 @@ export const ADDON_GLIBC_FLOOR = "2.17";
 /** The host's architecture and C library against what the bundle's addon needs. */
 export function checkHost(p: Probe, bundle: AgentBundle, where: string): void {
   const arch = runtimeArch(p.arch);
-  if (`linux-${arch}` !== bundle.manifest.arch) {
-    throw new DeployError("EDEPLOY", where, `the lockmem agent has a native addon for ${bundle.manifest.arch} only, and this host is ${p.arch || "of an unknown architecture"}`, 'lock processes on x86_64 hosts, or install lockmem there yourself and set agent: { install: "never", path: "/path/to/lockmem" }');
+  const bundleArch = archOfPlatform(bundle.manifest.arch);
+  if (!arch || arch !== bundleArch) {
+    const supported = bundleArch ? ARCHES[bundleArch].uname : bundle.manifest.arch;
+    throw new DeployError("EDEPLOY", where, `the lockmem agent has a native addon for ${bundle.manifest.arch} only, and this host is ${p.arch || "of an unknown architecture"}`, `lock processes on ${supported} hosts, or install lockmem there yourself and set agent: { install: "never", path: "/path/to/lockmem" }`);
   }
   const glibc = glibcVersion(p.libc);
   if (/musl/i.test(p.libc) || (glibc && !versionAtLeast(glibc, ADDON_GLIBC_FLOOR))) {

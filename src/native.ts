@@ -2,6 +2,7 @@
 // ptrace(2) or prlimit(2); everything else (parsing, planning, validation) is TypeScript.
 import * as fs from "fs";
 import * as path from "path";
+import { SHIPPED_ARCHES, platformName } from "./arch";
 import { LockError } from "./errors";
 
 /** One system call to run inside the target, with up to six arguments. */
@@ -125,7 +126,7 @@ declare const LOCKMEM_AGENT_BUNDLE: boolean | undefined;
 export const IN_AGENT_BUNDLE = typeof LOCKMEM_AGENT_BUNDLE !== "undefined" && LOCKMEM_AGENT_BUNDLE === true;
 
 /** The prebuilt addons this package ships (prebuilds/<platform>-<arch>/, node-gyp-build's layout). */
-export const PREBUILT_PLATFORMS = ["linux-x64"];
+export const PREBUILT_PLATFORMS = SHIPPED_ARCHES.map(platformName);
 
 type NodeGypBuild = ((dir: string) => unknown) & { resolve(dir: string): string };
 

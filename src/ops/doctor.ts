@@ -1,5 +1,6 @@
 // doctor: every reason a lock could fail, checked without touching the target.
 import * as os from "os";
+import { ARCHES, hostArch, injectingArchNames } from "../arch";
 import { cgroupHeadroom, readMemoryCgroup } from "../cgroup";
 import { formatBytes } from "../format";
 import { explainPtraceDenied } from "../inject";
@@ -42,9 +43,10 @@ async function ptraceCheck(snap: Snapshot): Promise<DoctorCheck> {
 }
 
 function architectureCheck(): DoctorCheck {
-  return process.arch === "x64"
-    ? { check: "architecture", ok: true, detail: "x86_64" }
-    : { check: "architecture", ok: false, detail: `${process.arch} is not supported yet`, hint: "lockmem injects on x86_64 only" };
+  const arch = hostArch();
+  return arch && ARCHES[arch].injects
+    ? { check: "architecture", ok: true, detail: ARCHES[arch].uname }
+    : { check: "architecture", ok: false, detail: `${process.arch} is not supported yet`, hint: `lockmem injects on ${injectingArchNames()} only` };
 }
 
 async function sessionCheck(pid: number): Promise<DoctorCheck> {

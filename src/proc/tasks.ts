@@ -1,6 +1,7 @@
 // Threads of a process and what each is doing, to choose the one to inject syscalls into.
 import { promises as fs } from "fs";
 import * as path from "path";
+import { Arch, hostArch } from "../arch";
 import { DEFAULT_PROC_ROOT, isVanishedProcess, procReadError, readProcFile } from "./read";
 import { parseStat } from "./stat";
 
@@ -64,7 +65,8 @@ async function readThread(pid: number, tid: number, procRoot: string): Promise<T
   }
 }
 
-export type SyscallArch = "x64" | "arm64";
+/** The syscall tables are per architecture (arm64 uses the generic table). */
+export type SyscallArch = Arch;
 
 interface SyscallTable {
   /**
@@ -145,7 +147,7 @@ export function syscallName(nr: number, arch: SyscallArch = hostSyscallArch()): 
 }
 
 export function hostSyscallArch(): SyscallArch {
-  return process.arch === "arm64" ? "arm64" : "x64";
+  return hostArch() ?? "x64";
 }
 
 export interface InjectionChoice {
