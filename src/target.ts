@@ -8,20 +8,14 @@ import { cmdlinePatternProblem, compileCmdlinePattern } from "./cmdlinePattern";
 import { MAX_CMDLINE_MATCHED_BYTES, MAX_PATH_LENGTH } from "./inputBounds";
 import { DEFAULT_PROC_ROOT, isVanishedProcess, readProcFile, readProcFileHead } from "./proc/read";
 import { isKernelThread, parseStat, PF_KTHREAD, ProcessStat } from "./proc/stat";
+import { describeTargetSpec, SELECTOR_KEYS, SELECTOR_LIST, selectorsGiven } from "./target-selectors";
 import { ProcessRef, TargetSpec } from "./types";
 
-const SELECTORS = ["pid", "pidFile", "systemdUnit", "name", "cmdline"] as const;
-const KNOWN_FIELDS = new Set<string>([...SELECTORS, "match"]);
+const KNOWN_FIELDS = new Set<string>([...SELECTOR_KEYS, "match"]);
 /** TASK_COMM_LEN - 1: /proc/PID/comm never holds more, so a longer name can never match. */
 const MAX_COMM_LENGTH = 15;
 
-function describeSpec(spec: TargetSpec): string {
-  if (spec.pid !== undefined) return `pid ${spec.pid}`;
-  if (spec.pidFile !== undefined) return `pid file ${spec.pidFile}`;
-  if (spec.systemdUnit !== undefined) return `systemd unit ${spec.systemdUnit}`;
-  if (spec.name !== undefined) return `process name ${JSON.stringify(spec.name)}`;
-  return `command line /${spec.cmdline}/`;
-}
+const describeSpec = describeTargetSpec;
 
 function nonEmptyString(value: unknown, field: string): LockError | undefined {
   if (typeof value !== "string") return usageError(field, `must be a string, got ${typeof value}`);
@@ -36,7 +30,7 @@ function nonEmptyString(value: unknown, field: string): LockError | undefined {
 export function validateTargetSpec(spec: TargetSpec, fieldPrefix = "target"): LockError | undefined {
   const field = (key: string): string => `${fieldPrefix}.${key}`;
   if (typeof spec !== "object" || spec === null || Array.isArray(spec)) {
-    return usageError(fieldPrefix, "must be an object with one of pid, pidFile, systemdUnit, name, cmdline");
+    return usageError(fieldPrefix, `must be an object with one of ${SELECTOR_LIST}`);
   }
   // Specs arrive as JSON from the agent protocol and the provider: a misspelt key ("pidfile")
   // would otherwise silently fall through to "no selector given".
@@ -44,13 +38,13 @@ export function validateTargetSpec(spec: TargetSpec, fieldPrefix = "target"): Lo
   if (unknown !== undefined) {
     return usageError(field(unknown), `unknown field; expected one of ${[...KNOWN_FIELDS].join(", ")}`);
   }
-  const given = SELECTORS.filter((key) => spec[key] !== undefined);
+  const given = selectorsGiven(spec);
   if (given.length !== 1) {
     return usageError(
       fieldPrefix,
       given.length === 0
-        ? "no process given: set exactly one of pid, pidFile, systemdUnit, name, cmdline"
-        : `set exactly one of pid, pidFile, systemdUnit, name, cmdline (got ${given.join(" and ")})`,
+        ? `no process given: set exactly one of ${SELECTOR_LIST}`
+        : `set exactly one of ${SELECTOR_LIST} (got ${given.join(" and ")})`,
     );
   }
   if (spec.pid !== undefined && (typeof spec.pid !== "number" || !Number.isSafeInteger(spec.pid) || spec.pid <= 0)) {

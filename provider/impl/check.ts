@@ -2,6 +2,7 @@
 // that `pulumi preview` lists every mistake at once. Uses the same validators as the agent.
 import { TargetSpec, SelectionSpec } from "../../src/types";
 import { validateTargetSpec } from "../../src/target";
+import { SELECTOR_LIST } from "../../src/target-selectors";
 import { validateSelection } from "../../src/select";
 import { SshConnection, SshTransport } from "../transport/ssh";
 import { TransportError } from "../transport/types";
@@ -77,7 +78,7 @@ export function checkInputs(news: Record<string, unknown>): CheckFailure[] {
   };
 
   const target = news.target;
-  if (target === undefined) fail("target", "target: required: give exactly one of pid, pidFile, systemdUnit, name, cmdline");
+  if (target === undefined) fail("target", `target: required: give exactly one of ${SELECTOR_LIST}`);
   else if (!hasUnknown(target)) {
     const problem = validateTargetSpec(target as TargetSpec);
     fail("target", problem && withHint(problem.message, problem.hint));

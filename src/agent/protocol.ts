@@ -3,7 +3,8 @@
 // so a malformed request changes nothing on the host.
 import type { ErrorObject, ValidateFunction } from "ajv";
 import { LockErrorCode, LockErrorInit } from "../errors";
-import { MAX_CMDLINE_PATTERN_LENGTH, MAX_PATH_GLOBS, MAX_PATH_LENGTH } from "../inputBounds";
+import { MAX_PATH_GLOBS, MAX_PATH_LENGTH } from "../inputBounds";
+import { SELECTOR_LIST, selectorsGiven, targetSpecSchema } from "../target-selectors";
 import { LockRequest, StatusRequest, UnlockRequest } from "../api";
 import { TargetSpec } from "../types";
 import { requestValidator } from "./request-validators";
@@ -98,19 +99,7 @@ export type AgentReply = AgentOkReply | AgentErrorReply;
 
 const PATH_STRING = { type: "string", minLength: 1, maxLength: MAX_PATH_LENGTH, pattern: "^[^\\u0000]+$" } as const;
 
-const targetSchema = {
-  type: "object",
-  additionalProperties: false,
-  minProperties: 1,
-  properties: {
-    pid: { type: "integer", minimum: 1, maximum: 4194304 },
-    pidFile: PATH_STRING,
-    systemdUnit: { type: "string", minLength: 1, maxLength: 256, pattern: "^[A-Za-z0-9:_.@\\\\-]+$" },
-    name: { type: "string", minLength: 1, maxLength: 64, pattern: "^[^\\u0000/]+$" },
-    cmdline: { type: "string", minLength: 1, maxLength: MAX_CMDLINE_PATTERN_LENGTH, pattern: "^[^\\u0000]+$" },
-    match: { enum: ["one", "all"] },
-  },
-} as const;
+const targetSchema = targetSpecSchema();
 
 const MAPPING_KINDS = ["file", "anon", "heap", "stack", "shmem", "vdso", "vvar", "vsyscall"] as const;
 
@@ -191,8 +180,6 @@ export const REQUEST_SCHEMAS: Record<AgentOp, object> = {
   unlock: requestSchema("unlock", unlockArgsSchema, true),
 };
 
-const TARGET_SELECTORS = ["pid", "pidFile", "systemdUnit", "name", "cmdline"] as const;
-
 /** Only the schema of the op at hand is compiled (request-validators.ts). */
 function validatorFor(op: AgentOp): ValidateFunction<AgentRequest> {
   return requestValidator(op, REQUEST_SCHEMAS[op]) as ValidateFunction<AgentRequest>;
@@ -244,7 +231,7 @@ function describe(err: ErrorObject): RequestError {
       return usage(field, `must be one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}`);
     }
     case "minProperties":
-      return usage(field, "must not be empty", `give one of ${TARGET_SELECTORS.join(", ")}`);
+      return usage(field, "must not be empty", `give one of ${SELECTOR_LIST}`);
     case "maxLength":
     case "minLength":
     case "maxItems":
@@ -288,12 +275,12 @@ export function parseRequest(raw: string): AgentRequest {
   }
   if (parsed.op !== "version") {
     const target: TargetSpec = parsed.args.target;
-    const given = TARGET_SELECTORS.filter((k) => target[k] !== undefined);
+    const given = selectorsGiven(target);
     if (given.length !== 1) {
       throw usage(
         "target",
         given.length === 0 ? "names no process" : `gives ${given.join(" and ")}`,
-        `give exactly one of ${TARGET_SELECTORS.join(", ")}`,
+        `give exactly one of ${SELECTOR_LIST}`,
       );
     }
   }

@@ -8,6 +8,7 @@ import { LockError } from "../errors";
 import { holdingTarget, mustFinish, requestStop, StopReason, stopExitCode, stopRequested } from "../interrupt";
 import { recoverInterrupted } from "../journal";
 import { formatBytes, formatMappingsTable } from "../format";
+import { flagName, SELECTOR_FLAG_LIST, SelectorFlagName, TARGET_SELECTORS } from "../target-selectors";
 import { Mapping, MappingKind, SelectionSpec, TargetSpec } from "../types";
 
 export const EXIT_OK = 0;
@@ -15,14 +16,8 @@ export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_PARTIAL = 3;
 
-interface TargetFlags {
-  pid?: string;
-  pidfile?: string;
-  unit?: string;
-  name?: string;
-  cmdline?: string;
-  allMatches?: boolean;
-}
+/** Commander's values: one per selector flag (by its name without "--"), plus --all-matches. */
+type TargetFlags = { [F in SelectorFlagName]?: string } & { allMatches?: boolean };
 
 interface SelectionFlags {
   perms?: string;
@@ -32,7 +27,7 @@ interface SelectionFlags {
   allAccessible?: boolean;
 }
 
-interface CommonFlags extends TargetFlags, SelectionFlags {
+type CommonFlags = TargetFlags & SelectionFlags & {
   json?: boolean;
   future?: boolean;
   onFault?: boolean;
@@ -41,7 +36,7 @@ interface CommonFlags extends TargetFlags, SelectionFlags {
   allowSeccompSuspend?: boolean;
   maxPauseMs?: string;
   keepOnInterrupt?: boolean;
-}
+};
 
 function maxPauseOf(flags: CommonFlags): number | undefined {
   if (flags.maxPauseMs === undefined) return undefined;
@@ -61,17 +56,19 @@ function list(value: string): string[] {
 
 function targetOf(flags: TargetFlags): TargetSpec {
   const spec: TargetSpec = {};
-  if (flags.pid !== undefined) {
-    if (!/^\d+$/.test(flags.pid)) throw new LockError({ code: "EUSAGE", field: "--pid", message: `--pid: ${JSON.stringify(flags.pid)} is not a pid` });
-    spec.pid = Number(flags.pid);
+  for (const s of TARGET_SELECTORS) {
+    const value = flags[flagName(s)];
+    if (value === undefined) continue;
+    if (s.key === "pid") {
+      if (!/^\d+$/.test(value)) throw new LockError({ code: "EUSAGE", field: s.flag, message: `${s.flag}: ${JSON.stringify(value)} is not a pid` });
+      spec.pid = Number(value);
+    } else {
+      spec[s.key] = value;
+    }
   }
-  if (flags.pidfile !== undefined) spec.pidFile = flags.pidfile;
-  if (flags.unit !== undefined) spec.systemdUnit = flags.unit;
-  if (flags.name !== undefined) spec.name = flags.name;
-  if (flags.cmdline !== undefined) spec.cmdline = flags.cmdline;
   if (flags.allMatches) spec.match = "all";
   if (Object.keys(spec).filter((k) => k !== "match").length === 0) {
-    throw new LockError({ code: "EUSAGE", field: "target", message: "no target: give one of --pid, --pidfile, --unit, --name, --cmdline" });
+    throw new LockError({ code: "EUSAGE", field: "target", message: `no target: give one of ${SELECTOR_FLAG_LIST}` });
   }
   return spec;
 }
@@ -91,13 +88,8 @@ function collect(value: string, previous: string[] = []): string[] {
 }
 
 function addTargetOptions(cmd: Command): Command {
-  return cmd
-    .option("--pid <pid>", "process id")
-    .option("--pidfile <path>", "file holding the process id")
-    .option("--unit <name>", "systemd unit (its MainPID)")
-    .option("--name <comm>", "process name, exact (as in /proc/PID/comm)")
-    .option("--cmdline <regex>", "regular expression over the command line")
-    .option("--all-matches", "act on every matching process (otherwise several matches are an error)");
+  for (const s of TARGET_SELECTORS) cmd.option(`${s.flag} ${s.flagArg}`, s.help);
+  return cmd.option("--all-matches", "act on every matching process (otherwise several matches are an error)");
 }
 
 function addSelectionOptions(cmd: Command): Command {

@@ -9,6 +9,7 @@ import { recoverInterrupted } from "../journal";
 import { validateSelection, defaultSelection } from "../select";
 import { DEFAULT_TARGET_WAIT_MS, withTargetLocks } from "../target-lock";
 import { resolveTarget, validateTargetSpec } from "../target";
+import { SELECTOR_LIST } from "../target-selectors";
 import { ProcessRef, SelectionSpec, TargetSpec } from "../types";
 import { processReport } from "./report";
 import { snapshot } from "./snapshot";
@@ -21,7 +22,7 @@ export function effectiveSelection(spec: SelectionSpec | undefined): SelectionSp
 
 function validateRequest(req: { target: TargetSpec; mappings?: SelectionSpec }): void {
   if (!req || typeof req !== "object" || !req.target || typeof req.target !== "object") {
-    throw new LockError({ code: "EUSAGE", field: "target", message: "target: required (one of pid, pidFile, systemdUnit, name, cmdline)" });
+    throw new LockError({ code: "EUSAGE", field: "target", message: `target: required (one of ${SELECTOR_LIST})` });
   }
   const targetProblem = validateTargetSpec(req.target);
   if (targetProblem) throw targetProblem;
