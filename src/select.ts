@@ -8,6 +8,18 @@ import { Mapping, MappingKind, SelectionSpec } from "./types";
 /** As Solaris' tool did: code (r-x) and writable code (rwx, JIT). */
 export const defaultSelection: SelectionSpec = { permissions: ["r-x", "rwx"] };
 
+/**
+ * The selection that applies: the spec, or defaultSelection when it names no criterion
+ * (absent, `{}`, or only `all: false` / `allAccessible: false`). The one place the default
+ * is decided: the operations, the planner and the provider's diff all ask here.
+ */
+export function effectiveSelection(spec: SelectionSpec | undefined): SelectionSpec {
+  const criterion =
+    spec !== undefined &&
+    (spec.all === true || spec.allAccessible === true || spec.permissions !== undefined || spec.paths !== undefined || spec.kinds !== undefined);
+  return criterion ? spec : defaultSelection;
+}
+
 export const MAPPING_KINDS: readonly MappingKind[] = ["file", "anon", "heap", "stack", "shmem", "vdso", "vvar", "vsyscall"];
 const KNOWN_FIELDS = new Set<string>(["permissions", "paths", "kinds", "all", "allAccessible"]);
 const PERMISSION = /^[r-][w-][x-][ps]?$/;
@@ -199,10 +211,7 @@ export interface Selection {
 
 /** The mappings spec chooses (see validateSelection for how fields combine), in address order. */
 export function selectMappings(mappings: Mapping[], spec: SelectionSpec): Selection {
-  const effective =
-    spec.all === true || spec.allAccessible === true || spec.permissions !== undefined || spec.paths !== undefined || spec.kinds !== undefined
-      ? spec
-      : defaultSelection;
+  const effective = effectiveSelection(spec);
   const globs = (effective.paths ?? []).map((pattern, i) => {
     const compiled = compilePathGlob(pattern);
     if (typeof compiled === "string") throw usageError(`mappings.paths[${i}]`, compiled);

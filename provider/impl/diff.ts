@@ -1,7 +1,7 @@
 // `diff`: compares what the last operation or `read` recorded (olds: the outputs) with the
 // desired inputs, so that drift found by `pulumi refresh` shows in `preview` and `up`
 // repairs it. Pure functions over state.
-import { defaultSelection } from "../../src/select";
+import { effectiveSelection } from "../../src/select";
 import { SelectionSpec, TargetSpec } from "../../src/types";
 import { SshConnection } from "../transport/ssh";
 import { ProviderInputs, ProviderOutputs } from "./state";
@@ -40,12 +40,6 @@ function hostIdentity(c: SshConnection | undefined): string {
 
 function targetIdentity(t: TargetSpec | undefined): string {
   return canonical({ ...t, match: t?.match ?? "one" });
-}
-
-export function effectiveSelection(m: SelectionSpec | undefined): SelectionSpec {
-  return m === undefined || (m.all === undefined && m.allAccessible === undefined && m.permissions === undefined && m.paths === undefined && m.kinds === undefined)
-    ? defaultSelection
-    : m;
 }
 
 function selectionIdentity(m: SelectionSpec | undefined): string {

@@ -5,7 +5,8 @@ import { LockError } from "../../src/errors";
 import { SelectionSpec } from "../../src/types";
 import { DeployError } from "../deploy";
 import { DEFAULT_OPERATION_TIMEOUT_MS, TransportError } from "../transport/types";
-import { canonical, effectiveSelection } from "./diff";
+import { canonical } from "./diff";
+import { effectiveSelection } from "../../src/select";
 import { AgentRunner, describeError, runnerFor } from "./runner";
 import { LimitState, ProcessState, ProviderInputs, ProviderOutputs } from "./state";
 

@@ -6,7 +6,7 @@ import { LockError } from "../errors";
 import { toLockError } from "../inject";
 import { changingTarget, stopRequested } from "../interrupt";
 import { recoverInterrupted } from "../journal";
-import { validateSelection, defaultSelection } from "../select";
+import { validateSelection } from "../select";
 import { DEFAULT_TARGET_WAIT_MS, withTargetLocks } from "../target-lock";
 import { resolveTarget, validateTargetSpec } from "../target";
 import { SELECTOR_LIST } from "../target-selectors";
@@ -15,10 +15,6 @@ import { processReport } from "./report";
 import { snapshot } from "./snapshot";
 import { stopText } from "./stop";
 import { ActionReport, HostReport, Outcome, ProcessResult } from "./types";
-
-export function effectiveSelection(spec: SelectionSpec | undefined): SelectionSpec {
-  return spec ?? defaultSelection;
-}
 
 function validateRequest(req: { target: TargetSpec; mappings?: SelectionSpec }): void {
   if (!req || typeof req !== "object" || !req.target || typeof req.target !== "object") {

@@ -3,7 +3,8 @@
 // the target.
 import * as os from "os";
 import { deadSessions } from "../journal";
-import { effectiveSelection, failedResult, perProcess, resolve } from "./per-process";
+import { failedResult, perProcess, resolve } from "./per-process";
+import { effectiveSelection } from "../select";
 import { processReport } from "./report";
 import { snapshot } from "./snapshot";
 import { HostReport, ProcessReport, StatusRequest } from "./types";

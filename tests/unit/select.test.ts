@@ -1,7 +1,7 @@
 import { readFileSync } from "fs";
 import * as path from "path";
 import { parseSmaps } from "../../src/proc/smaps";
-import { defaultSelection, isLocked, isLockOnFault, lockedByMlockall, notLockableReason, selectMappings, validateSelection } from "../../src/select";
+import { defaultSelection, effectiveSelection, isLocked, isLockOnFault, lockedByMlockall, notLockableReason, selectMappings, validateSelection } from "../../src/select";
 import { Mapping, SelectionSpec } from "../../src/types";
 
 const mappings = parseSmaps(readFileSync(path.join(__dirname, "../fixtures/proc/smaps-sample.txt"), "utf8"));
@@ -121,4 +121,13 @@ test("lockedByMlockall: lockable mappings and PROT_NONE reservations, never [vds
   for (const m of reservations) expect(lockedByMlockall(m)).toBe(true);
   for (const m of mappings.filter((x) => ["vdso", "vvar", "vsyscall"].includes(x.kind))) expect(lockedByMlockall(m)).toBe(false);
   expect(byMlockall.length).toBe(mappings.filter((m) => notLockableReason(m) === undefined).length + reservations.length);
+});
+
+test("effectiveSelection: the default applies when no criterion is named, wherever it is asked", () => {
+  for (const none of [undefined, {}, { all: false }, { allAccessible: false }, { all: false, allAccessible: false }]) {
+    expect(effectiveSelection(none as SelectionSpec | undefined)).toBe(defaultSelection);
+  }
+  const kinds: SelectionSpec = { all: false, kinds: ["heap"] };
+  expect(effectiveSelection(kinds)).toBe(kinds);
+  expect(effectiveSelection({ all: true })).toEqual({ all: true });
 });
