@@ -3,7 +3,7 @@ import { LockError, usageError } from "./errors";
 import { MAX_PATH_GLOBS, MAX_PATH_LENGTH } from "./inputBounds";
 import { compilePathGlob, PathGlob } from "./pathGlob";
 import { pathWithoutDeleted } from "./proc/smaps";
-import { Mapping, MappingKind, SelectionSpec } from "./types";
+import { Mapping, MAPPING_KINDS, SelectionSpec } from "./types";
 
 /** As Solaris' tool did: code (r-x) and writable code (rwx, JIT). */
 export const defaultSelection: SelectionSpec = { permissions: ["r-x", "rwx"] };
@@ -20,7 +20,6 @@ export function effectiveSelection(spec: SelectionSpec | undefined): SelectionSp
   return criterion ? spec : defaultSelection;
 }
 
-export const MAPPING_KINDS: readonly MappingKind[] = ["file", "anon", "heap", "stack", "shmem", "vdso", "vvar", "vsyscall"];
 const KNOWN_FIELDS = new Set<string>(["permissions", "paths", "kinds", "all", "allAccessible"]);
 const PERMISSION = /^[r-][w-][x-][ps]?$/;
 

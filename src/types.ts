@@ -13,7 +13,9 @@ export interface TargetSpec {
   match?: "one" | "all";
 }
 
-export type MappingKind = "file" | "anon" | "heap" | "stack" | "shmem" | "vdso" | "vvar" | "vsyscall";
+/** The kinds of mapping (proc/smaps.ts tells them apart); the one list, for types, schema and checks. */
+export const MAPPING_KINDS = ["file", "anon", "heap", "stack", "shmem", "vdso", "vvar", "vsyscall"] as const;
+export type MappingKind = (typeof MAPPING_KINDS)[number];
 
 /** Which mappings to lock or unlock. Default: permissions ["r-x", "rwx"]. */
 export interface SelectionSpec {

@@ -6,7 +6,7 @@ import { LockErrorCode, LockErrorInit } from "../errors";
 import { MAX_PATH_GLOBS, MAX_PATH_LENGTH } from "../inputBounds";
 import { SELECTOR_LIST, selectorsGiven, targetSpecSchema } from "../target-selectors";
 import { LockRequest, StatusRequest, UnlockRequest } from "../api";
-import { TargetSpec } from "../types";
+import { MAPPING_KINDS, TargetSpec } from "../types";
 import { requestValidator } from "./request-validators";
 
 /** Bumped on any incompatible change of request or reply shapes. */
@@ -101,7 +101,6 @@ const PATH_STRING = { type: "string", minLength: 1, maxLength: MAX_PATH_LENGTH, 
 
 const targetSchema = targetSpecSchema();
 
-const MAPPING_KINDS = ["file", "anon", "heap", "stack", "shmem", "vdso", "vvar", "vsyscall"] as const;
 
 const selectionSchema = {
   type: "object",
