@@ -4,7 +4,7 @@ import { TargetSpec, SelectionSpec } from "../../src/types";
 import { validateTargetSpec } from "../../src/target";
 import { SELECTOR_LIST } from "../../src/target-selectors";
 import { validateSelection } from "../../src/select";
-import { SshConnection, SshTransport } from "../transport/ssh";
+import { SshConnection, validateSshConnection } from "../transport/ssh-settings";
 import { TransportError } from "../transport/types";
 import { AgentSettings, OperationTimeouts, ProviderInputs } from "./state";
 
@@ -56,8 +56,8 @@ function checkConnection(conn: unknown): string | undefined {
     return "connection: no credentials: give privateKey, password or agentSocketPath";
   }
   try {
-    // Validates host, port, user, dial settings, hostKey syntax and agentPath; dials nothing.
-    new SshTransport(c);
+    // Host, port, user, dial settings, hostKey syntax and agentPath; dials nothing.
+    validateSshConnection(c);
   } catch (e) {
     // Transport messages name host, port and user only, never a credential.
     if (e instanceof TransportError) return `connection: ${e.message}${e.hint ? ` (${e.hint})` : ""}`;

@@ -135,3 +135,13 @@ export function agentCommandLine(conn: SshConnection, agentCommand: string | und
   const command = agentCommand ?? `${agentPath} agent`;
   return conn.sudo ? `sudo -n -- ${command}` : command;
 }
+
+/**
+ * Checks every setting a transport would use (host, port, user, dial settings, host key
+ * syntax, agentPath) without constructing one and without dialing; throws the
+ * TransportError (EUSAGE) a transport would. The provider's `check` uses it.
+ */
+export function validateSshConnection(conn: SshConnection): void {
+  const { endpoint } = endpointsOf(conn);
+  agentCommandLine(conn, undefined, endpoint.where);
+}
