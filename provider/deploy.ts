@@ -10,7 +10,7 @@ import * as crypto from "crypto";
 import * as path from "path";
 import { Client, SFTPWrapper } from "ssh2";
 import { AgentBundle, BUNDLE_FILES, MANIFEST, loadBundle } from "./agent-bundle";
-import { HASH_MISMATCH_TEXT, hostNodeCommand, presumedCommand, q, runtimeCommand, shellDir } from "./agent-command";
+import { EXIT_HASH_MISMATCH, hostNodeCommand, presumedCommand, q, runtimeCommand, shellDir } from "./agent-command";
 import { DeployError, MIN_NODE_MAJOR, checkHost, checkRuntimeHost, exec, nodeFix, probe, usableHostNode } from "./host-probe";
 import { CachedRuntime, NODE_RUNTIMES, RUNTIME_BINARY, cacheDir, nodeRuntime, runtimeFolderName } from "./runtime";
 import { VersionResult } from "../src/agent/protocol";
@@ -18,6 +18,7 @@ import { archOfPlatform } from "../src/arch";
 import { SshConnection, withSshClient } from "./transport/ssh";
 import { trace } from "./trace";
 import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER } from "./transport/ssh-settings";
+import { TransportError } from "./transport/types";
 
 export const DEFAULT_AGENT_DIR = "~/.lockmem/agent";
 export { DeployError, DeployErrorCode, MIN_NODE_MAJOR, glibcVersion, supportedNode } from "./host-probe";
@@ -261,7 +262,7 @@ export function deployedHere(conn: SshConnection, agentDir = DEFAULT_AGENT_DIR):
   return deployed.has(cacheKey(conn, agentDir));
 }
 
-/** True when an agent run failed because its files did not match (see agent-command.ts). */
+/** True when an agent run failed because its files did not match (the bootstrap's exit status, agent-command.ts). */
 export function isHashMismatch(err: unknown): boolean {
-  return err instanceof Error && err.message.includes(HASH_MISMATCH_TEXT);
+  return err instanceof TransportError && err.exitCode === EXIT_HASH_MISMATCH;
 }

@@ -10,7 +10,8 @@ import { SshConnection } from "./transport/ssh";
 import { collectOutput } from "./transport/ssh-exec";
 
 export const MIN_NODE_MAJOR = 18;
-export type DeployErrorCode = "ENONODE" | "EDEPLOY";
+/** ENONODE: no usable Node.js; ETIMEDOUT: a deployment step passed its deadline; EDEPLOY: anything else. */
+export type DeployErrorCode = "ENONODE" | "EDEPLOY" | "ETIMEDOUT";
 
 export class DeployError extends Error {
   constructor(
@@ -32,7 +33,7 @@ export interface RemoteResult {
 
 export function exec(client: Client, command: string, where: string, what: string, timeoutMs: number): Promise<RemoteResult> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new DeployError("EDEPLOY", where, `${what} did not finish within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => reject(new DeployError("ETIMEDOUT", where, `${what} did not finish within ${timeoutMs} ms`)), timeoutMs);
     client.exec(command, (err, stream) => {
       if (err) {
         clearTimeout(timer);

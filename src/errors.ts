@@ -1,5 +1,15 @@
 // One error type for everything that goes wrong on a host: a program can act on `code`,
 // a person reads `message` and `hint`.
+import { constants } from "os";
+
+/** errno values by name (Linux's, as Node knows them): compare with these, never with numbers. */
+export const ERRNO = constants.errno;
+
+/** "ENOMEM" for 12; "errno N" for a number Node has no name for. */
+export function errnoName(errno: number): string {
+  const name = Object.entries(ERRNO).find(([, v]) => v === errno)?.[0];
+  return name ?? `errno ${errno}`;
+}
 
 export type LockErrorCode =
   | "EPERM" // not allowed (ptrace denied, no CAP_IPC_LOCK, ...)

@@ -54,7 +54,7 @@ function deadlineOf(i: ProviderInputs, op: Deadline["op"]): Deadline {
 
 /** For an error that is the deadline passing: which deadline, and what to change. */
 function deadlineNote(e: unknown, d: Deadline, i: ProviderInputs): string {
-  const timedOut = (e instanceof TransportError && e.code === "ETIMEDOUT") || (e instanceof DeployError && /within \d+ ms/.test(e.message));
+  const timedOut = (e instanceof TransportError && e.code === "ETIMEDOUT") || (e instanceof DeployError && e.code === "ETIMEDOUT");
   if (!timedOut) return "";
   const given = i.timeouts?.[d.op] !== undefined;
   return ` (the ${d.op} deadline passed: ${given ? `customTimeouts.${d.op} is ${d.ms} ms` : `the default ${d.ms} ms, customTimeouts.${d.op} not set`}; if the host is only slow, give a longer customTimeouts.${d.op})`;

@@ -83,6 +83,7 @@ export function interpretAgentExit(exit: AgentExit): AgentReply {
     throw new TransportError({
       code: "ENOAGENT",
       where,
+      exitCode: exit.exitCode,
       message: `the lockmem agent was not found (\`${command}\` exited ${exit.exitCode}): ${lastLines(stderr, 300)}`,
       hint: 'install lockmem on the host (npm install -g pulumi-lockmem), set agentPath to where it is, or use agent.install: "auto"',
     });
@@ -91,6 +92,7 @@ export function interpretAgentExit(exit: AgentExit): AgentReply {
   throw new TransportError({
     code: "EAGENT",
     where,
+    exitCode: exit.exitCode,
     message: `\`${command}\` ${how} without a reply${line !== undefined ? ` (stdout: ${lastLines(exit.stdout, 200)})` : ""}${stderr.trim() ? `; stderr: ${lastLines(stderr)}` : ""}`,
     hint: "run `lockmem agent` on the host by hand with the same request to see what happens",
   });

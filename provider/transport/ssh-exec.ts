@@ -47,7 +47,7 @@ export function noAnswer(where: string, op: string): TransportError {
 
 /** The connection refused a channel for `command`; ECLOSED when it is gone (then dialing again may help). */
 export function cannotStart(p: Pooled, command: string, err: Error): TransportError {
-  return new TransportError({ code: p.closed ? "ECLOSED" : "EAGENT", where: p.endpoint.where, message: `cannot start \`${command}\`: ${err.message}` });
+  return new TransportError({ code: p.closed ? "ECLOSED" : "EAGENT", where: p.endpoint.where, message: `cannot start \`${command}\`: ${err.message}`, notStarted: true });
 }
 
 function connectionLost(where: string, op: string): TransportError {

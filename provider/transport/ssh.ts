@@ -82,7 +82,7 @@ export class SshTransport implements Transport {
           freeSlot(p);
         }
       } catch (e) {
-        const stale = e instanceof TransportError && e.code === "ECLOSED" && /cannot start/.test(e.message);
+        const stale = e instanceof TransportError && e.code === "ECLOSED" && e.notStarted;
         if (!stale || attempt > 0) throw e;
       } finally {
         unhold(p);

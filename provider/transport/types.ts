@@ -37,12 +37,18 @@ export interface TransportErrorInit {
   where: string;
   message: string;
   hint?: string;
+  /** The agent process's exit status when it ended without a reply (null: killed by a signal). */
+  exitCode?: number | null;
+  /** The agent command never started (no channel): nothing ran on the host. */
+  notStarted?: boolean;
 }
 
 export class TransportError extends Error {
   readonly code: TransportErrorCode;
   readonly where: string;
   readonly hint?: string;
+  readonly exitCode?: number | null;
+  readonly notStarted: boolean;
 
   constructor(init: TransportErrorInit) {
     super(`${init.where}: ${init.message}`);
@@ -50,6 +56,8 @@ export class TransportError extends Error {
     this.code = init.code;
     this.where = init.where;
     this.hint = init.hint;
+    this.exitCode = init.exitCode;
+    this.notStarted = init.notStarted === true;
   }
 
   toJSON(): TransportErrorInit {

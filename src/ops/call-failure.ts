@@ -1,7 +1,7 @@
 // A call that failed in the target, in words an operator can act on: the errno translated
 // (which limit, which capability, what to do next), and when undoing the attempt failed too,
 // which ranges may stay locked and how to clear them.
-import { LockError } from "../errors";
+import { ERRNO, errnoName, LockError } from "../errors";
 import { formatBytes } from "../format";
 import { native } from "../native";
 import { Plan } from "../plan";
@@ -16,7 +16,7 @@ export function explainCallFailure(errno: number, snap: Snapshot, plan: Plan, ca
   const pid = snap.ref.pid;
   const undone = ALL_UNDONE;
   switch (errno) {
-    case 12: // ENOMEM
+    case ERRNO.ENOMEM:
       return new LockError({
         code: "ENOMEM",
         pid,
@@ -27,7 +27,7 @@ export function explainCallFailure(errno: number, snap: Snapshot, plan: Plan, ca
           : `${call} in process ${pid} failed with ENOMEM: its RLIMIT_MEMLOCK (${limitReport(snap.limit).soft}) is too low and it lacks CAP_IPC_LOCK; ${undone}`,
         hint: hasCapIpcLock(snap.status) ? "free memory or raise the cgroup's memory.max, or lock fewer mappings" : "pass --raise-limit, raise LimitMEMLOCK=, or grant CAP_IPC_LOCK",
       });
-    case 1: // EPERM
+    case ERRNO.EPERM:
       return new LockError({
         code: "EPERM",
         pid,
@@ -36,7 +36,7 @@ export function explainCallFailure(errno: number, snap: Snapshot, plan: Plan, ca
         message: `${call} in process ${pid} failed with EPERM: it lacks CAP_IPC_LOCK and its RLIMIT_MEMLOCK is 0; ${undone}`,
         hint: "pass --raise-limit, raise LimitMEMLOCK=, or grant CAP_IPC_LOCK",
       });
-    case 11: // EAGAIN
+    case ERRNO.EAGAIN:
       return new LockError({
         code: "EAGAIN",
         pid,
@@ -46,7 +46,7 @@ export function explainCallFailure(errno: number, snap: Snapshot, plan: Plan, ca
         hint: "retry; if it persists, check memory pressure and the memory cgroup",
       });
     default:
-      return new LockError({ code: "EINTERNAL", pid, errno, syscall: call, message: `${call} in process ${pid} failed with errno ${errno}; ${undone}` });
+      return new LockError({ code: "EINTERNAL", pid, errno, syscall: call, message: `${call} in process ${pid} failed with ${errnoName(errno)}; ${undone}` });
   }
 }
 

@@ -1,6 +1,7 @@
 // One ptrace session in the target: the calls run while the target is held (interrupt.ts: a
 // run asked to stop waits until the target is let go), what the session cost is added to
 // the action report, and a call that failed becomes the error that explains it.
+import { errnoName } from "../errors";
 import { InjectionResult, runInTarget } from "../inject";
 import { holdingTarget } from "../interrupt";
 import { BatchReply, SyscallOp } from "../native";
@@ -50,7 +51,7 @@ export async function runSession(snap: Snapshot, plan: Plan, ops: SyscallOp[], a
     const err = explainCallFailure(reply.results[failedAt].errno, snap, plan, callName(ops[failedAt].nr));
     const undoFailed = reply.undoResults.filter((r) => r.errno !== 0).length;
     if (undoFailed === 0) throw err;
-    throw withUndoFailure(err, `${undoFailed} of the ${reply.undoResults.length} undo call(s) in the target failed (errno ${reply.undoResults.find((r) => r.errno !== 0)!.errno})`, []);
+    throw withUndoFailure(err, `${undoFailed} of the ${reply.undoResults.length} undo call(s) in the target failed (${errnoName(reply.undoResults.find((r) => r.errno !== 0)!.errno)})`, []);
   }
   opts.changed?.();
   return reply;

@@ -9,7 +9,9 @@ import * as os from "os";
 import * as path from "path";
 import { EXIT_HASH_MISMATCH, HASH_MISMATCH_TEXT, presumedCommand, q, runtimeCommand } from "../../provider/agent-command";
 import { AgentBundle } from "../../provider/agent-bundle";
-import { glibcVersion } from "../../provider/deploy";
+import { glibcVersion, isHashMismatch } from "../../provider/deploy";
+import { interpretAgentExit } from "../../provider/transport/agent-output";
+import { TransportError } from "../../provider/transport/types";
 import { fileFromTar, nodeRuntime, runtimeArch } from "../../provider/runtime";
 import { privateCopy, untrustedFolder } from "../../src/agent/verified-addon";
 import { nativeUnavailable } from "../../src/native";
@@ -71,6 +73,15 @@ test("the presumed command prefers the uploaded runtime, checked, and else runs 
   const tampered = sh(presumedCommand({ file: q(rt.file), sha256: rt.sha256 }, q(dir), bundle), env);
   expect(tampered.status).toBe(EXIT_HASH_MISMATCH);
   expect(fs.existsSync(rt.marker)).toBe(false);
+  // The transport turns that exit into the error the runner redeploys on, by its status (not its text).
+  let refused: unknown;
+  try {
+    interpretAgentExit({ stdout: tampered.stdout, stderr: tampered.stderr, exitCode: tampered.status, command: "agent", where: "ssh root@h:22", sudo: false });
+  } catch (e) {
+    refused = e;
+  }
+  expect(isHashMismatch(refused)).toBe(true);
+  expect(isHashMismatch(new TransportError({ code: "EAGENT", where: "h", message: `${HASH_MISMATCH_TEXT} (quoted by someone)`, exitCode: 1 }))).toBe(false);
 });
 
 test("a folder chain is trusted only when no other user can change it", () => {
