@@ -126,10 +126,44 @@ bool OtherThreads::waitTrapped(Waiter& w) {
   return w.state == State::Trapped;
 }
 
-bool OtherThreads::rearmIfInterrupted(pid_t tid) {
+// The signal state of a seized, trapped thread from ptrace instead of its /proc status
+// file, whose text the kernel formats on every read (~25 us a thread here: most of the
+// re-arm time with 1,000 waiters): its mask (PTRACE_GETSIGMASK), its private pending
+// signals (PTRACE_PEEKSIGINFO on its own queue), and the process-wide part (shared pending,
+// caught) read once per pass. A thread stopped inside a temporary mask (epoll_pwait, ppoll,
+// ...) is read from /proc: what counts there is the mask of the call, SigBlk, while
+// PTRACE_GETSIGMASK returns the thread's real mask (Linux >= 5.2). So is a queue longer
+// than we look at. A signal left out of the queue (allocation failure) is at worst one we
+// do not see: the re-issued call then ends with EINTR at once, as it would have anyway.
+static procfs::SignalState traceeSignalState(pid_t pid, pid_t tid, const arch::Regs& regs,
+                                             const procfs::SignalState& process) {
+  if (!process.known || arch::inTemporarySigmask(regs)) return procfs::signalState(pid, tid);
+  procfs::SignalState st;
+  uint64_t blocked = 0;
+  if (ptrace(PTRACE_GETSIGMASK, tid, sizeof(blocked), &blocked) != 0) return procfs::signalState(pid, tid);
+  constexpr int kPeek = 32;
+  siginfo_t queued[kPeek];
+  __ptrace_peeksiginfo_args args{0, 0, kPeek};  // offset 0, the thread's own queue
+  long n = ptrace(PTRACE_PEEKSIGINFO, tid, &args, queued);
+  if (n < 0 || n >= kPeek) return procfs::signalState(pid, tid);
+  uint64_t own = 0;
+  for (long i = 0; i < n; i++) {
+    if (queued[i].si_signo >= 1 && queued[i].si_signo <= 64) own |= 1ull << (queued[i].si_signo - 1);
+  }
+  st.known = true;
+  st.blocked = blocked;
+  st.sharedPending = process.sharedPending;
+  st.pending = own | process.sharedPending;
+  st.caught = process.caught;
+  return st;
+}
+
+bool OtherThreads::rearmIfInterrupted(pid_t tid, const procfs::SignalState* process) {
   arch::Regs regs;
   if (!arch::getRegs(tid, &regs)) return false;
-  procfs::SignalState st = procfs::signalState(pid_, tid);
+  // Only a call that came back with EINTR needs the signal state at all.
+  if (arch::currentSyscall(regs) < 0 || arch::returnValue(regs) != -EINTR) return false;
+  procfs::SignalState st = process ? traceeSignalState(pid_, tid, regs, *process) : procfs::signalState(pid_, tid);
   if (!eintrOnlyFromOurStop(pid_, regs, st, st.blocked)) return false;
   if (!arch::setRegs(tid, arch::rearmSyscall(regs))) return false;
   rearmed_++;
@@ -142,10 +176,12 @@ int OtherThreads::rearmAll() {
     if (w.state == State::Running) ptrace(PTRACE_INTERRUPT, w.tid, nullptr, nullptr);
   }
   std::vector<pid_t> seen{injected_};
+  // What every thread shares (shared pending, caught), read once: the group is stopped.
+  procfs::SignalState process = procfs::signalState(pid_, 0);
   for (Waiter& w : waiters_) {
     seen.push_back(w.tid);
     if (!waitTrapped(w)) continue;
-    rearmIfInterrupted(w.tid);
+    rearmIfInterrupted(w.tid, &process);
     // Back into the group stop; the SIGCONT that follows resumes it.
     ptrace(PTRACE_DETACH, w.tid, nullptr, nullptr);
     w.state = State::Gone;
@@ -160,7 +196,7 @@ void OtherThreads::seizeAndRearm(pid_t t) {
   ptrace(PTRACE_INTERRUPT, t, nullptr, nullptr);
   Waiter w{t, State::Running};
   if (waitTrapped(w)) {
-    rearmIfInterrupted(t);
+    rearmIfInterrupted(t, nullptr);
     ptrace(PTRACE_DETACH, t, nullptr, nullptr);
   }
 }

@@ -70,7 +70,9 @@ class OtherThreads {
   bool eintrProne(long nr) const;
   void handleStatus(Waiter& w, int status);
   bool waitTrapped(Waiter& w);
-  bool rearmIfInterrupted(pid_t tid);
+  // `process`: the shared part of the signal state, read once per pass (nullptr: read all
+  // of it from /proc for this thread).
+  bool rearmIfInterrupted(pid_t tid, const procfs::SignalState* process);
   void seizeAndRearm(pid_t tid);
   void checkUnseized(const std::vector<pid_t>& skip);
   int rearmed_ = 0;
