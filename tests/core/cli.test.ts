@@ -1,4 +1,5 @@
 // The `lockmem` command as a user runs it: exit codes, --json, and signals to the CLI.
+import { repoRoot } from "../support/repo";
 import { ChildProcess, execFile, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
@@ -9,7 +10,7 @@ import { isLockedVma, isTraced, kernelMappings, lockFingerprint, vmLckKb } from 
 jest.setTimeout(120_000);
 afterAll(stopAllTargets);
 
-const root = path.resolve(__dirname, "..", "..");
+const root = repoRoot();
 const bin = path.join(root, "bin", "lockmem");
 const env = { ...process.env, LOCKMEM_STATE_DIR: path.join(workDir(), `state-cli-${process.pid}`) };
 

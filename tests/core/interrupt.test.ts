@@ -2,6 +2,7 @@
 // holds no target; during a chunked lock it stops at the next session boundary, undoes what
 // it did (or keeps it with --keep-on-interrupt), prints exactly what is locked, and exits
 // 128+N. Checked against the kernel (VmLck, smaps), the journal folder and the target's state.
+import { repoRoot } from "../support/repo";
 import { ChildProcessWithoutNullStreams, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
@@ -11,7 +12,7 @@ import { isTraced, vmLckKb } from "../support/smaps";
 jest.setTimeout(180_000);
 afterAll(stopAllTargets);
 
-const root = path.resolve(__dirname, "..", "..");
+const root = repoRoot();
 const bin = path.join(root, "bin", "lockmem");
 const stateDir = path.join(workDir(), `state-interrupt-${process.pid}`);
 const env = { ...process.env, LOCKMEM_STATE_DIR: stateDir };

@@ -1,6 +1,7 @@
 // Issue 15: what lockmem says must be what happened. Each test runs the CLI as a user
 // would and checks its text, its JSON and its exit code against the kernel's own view
 // (/proc/PID/status VmLck, smaps VmFlags lo).
+import { repoRoot } from "../support/repo";
 import { execFile, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
@@ -10,7 +11,7 @@ import { isLockedVma, kernelMappings, vmLckKb } from "../support/smaps";
 jest.setTimeout(120_000);
 afterEach(stopAllTargets);
 
-const root = path.resolve(__dirname, "..", "..");
+const root = repoRoot();
 const bin = path.join(root, "bin", "lockmem");
 const env = { ...process.env, LOCKMEM_STATE_DIR: path.join(workDir(), `state-report-${process.pid}`) };
 

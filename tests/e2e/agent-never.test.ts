@@ -2,6 +2,7 @@
 // installed at `path` (on an sshd test host, and on this machine), checks that it speaks
 // this package's protocol version, and refuses a wrong path or a wrong-version agent with
 // an error naming the host and the fix, having changed nothing.
+import { repoRoot } from "../support/repo";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -15,7 +16,7 @@ import { codeLocked, ensureBuilt, nothingLocked, stackWorkDir } from "./lockmem-
 
 jest.setTimeout(600_000);
 
-const REPO = path.resolve(__dirname, "..", "..");
+const REPO = repoRoot();
 const work = stackWorkDir();
 let bundle: AgentBundle;
 let fx: SshFixture;

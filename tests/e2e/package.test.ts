@@ -6,6 +6,7 @@
 // tampered runtime is replaced, never run; with the package's addon folder removed remote
 // hosts still work and a local target fails with a clear error. `npm pack` rebuilds dist/
 // and prebuilds/ of this checkout from scratch (prepack): run it alone.
+import { repoRoot } from "../support/repo";
 import { execFileSync, spawnSync } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
@@ -18,7 +19,7 @@ import { codeLocked, nothingLocked } from "./lockmem-helpers";
 
 jest.setTimeout(1_200_000);
 
-const REPO = path.resolve(__dirname, "..", "..");
+const REPO = repoRoot();
 const RUNTIME = runtimeFolderName("x64");
 let work: string;
 let tarball: string;

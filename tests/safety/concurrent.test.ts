@@ -7,7 +7,7 @@
 // killed at every fault point while other runs keep hammering. The target must end
 // running, untraced, with no journal, no EINTR, its lock state whole.
 import * as api from "../../src/api";
-import { journalsIn, procState, runLockmem, safetySuite } from "../support/safety";
+import { FAULT_POINTS, journalsIn, procState, runLockmem, safetySuite } from "../support/safety";
 import { stressLabel } from "../support/stress";
 import { waitUntil } from "../support/target";
 import { startWaiters } from "../support/waiters";
@@ -16,7 +16,7 @@ import { isTraced } from "../support/smaps";
 jest.setTimeout(15 * 60_000);
 
 const stateDir = safetySuite("concurrent");
-const POINTS = ["journal-begin", "seized", "sigstop-sent", "stopped", "regs-journaled", "syscall-entry", "syscall-exit", "before-restore", "detached", "before-cont"];
+const POINTS = FAULT_POINTS;
 const KINDS = ["main=epoll_wait", "epoll_wait", "nanosleep", "read", "io_uring_enter"];
 
 /** Runs `step` over and over until `stop()` is true; resolves with how many ran. */

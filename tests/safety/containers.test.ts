@@ -8,7 +8,7 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import * as api from "../../src/api";
-import { journalsIn, LOCKMEM_BIN, procState, runLockmem, safetySuite } from "../support/safety";
+import { FAULT_POINTS, journalsIn, LOCKMEM_BIN, procState, runLockmem, safetySuite } from "../support/safety";
 import { stressLabel } from "../support/stress";
 import { waitUntil } from "../support/target";
 import { startWaiters, Waiters } from "../support/waiters";
@@ -18,7 +18,7 @@ jest.setTimeout(10 * 60_000);
 
 const stateDir = safetySuite("containers");
 const KINDS = ["epoll_wait", "io_uring_enter", "read", "nanosleep"];
-const POINTS = ["journal-begin", "seized", "sigstop-sent", "stopped", "regs-journaled", "syscall-entry", "syscall-exit", "before-restore", "detached", "before-cont"];
+const POINTS = FAULT_POINTS;
 
 
 /** Pids of `pid` in each namespace, outermost first (NSpid). */

@@ -7,6 +7,7 @@
 // calls completed correctly, its lock state the old or the new (never half), no journal
 // left. Targets are reused across trials: each trial first puts its target in the state
 // the operation starts from.
+import { FAULT_POINTS, LOCKMEM_BIN, REPO } from "../support/safety";
 import { ChildProcess, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
@@ -23,24 +24,11 @@ afterAll(stopAllTargets);
 beforeAll(startStress);
 afterAll(stopStress);
 
-const root = path.resolve(__dirname, "..", "..");
-const bin = path.join(root, "bin", "lockmem");
+const bin = LOCKMEM_BIN;
 const stateDir = path.join(workDir(), `state-fault-${process.pid}`);
 const journalDir = path.join(stateDir, "journal");
 
-/** The order in which one session passes them (native/inject.cc). */
-const POINTS = [
-  "journal-begin",
-  "seized",
-  "sigstop-sent",
-  "stopped",
-  "regs-journaled",
-  "syscall-entry",
-  "syscall-exit",
-  "before-restore",
-  "detached",
-  "before-cont",
-] as const;
+const POINTS = FAULT_POINTS;
 
 // glibc's SIGRTMIN + 2: real-time signals queue, so every one sent must be counted.
 const SIGNAL = 34 + 2;
@@ -84,7 +72,7 @@ function random(): number {
 }
 
 beforeAll(() => {
-  if (!fs.existsSync(path.join(root, "dist", "src", "cli", "main.js"))) {
+  if (!fs.existsSync(path.join(REPO, "dist", "src", "cli", "main.js"))) {
     throw new Error("dist/ is missing: run `npm run build:ts` (scripts/test.sh does)");
   }
   process.env.LOCKMEM_STATE_DIR = stateDir;

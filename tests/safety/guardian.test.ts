@@ -9,7 +9,7 @@ import { ChildProcess, execFile, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import * as api from "../../src/api";
-import { journalsIn, LOCKMEM_BIN, procState, safetySuite } from "../support/safety";
+import { FAULT_POINTS, journalsIn, LOCKMEM_BIN, procState, safetySuite } from "../support/safety";
 import { stressLabel, stressMode } from "../support/stress";
 import { startTarget, stopAllTargets, waitUntil } from "../support/target";
 import { startWaiters, Waiters } from "../support/waiters";
@@ -19,7 +19,7 @@ jest.setTimeout(15 * 60_000);
 
 const bin = LOCKMEM_BIN;
 const stateDir = safetySuite("guardian");
-const POINTS = ["journal-begin", "seized", "sigstop-sent", "stopped", "regs-journaled", "syscall-entry", "syscall-exit", "before-restore", "detached", "before-cont"];
+const POINTS = FAULT_POINTS;
 const KINDS = ["epoll_wait", "nanosleep", "read", "io_uring_enter"];
 // The goal is ~100 ms; the bound leaves room for a loaded CI machine.
 const BOUND_MS = stressMode() === "quiet" ? 1_000 : 5_000;

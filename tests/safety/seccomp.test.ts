@@ -3,6 +3,7 @@
 // all are allowed. The filter can be suspended for lockmem's calls only, on explicit
 // opt-in (allowSeccompSuspend / --allow-seccomp-suspend). The kill filter is never
 // triggered: its target must survive everything below.
+import { repoRoot } from "../support/repo";
 import { execFile } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
@@ -18,7 +19,7 @@ afterAll(stopAllTargets);
 beforeAll(startStress);
 afterAll(stopStress);
 
-const root = path.resolve(__dirname, "..", "..");
+const root = repoRoot();
 const stateDir = path.join(workDir(), `state-seccomp-${process.pid}`);
 beforeAll(() => {
   process.env.LOCKMEM_STATE_DIR = stateDir;

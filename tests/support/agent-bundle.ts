@@ -5,14 +5,8 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { repoRoot } from "./repo";
 
-/** Walks up rather than hard-coding "../..": this file also runs compiled from dist/ (bench). */
-function repoRoot(): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    if (fs.existsSync(path.join(dir, "package.json")) && fs.existsSync(path.join(dir, "src", "agent", "main.ts"))) return dir;
-    if (path.dirname(dir) === dir) throw new Error(`cannot find the repository root (src/agent/main.ts) above ${__dirname}`);
-  }
-}
 
 export interface AgentBundle {
   /** Folder to put on PATH: holds the `lockmem` wrapper. */

@@ -4,12 +4,32 @@
 import { execFile } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
+import { repoRoot } from "./repo";
 import { startStress, stopStress } from "./stress";
 import { workDir } from "./target";
 import { stopAllWaiters } from "./waiters";
 
-export const REPO = path.resolve(__dirname, "..", "..");
+export const REPO = repoRoot();
 export const LOCKMEM_BIN = path.join(REPO, "bin", "lockmem");
+
+/**
+ * The fault points of one session, in the order it passes them (faultPoint() in native/;
+ * LOCKMEM_TEST_KILL_AT=<point> kills lockmem there). tests/unit/fault-points.test.ts keeps
+ * this list and the native sources in step.
+ */
+export const FAULT_POINTS = [
+  "journal-begin",
+  "seized",
+  "sigstop-sent",
+  "stopped",
+  "regs-journaled",
+  "syscall-entry",
+  "syscall-exit",
+  "before-restore",
+  "detached",
+  "before-cont",
+] as const;
+export type FaultPoint = (typeof FAULT_POINTS)[number];
 
 /** Sets up a suite: its own state dir (returned), the CPU load in stress mode, cleanup. */
 export function safetySuite(name: string): string {

@@ -6,6 +6,7 @@
 // libuv's waitpid(). So we never wait for a target with waitpid; its end is seen by
 // polling /proc/PID with a deadline. Every started target is registered, and
 // `stopAllTargets()` (call it from afterEach/afterAll) kills whatever a test left.
+import { repoRoot } from "./repo";
 import { execFile, execFileSync } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
@@ -193,18 +194,6 @@ export async function waitUntil<T>(
 }
 
 // ---------------------------------------------------------------- build
-
-function repoRoot(): string {
-  // Walk up rather than hard-code "../..": this file also runs compiled from dist/ (bench).
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    if (fs.existsSync(path.join(dir, "package.json")) && fs.existsSync(path.join(dir, "tests", "fixtures", "target.c"))) {
-      return dir;
-    }
-    if (path.dirname(dir) === dir) {
-      throw new Error(`cannot find the repository root (tests/fixtures/target.c) above ${__dirname}`);
-    }
-  }
-}
 
 export function workDir(): string {
   return path.join(repoRoot(), "tests", ".work");

@@ -1,4 +1,5 @@
 // The one table of architectures (src/arch.ts): names, prebuild paths, what injects.
+import { repoRoot } from "../support/repo";
 import * as fs from "fs";
 import * as path from "path";
 import { ARCHES, SHIPPED_ARCHES, archFromUname, archOfPlatform, hostArch, platformName, prebuiltAddonPath } from "../../src/arch";
@@ -19,7 +20,7 @@ test("uname -m names map to Node's names, and back", () => {
 });
 
 test("every shipped architecture has its prebuilt addon in the checkout, a Node runtime and a syscall table", () => {
-  const root = path.join(__dirname, "..", "..");
+  const root = repoRoot();
   for (const a of SHIPPED_ARCHES) {
     expect(fs.existsSync(path.join(root, prebuiltAddonPath(a)))).toBe(true);
     expect(NODE_RUNTIMES[a].pkg).toBe(`node-${platformName(a)}`);
