@@ -5,6 +5,10 @@
       "sources": [
         "native/addon.cc",
         "native/inject.cc",
+        "native/session.cc",
+        "native/session_stops.cc",
+        "native/session_calls.cc",
+        "native/session_restore.cc",
         "native/arch_x86_64.cc",
         "native/rlimit.cc",
         "native/journal.cc",

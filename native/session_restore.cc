@@ -1,0 +1,102 @@
+// The end of a session: the thread's own registers back (re-issuing a call our stop turned
+// into EINTR, restarting one the kernel would restart), its signal mask back, the detach.
+#include "session.h"
+
+#include <sys/ptrace.h>
+
+namespace lockmem {
+namespace detail {
+
+// The registers to put back: the saved ones, or the saved ones re-issuing a call that
+// returned EINTR only because we stopped the thread.
+arch::Regs Session::finalRegisters() {
+  procfs::SignalState st = readSignalState();
+  // While we block its signals, what counts is the thread's own mask.
+  uint64_t blocked = signalsBlocked_ ? ownMask_ : st.blocked;
+  if (eintrOnlyFromOurStop(spec_.pid, saved_, st, blocked)) {
+    out_->rearmed = true;
+    return arch::rearmSyscall(saved_);
+  }
+  return saved_;
+}
+
+// True when `sig`, about to be delivered, interrupts a blocking call by itself (caught,
+// or a stop signal).
+bool Session::signalInterrupts(int sig) {
+  procfs::SignalState st = readSignalState();
+  return !st.known || (sigbit(sig) & (st.caught | kStopSignals)) != 0;
+}
+
+bool Session::finish() { return restoreAndDetach(); }
+
+// Puts the thread's registers back (re-issuing an EINTR'd call if we caused it) and
+// detaches, from whichever stop the thread is in.
+bool Session::restoreAndDetach() {
+  if (!haveSaved_) return detach();
+  if (where_ == Where::SyscallEntry && !leaveSyscallEntry()) return false;
+  arch::Regs final = finalRegisters();
+  bool needsKernelRestart =
+      where_ == Where::SyscallExit && arch::currentSyscall(final) >= 0 && isRestartCode(arch::returnValue(final));
+  // From a syscall-exit stop the kernel applies its restart rules (ERESTART*) only if it
+  // passes through the signal path. With no caught signal pending, the rule is known: the
+  // call again (or restart_syscall); apply it here. Going back to the signal path instead
+  // means resuming this thread inside the group stop, and on Linux 6.18 that made another
+  // thread, re-armed out of epoll_wait, fail with EINTR once in ~80 sessions (a minimal
+  // ptrace program shows it: 6-8 EINTR in 500 rounds, 0 with the rule applied here).
+  if (needsKernelRestart && !caughtSignalPending()) {
+    final = arch::restartSyscall(final);
+    needsKernelRestart = false;
+  }
+  if (!setRegs(final, "restore")) return false;
+  if (!restoreSignalMask()) return false;
+  if (needsKernelRestart) {
+    // A handled signal may turn the restart into EINTR (SA_RESTART or not): the kernel
+    // decides, on the thread's own registers.
+    if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return failErrno("restore", "PTRACE_INTERRUPT");
+    if (!resume(PTRACE_CONT, 0, "restore")) return false;
+    if (!waitForSignalPathStop("restore")) return false;
+  }
+  return detach();
+}
+
+// A signal the thread catches is pending (and not blocked by its own mask).
+bool Session::caughtSignalPending() {
+  procfs::SignalState st = readSignalState();
+  uint64_t blocked = signalsBlocked_ ? ownMask_ : st.blocked;
+  return !st.known || (st.pending & ~blocked & st.caught) != 0;
+}
+
+bool Session::detach() {
+  // Checked while we still hold the thread: once detached it may dequeue a pending
+  // foreign SIGSTOP itself, and then nothing would show it any more. The same read
+  // counts the signals our mask kept pending (one /proc read per session, not two).
+  bool checkForeign = spec_.stopProcess && (ownStopSeen_ || groupStopped_);
+  if (checkForeign || signalsWereBlocked_) {
+    procfs::SignalState st = readSignalState();
+    if (checkForeign && st.known && (st.pending & kStopSignals) != 0) noteForeignStop();
+    if (signalsWereBlocked_ && st.known) out_->signalsDeferred = __builtin_popcountll(st.pending & ~ownMask_ & ~kStopSignals);
+  }
+  if (ptrace(PTRACE_DETACH, tid_, nullptr, nullptr) != 0) return failErrno("detach", "PTRACE_DETACH");
+  out_->pauseNs = pauseStart_ ? nowNs() - pauseStart_ : 0;
+  where_ = Where::NotAttached;
+  if (haveSaved_ && (journalWritten_ || spec_.haveRestoreRegs)) journal_.markRestored();
+  return true;
+}
+
+// At the entry of one of our calls, registers put back now would make the kernel run
+// the thread's own interrupted call again with its saved arguments. Cancel ours and go
+// on to the exit stop first.
+bool Session::leaveSyscallEntry() {
+  arch::Regs regs;
+  if (!arch::getRegs(tid_, &regs)) return failErrno("restore", "PTRACE_GETREGS");
+  if (!setRegs(arch::cancelSyscall(regs), "restore")) return false;
+  if (!resume(PTRACE_SYSCALL, 0, "restore")) return false;
+  Stop stop;
+  if (!waitStop(&stop)) return false;
+  if (stop.kind == StopKind::Exited) return failGone("restore");
+  where_ = Where::SyscallExit;
+  return true;
+}
+
+}  // namespace detail
+}  // namespace lockmem
