@@ -7,7 +7,7 @@
 //     again with --max-pause-ms 5), against the target making the same mlock2 calls itself.
 // Methods alternate repetition by repetition on the same target, and every figure printed
 // is a ratio of numbers measured in this run. The epoll numbers depend on how the other
-// threads are re-armed after the group stop (native/inject.cc).
+// threads are re-armed after the group stop (native/waiters.cc).
 import * as api from "../src/api";
 import { runInTarget } from "../src/inject";
 import { native, SyscallOp } from "../src/native";

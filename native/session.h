@@ -17,6 +17,7 @@
 
 #include "arch.h"
 #include "inject.h"
+#include "clock.h"
 #include "journal.h"
 #include "procfs.h"
 #include "stopsig.h"
@@ -25,14 +26,12 @@
 namespace lockmem {
 namespace detail {
 
-uint64_t nowNs();
+using lockmem::kStopSignals;
+using lockmem::nowNs;
+using lockmem::sigbit;
 bool isStopSignal(int sig);
 // One of the kernel's ERESTART* codes (session.cc).
 bool isRestartCode(int64_t v);
-
-constexpr uint64_t sigbit(int sig) { return 1ull << (sig - 1); }
-
-constexpr uint64_t kStopSignals = sigbit(SIGSTOP) | sigbit(SIGTSTP) | sigbit(SIGTTIN) | sigbit(SIGTTOU);
 
 // What waitpid reported.
 enum class StopKind { Exited, SyscallStop, SignalDelivery, EventStop };

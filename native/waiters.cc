@@ -1,5 +1,7 @@
 #include "waiters.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
@@ -12,18 +14,9 @@
 namespace lockmem {
 namespace {
 
-constexpr uint64_t kStopSignals =
-    (1ull << (SIGSTOP - 1)) | (1ull << (SIGTSTP - 1)) | (1ull << (SIGTTIN - 1)) | (1ull << (SIGTTOU - 1));
-
 // How long the threads that are not seized get to reach the stop before each is seized
 // and interrupted, which waits for it for sure (and costs a round trip per thread).
 constexpr uint64_t kStopPollNs = 100 * 1000000ull;
-
-uint64_t nowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 bool precededBySyscallInstruction(pid_t pid, uint64_t pc) {
   size_t len = arch::syscallInstructionLength();
