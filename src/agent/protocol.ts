@@ -118,34 +118,28 @@ const selectionSchema = {
   },
 } as const;
 
+/** What lock and unlock both take. */
+const changeArgsProperties = {
+  target: targetSchema,
+  mappings: selectionSchema,
+  future: { type: "boolean" },
+  allowSeccompSuspend: { type: "boolean" },
+  maxPauseMs: { type: "number", minimum: 0.1, maximum: 60000 },
+  dryRun: { type: "boolean" },
+} as const;
+
 const lockArgsSchema = {
   type: "object",
   additionalProperties: false,
   required: ["target"],
-  properties: {
-    target: targetSchema,
-    mappings: selectionSchema,
-    future: { type: "boolean" },
-    onFault: { type: "boolean" },
-    raiseMemlockLimit: { type: "boolean" },
-    allowSeccompSuspend: { type: "boolean" },
-    maxPauseMs: { type: "number", minimum: 0.1, maximum: 60000 },
-    dryRun: { type: "boolean" },
-  },
+  properties: { ...changeArgsProperties, onFault: { type: "boolean" }, raiseMemlockLimit: { type: "boolean" } },
 } as const;
 
 const unlockArgsSchema = {
   type: "object",
   additionalProperties: false,
   required: ["target"],
-  properties: {
-    target: targetSchema,
-    mappings: selectionSchema,
-    future: { type: "boolean" },
-    allowSeccompSuspend: { type: "boolean" },
-    maxPauseMs: { type: "number", minimum: 0.1, maximum: 60000 },
-    dryRun: { type: "boolean" },
-  },
+  properties: changeArgsProperties,
 } as const;
 
 const statusArgsSchema = {
