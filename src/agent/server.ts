@@ -59,7 +59,8 @@ export interface HandleOptions {
   lockDir?: string;
 }
 
-function agentVersion(): string {
+/** The version of this package (the agent reports it; `lockmem --version` prints it). */
+export function agentVersion(): string {
   // From src/agent (ts-jest, and the esbuild bundle, which inlines it) the package root is
   // two levels up; compiled into dist/src/agent it is three.
   // The second path is computed so that bundlers leave it alone.

@@ -4,9 +4,9 @@
 //
 // flags.ts: the flags and what they become; output.ts: what is printed; stop.ts: signals
 // and a closed output.
-import { Command, CommanderError, Option } from "commander";
+import { Command, CommanderError } from "commander";
 import * as api from "../api";
-import { agentMain, agentServe } from "../agent/server";
+import { agentMain, agentServe, agentVersion } from "../agent/server";
 import { LockError } from "../errors";
 import { holdingTarget, stopExitCode, stopRequested } from "../interrupt";
 import { recoverInterrupted } from "../journal";
@@ -147,7 +147,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   for (const add of [addStatus, addLock, addUnlock, addDoctor, addRecover, addAgent]) add(program);
-  program.addOption(new Option("--version", "print the version").hideHelp());
+  program.version(agentVersion(), "--version", "print the version");
   return program;
 }
 

@@ -24,7 +24,9 @@ export async function deadSessions(pid: number): Promise<HeldByDeadRun[]> {
     if (!m) continue;
     let header: Partial<JournalHeader> = {};
     try {
-      header = JSON.parse((await readText(path.join(dir, name))) ?? "{}") as Partial<JournalHeader>;
+      const parsed: unknown = JSON.parse((await readText(path.join(dir, name))) ?? "{}");
+      // Anything but an object (null, a number: a damaged or forged file) is shown without owner.
+      if (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)) header = parsed as Partial<JournalHeader>;
     } catch {
       // shown without owner
     }

@@ -68,6 +68,9 @@ test("exit codes: 2 for bad usage, 1 for failures; errors name the field and the
   expect((await run(["lock", "--pid", String(t.pid), "--perms", "rx"])).code).toBe(2);
   expect((await run(["lock", "--bogus"])).code).toBe(2);
   expect((await run(["lock"])).code).toBe(2);
+  const version = await run(["--version"]);
+  expect(version.code).toBe(0);
+  expect(version.stdout.trim()).toBe(JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")).version);
   const gone = await run(["lock", "--pid", "4194000", "--json"]);
   expect(gone.code).toBe(1);
   expect(JSON.parse(gone.stdout).error.code).toBe("ENOTARGET");
