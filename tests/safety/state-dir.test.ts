@@ -84,6 +84,21 @@ test("a forged journal with a syscall lockmem never makes (exit_group) is set as
   }
 });
 
+test("a journal that holds JSON null: status still shows the dead run (without an owner), recovery refuses it", async () => {
+  const w = await startWaiters(["epoll_wait"]);
+  try {
+    const stat = await readStat(w.pid);
+    writeJournal(`${w.pid}-${stat.startTime}-${w.pid}.json`, "null");
+    const s = await api.status({ target: { pid: w.pid } });
+    expect(s.processes[0].heldByDeadRun).toEqual([{ tid: w.pid }]);
+    const results = await recoverInterrupted(w.pid);
+    expect(results).toEqual([expect.objectContaining({ outcome: "refused" })]);
+    await untouched(w);
+  } finally {
+    w.stop();
+  }
+});
+
 test.each([
   ["an mlock2 with flags lockmem never uses", (pid: number, st: string) => ({ v: 1, pid, tid: pid, startTime: st, owner: 1, at: "x", ops: [{ nr: native().syscalls.mlock2, args: ["4096", "4096", "2"] }] }), /mlock2 with arguments/],
   ["contents naming another process than its file name", (pid: number, st: string) => ({ v: 1, pid: pid + 1, tid: pid, startTime: st, owner: 1, at: "x", ops: [] }), /another process than its file name/],
