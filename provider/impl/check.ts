@@ -4,8 +4,8 @@ import { TargetSpec, SelectionSpec } from "../../src/types";
 import { validateTargetSpec } from "../../src/target";
 import { SELECTOR_LIST } from "../../src/target-selectors";
 import { validateSelection } from "../../src/select";
-import { SshConnection, validateSshConnection } from "../transport/ssh-settings";
-import { TransportError } from "../transport/types";
+import { transportKind } from "../transport/kinds";
+import { SshConnection } from "../transport/ssh-settings";
 import { AgentSettings, OperationTimeouts, ProviderInputs } from "./state";
 
 export interface CheckFailure {
@@ -49,23 +49,6 @@ function checkAgent(agent: unknown): string | undefined {
   return undefined;
 }
 
-function checkConnection(conn: unknown): string | undefined {
-  if (typeof conn !== "object" || conn === null || Array.isArray(conn)) return "must be an object with at least host";
-  const c = conn as SshConnection;
-  if (c.privateKey === undefined && c.password === undefined && c.agentSocketPath === undefined && !process.env.SSH_AUTH_SOCK) {
-    return "connection: no credentials: give privateKey, password or agentSocketPath";
-  }
-  try {
-    // Host, port, user, dial settings, hostKey syntax and agentPath; dials nothing.
-    validateSshConnection(c);
-  } catch (e) {
-    // Transport messages name host, port and user only, never a credential.
-    if (e instanceof TransportError) return `connection: ${e.message}${e.hint ? ` (${e.hint})` : ""}`;
-    throw e;
-  }
-  return undefined;
-}
-
 function withHint(message: string, hint?: string): string {
   return hint ? `${message} (${hint})` : message;
 }
@@ -94,7 +77,7 @@ export function checkInputs(news: Record<string, unknown>): CheckFailure[] {
     if (v !== undefined && v !== UNKNOWN && typeof v !== "boolean") fail(key, `${key}: must be true or false, got ${JSON.stringify(v)}`);
   }
 
-  if (news.connection !== undefined && !hasUnknown(news.connection)) fail("connection", checkConnection(news.connection));
+  if (news.connection !== undefined && !hasUnknown(news.connection)) fail("connection", transportKind(news.connection as SshConnection).check());
   if (news.agent !== undefined && !hasUnknown(news.agent)) fail("agent", checkAgent(news.agent));
   if (news.agent !== undefined && news.connection === undefined && (news.agent as AgentSettings).dir !== undefined) {
     fail("agent", "agent.dir: only used for remote hosts (with a connection)");

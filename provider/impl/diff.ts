@@ -3,9 +3,8 @@
 // repairs it. Pure functions over state.
 import { effectiveSelection } from "../../src/select";
 import { SelectionSpec, TargetSpec } from "../../src/types";
-import { SshConnection } from "../transport/ssh";
 import { ProviderInputs, ProviderOutputs } from "./state";
-import { DEFAULT_SSH_PORT } from "../transport/ssh-settings";
+import { transportKind } from "../transport/kinds";
 
 export interface DiffOutcome {
   changes: boolean;
@@ -32,12 +31,6 @@ export function canonical(value: unknown): string {
   return JSON.stringify(value);
 }
 
-/** Where the agent runs: changing it means other processes on another machine. */
-function hostIdentity(c: SshConnection | undefined): string {
-  if (!c) return "local";
-  return canonical([c.host, c.port ?? DEFAULT_SSH_PORT, c.proxy ? [c.proxy.host, c.proxy.port ?? DEFAULT_SSH_PORT] : null]);
-}
-
 function targetIdentity(t: TargetSpec | undefined): string {
   return canonical({ ...t, match: t?.match ?? "one" });
 }
@@ -54,7 +47,8 @@ const flag = (v: boolean | undefined): boolean => v === true;
 export function diffState(olds: ProviderOutputs, news: ProviderInputs): DiffOutcome {
   const replaces: string[] = [];
   const changed: string[] = [];
-  if (hostIdentity(olds.connection) !== hostIdentity(news.connection)) replaces.push("connection");
+  // Another machine means other processes: a new resource.
+  if (transportKind(olds.connection).machine() !== transportKind(news.connection).machine()) replaces.push("connection");
   if (targetIdentity(olds.target) !== targetIdentity(news.target)) replaces.push("target");
   changed.push(...replaces);
   if (!replaces.includes("connection") && canonical(olds.connection ?? null) !== canonical(news.connection ?? null)) changed.push("connection");

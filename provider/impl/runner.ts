@@ -11,7 +11,7 @@ import { LocalTransport } from "../transport/local";
 import { SshConnection, SshTransport } from "../transport/ssh";
 import { Transport, TransportError, resultOf } from "../transport/types";
 import { ProviderInputs } from "./state";
-import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER } from "../transport/ssh-settings";
+import { transportKind } from "../transport/kinds";
 
 /** Request without the protocol fields: the runner adds them. */
 export type AgentCall = AgentRequest extends unknown ? (AgentRequest extends infer R ? (R extends AgentRequest ? Omit<R, "v"> : never) : never) : never;
@@ -27,11 +27,6 @@ function localTransport(inputs: ProviderInputs): Transport {
   if (inputs.agent?.install === "never") return new LocalTransport({ command: [inputs.agent.path ?? "lockmem", "agent"] });
   // This package's own agent, with the Node.js that runs the provider.
   return new LocalTransport({ command: [process.execPath, path.join(packageRoot(), "dist", "src", "agent", "main.js")] });
-}
-
-function whereOf(inputs: ProviderInputs): string {
-  const c = inputs.connection;
-  return c ? `ssh ${c.user ?? DEFAULT_SSH_USER}@${c.host}:${c.port ?? DEFAULT_SSH_PORT}` : "local";
 }
 
 /** Failures to reach the host: the deployment path would only fail the same way, later. */
@@ -58,7 +53,7 @@ async function presumedAgent(conn: SshConnection, dir: string | undefined, timeo
 }
 
 export function runnerFor(inputs: ProviderInputs): AgentRunner {
-  const where = whereOf(inputs);
+  const where = transportKind(inputs.connection).where();
   const conn = inputs.connection;
   const send = async <T>(transport: Transport, request: AgentCall, timeoutMs: number): Promise<T> => {
     const reply = await transport.run({ ...request, v: PROTOCOL_VERSION } as AgentRequest, { timeoutMs });
