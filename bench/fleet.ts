@@ -21,7 +21,7 @@ import { closeAll } from "../provider/transport/ssh";
 import { SshFixture, startSshFixture } from "../tests/support/sshd";
 import { TestStack, withStack } from "../tests/support/stack";
 import { Target, startTarget, stopAllTargets } from "../tests/support/target";
-import { packageRoot } from "../provider/agent-bundle";
+import { packageRoot } from "../provider/agent/bundle";
 import { trace } from "../provider/trace";
 import { envInt } from "./env";
 

@@ -119,7 +119,7 @@ export const MCL_ONFAULT = 4;
 export const MLOCK_ONFAULT = 1;
 
 /**
- * Set to true by the agent bundle's build (esbuild `define`, provider/agent-bundle.ts); an
+ * Set to true by the agent bundle's build (esbuild `define`, provider/agent/bundle.ts); an
  * undeclared global everywhere else. The bundle runs only the addon its bootstrap verified.
  */
 declare const LOCKMEM_AGENT_BUNDLE: boolean | undefined;

@@ -3,7 +3,7 @@ import * as crypto from "crypto";
 import { HostReport, LockRequest, ProcessReport, ProcessResult, UnlockRequest } from "../../src/api";
 import { LockError } from "../../src/errors";
 import { SelectionSpec } from "../../src/types";
-import { DeployError } from "../deploy";
+import { DeployError } from "../agent/deploy";
 import { DEFAULT_OPERATION_TIMEOUT_MS, TransportError } from "../transport/types";
 import { canonical } from "./diff";
 import { effectiveSelection } from "../../src/select";

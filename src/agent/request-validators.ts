@@ -1,6 +1,6 @@
 // Request validators by op, compiled by ajv from the request schemas on first use.
 //
-// The agent bundle that hosts run replaces this module (provider/agent-bundle.ts) with the
+// The agent bundle that hosts run replaces this module (provider/agent/bundle.ts) with the
 // same validators generated ahead of time by ajv's standalone code, from the same schemas
 // and these options: an agent on a host then neither loads ajv's compiler nor compiles a
 // schema when it starts (about a third of its start-up CPU otherwise). The two agree:

@@ -1,6 +1,6 @@
 // The agent bundle runs exactly the addon bytes its bootstrap hashed (issue 14, item 1).
 //
-// The bootstrap (provider/agent-command.ts) reads lockmem.node once, checks its sha256 and
+// The bootstrap (provider/agent/command.ts) reads lockmem.node once, checks its sha256 and
 // hands the Buffer over; it is loaded here, at agent start, before the first request is
 // read. Loading the file by its path instead, later (the first plan or lock), let anyone who
 // could write the folder swap a .so in after the check, and a deleted file made the old
@@ -61,7 +61,7 @@ export function untrustedFolder(dir: string, trusted: number[]): string | undefi
  * also the user who ran sudo: with `sudo: true` the SSH user uploads the bundle into its own
  * folder and runs the agent as root (with sudo, that user is trusted to run the agent as
  * root in any case); the bytes are still read once and checked, and no uploaded Node runtime
- * is ever used under sudo (provider/deploy.ts).
+ * is ever used under sudo (provider/agent/deploy.ts).
  */
 export function trustedUids(env: NodeJS.ProcessEnv = process.env): number[] {
   const euid = process.geteuid?.() ?? -1;

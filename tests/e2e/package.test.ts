@@ -12,7 +12,7 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { NODE_RUNTIMES, runtimeFolderName } from "../../provider/runtime";
+import { NODE_RUNTIMES, runtimeFolderName } from "../../provider/agent/runtime";
 import { SshFixture, startSshFixture } from "../support/sshd";
 import { Target, startTarget, stopAllTargets } from "../support/target";
 import { codeLocked, nothingLocked } from "./lockmem-helpers";

@@ -7,7 +7,7 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { ensureAgent } from "../../provider/deploy";
+import { ensureAgent } from "../../provider/agent/deploy";
 import { SshConnection, SshTransport, closeAll } from "../../provider/transport/ssh";
 import { AgentReply, PROTOCOL_VERSION } from "../../src/agent/protocol";
 import { ensureBuilt } from "../e2e/lockmem-helpers";

@@ -4,7 +4,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { ARCHES, SHIPPED_ARCHES, archFromUname, archOfPlatform, hostArch, platformName, prebuiltAddonPath } from "../../src/arch";
 import { hostSyscallArch, syscallsReturningEintrOnStop } from "../../src/proc/tasks";
-import { NODE_RUNTIMES } from "../../provider/runtime";
+import { NODE_RUNTIMES } from "../../provider/agent/runtime";
 
 test("uname -m names map to Node's names, and back", () => {
   expect(archFromUname("x86_64")).toBe("x64");

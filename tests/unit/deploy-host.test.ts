@@ -7,12 +7,12 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { EXIT_HASH_MISMATCH, HASH_MISMATCH_TEXT, presumedCommand, q, runtimeCommand } from "../../provider/agent-command";
-import { AgentBundle } from "../../provider/agent-bundle";
-import { glibcVersion, isHashMismatch } from "../../provider/deploy";
+import { EXIT_HASH_MISMATCH, HASH_MISMATCH_TEXT, presumedCommand, q, runtimeCommand } from "../../provider/agent/command";
+import { AgentBundle } from "../../provider/agent/bundle";
+import { glibcVersion, isHashMismatch } from "../../provider/agent/deploy";
 import { interpretAgentExit } from "../../provider/transport/agent-output";
 import { TransportError } from "../../provider/transport/types";
-import { fileFromTar, nodeRuntime, runtimeArch } from "../../provider/runtime";
+import { fileFromTar, nodeRuntime, runtimeArch } from "../../provider/agent/runtime";
 import { privateCopy, untrustedFolder } from "../../src/agent/verified-addon";
 import { nativeUnavailable } from "../../src/native";
 

@@ -4,7 +4,7 @@
 import Ajv, { ValidateFunction } from "ajv";
 import Module from "module";
 import * as path from "path";
-import { precompiledValidatorsSource } from "../../provider/agent-bundle";
+import { precompiledValidatorsSource } from "../../provider/agent/bundle";
 import { AGENT_OPS, REQUEST_SCHEMAS, parseRequest } from "../../src/agent/protocol";
 import { AJV_OPTIONS } from "../../src/agent/request-validators";
 

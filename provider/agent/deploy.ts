@@ -2,23 +2,23 @@
 // the first request to a host, make sure it holds exactly this package's agent bundle in a
 // content-addressed folder (<dir>/<version>-<id>), uploaded over SFTP into a temp folder
 // and renamed into place, so that no run ever sees half a bundle. A host without Node.js
-// >= 18 also gets the pinned Node.js runtime (provider/runtime.ts) into the same store,
+// >= 18 also gets the pinned Node.js runtime (provider/agent/runtime.ts) into the same store,
 // uploaded compressed. The command that runs the agent is fixed and carries the expected
-// sha256 of everything it runs (provider/agent-command.ts): a tampered file is never run;
+// sha256 of everything it runs (provider/agent/command.ts): a tampered file is never run;
 // the provider sees the refusal, uploads again and retries once.
 import * as crypto from "crypto";
 import * as path from "path";
 import { Client, SFTPWrapper } from "ssh2";
-import { AgentBundle, BUNDLE_FILES, MANIFEST, loadBundle } from "./agent-bundle";
-import { EXIT_HASH_MISMATCH, hostNodeCommand, presumedCommand, q, runtimeCommand, shellDir } from "./agent-command";
+import { AgentBundle, BUNDLE_FILES, MANIFEST, loadBundle } from "./bundle";
+import { EXIT_HASH_MISMATCH, hostNodeCommand, presumedCommand, q, runtimeCommand, shellDir } from "./command";
 import { DeployError, MIN_NODE_MAJOR, checkHost, checkRuntimeHost, exec, nodeFix, probe, usableHostNode } from "./host-probe";
 import { CachedRuntime, NODE_RUNTIMES, RUNTIME_BINARY, cacheDir, nodeRuntime, runtimeFolderName } from "./runtime";
-import { VersionResult } from "../src/agent/protocol";
-import { archOfPlatform } from "../src/arch";
-import { SshConnection, withSshClient } from "./transport/ssh";
-import { trace } from "./trace";
-import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER } from "./transport/ssh-settings";
-import { TransportError } from "./transport/types";
+import { VersionResult } from "../../src/agent/protocol";
+import { archOfPlatform } from "../../src/arch";
+import { SshConnection, withSshClient } from "../transport/ssh";
+import { trace } from "../trace";
+import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER } from "../transport/ssh-settings";
+import { TransportError } from "../transport/types";
 
 export const DEFAULT_AGENT_DIR = "~/.lockmem/agent";
 export { DeployError, DeployErrorCode, MIN_NODE_MAJOR, glibcVersion, supportedNode } from "./host-probe";
@@ -262,7 +262,7 @@ export function deployedHere(conn: SshConnection, agentDir = DEFAULT_AGENT_DIR):
   return deployed.has(cacheKey(conn, agentDir));
 }
 
-/** True when an agent run failed because its files did not match (the bootstrap's exit status, agent-command.ts). */
+/** True when an agent run failed because its files did not match (the bootstrap's exit status, command.ts). */
 export function isHashMismatch(err: unknown): boolean {
   return err instanceof TransportError && err.exitCode === EXIT_HASH_MISMATCH;
 }

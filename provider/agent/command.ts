@@ -8,7 +8,7 @@
 //   memory and hands it the addon's bytes (src/agent/verified-addon.ts loads those, never a
 //   path). A file that does not match is never run: the provider sees the refusal (exit 86),
 //   uploads again and retries once.
-import { AGENT_ADDON, AGENT_JS, AgentBundle } from "./agent-bundle";
+import { AGENT_ADDON, AGENT_JS, AgentBundle } from "./bundle";
 
 /** Exit status of the bootstrap when a file does not match its hash. */
 export const EXIT_HASH_MISMATCH = 86;

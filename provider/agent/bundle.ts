@@ -2,13 +2,13 @@
 // (esbuild, target node18: it runs on the host's Node.js >= 18 or on the runtime the
 // provider brings) plus the prebuilt linux-x64 addon (prebuilds/linux-x64/), with a manifest
 // of version and sha256. `npm run build` (and `npm pack`) makes it into dist/agent-bundle/;
-// this file is also that build step (`node dist/provider/agent-bundle.js`).
+// this file is also that build step (`node dist/provider/agent/bundle.js`).
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
-import { AGENT_OPS, PROTOCOL_VERSION, REQUEST_SCHEMAS } from "../src/agent/protocol";
-import { BUNDLE_ARCH, platformName, prebuiltAddonPath } from "../src/arch";
-import { AJV_OPTIONS } from "../src/agent/request-validators";
+import { AGENT_OPS, PROTOCOL_VERSION, REQUEST_SCHEMAS } from "../../src/agent/protocol";
+import { BUNDLE_ARCH, platformName, prebuiltAddonPath } from "../../src/arch";
+import { AJV_OPTIONS } from "../../src/agent/request-validators";
 
 export const AGENT_JS = "lockmem-agent.js";
 export const AGENT_ADDON = "lockmem.node";
