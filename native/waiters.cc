@@ -141,7 +141,7 @@ static procfs::SignalState traceeSignalState(pid_t pid, pid_t tid, const arch::R
   if (n < 0 || n >= kPeek) return procfs::signalState(pid, tid);
   uint64_t own = 0;
   for (long i = 0; i < n; i++) {
-    if (queued[i].si_signo >= 1 && queued[i].si_signo <= 64) own |= 1ull << (queued[i].si_signo - 1);
+    if (queued[i].si_signo >= 1 && queued[i].si_signo <= 64) own |= sigbit(queued[i].si_signo);
   }
   st.known = true;
   st.blocked = blocked;

@@ -15,7 +15,6 @@ const KNOWN_FIELDS = new Set<string>([...SELECTOR_KEYS, "match"]);
 /** TASK_COMM_LEN - 1: /proc/PID/comm never holds more, so a longer name can never match. */
 const MAX_COMM_LENGTH = 15;
 
-const describeSpec = describeTargetSpec;
 
 function nonEmptyString(value: unknown, field: string): LockError | undefined {
   if (typeof value !== "string") return usageError(field, `must be a string, got ${typeof value}`);
@@ -294,7 +293,7 @@ export async function resolveTarget(spec: TargetSpec, opts: ResolveOptions = {})
     throw new LockError({
       code: "ENOTARGET",
       stage: "resolve",
-      message: `no process matches ${describeSpec(spec)}`,
+      message: `no process matches ${describeTargetSpec(spec)}`,
       hint: spec.name !== undefined ? "name is compared exactly with /proc/PID/comm (see `ps -e -o comm`)" : undefined,
     });
   }
@@ -302,7 +301,7 @@ export async function resolveTarget(spec: TargetSpec, opts: ResolveOptions = {})
     throw new LockError({
       code: "EAMBIGUOUS",
       stage: "resolve",
-      message: `${found.length} processes match ${describeSpec(spec)}:\n${listForMessage(found)}`,
+      message: `${found.length} processes match ${describeTargetSpec(spec)}:\n${listForMessage(found)}`,
       hint: "use match: all / --all-matches or a narrower spec",
     });
   }

@@ -107,26 +107,44 @@ async function placeFolder(s: SFTPWrapper, base: string, final: string, fill: (t
   }
 }
 
-async function uploadBundle(client: Client, where: string, bundle: AgentBundle, base: string, final: string): Promise<void> {
+/**
+ * placeFolder over a new SFTP session of `client`; a failure becomes the DeployError that
+ * `failed` describes (what was being placed, and the fix).
+ */
+async function placeOverSftp(
+  client: Client,
+  where: string,
+  base: string,
+  final: string,
+  fill: (s: SFTPWrapper, tmp: string) => Promise<void>,
+  intact: (s: SFTPWrapper) => Promise<boolean>,
+  failed: (e: Error) => DeployError,
+): Promise<void> {
   const s = await sftpOf(client, where);
   try {
-    await placeFolder(
-      s,
-      base,
-      final,
-      async (tmp) => {
-        for (const f of BUNDLE_FILES) {
-          await sftpCall((cb) => s.writeFile(`${tmp}/${f}`, bundle.contents[f], { mode: 0o600 }, (e) => cb(e)));
-        }
-        await sftpCall((cb) => s.writeFile(`${tmp}/${MANIFEST}`, JSON.stringify(bundle.manifest, null, 2) + "\n", { mode: 0o600 }, (e) => cb(e)));
-      },
-      () => intactOver(s, final, bundle),
-    );
+    await placeFolder(s, base, final, (tmp) => fill(s, tmp), () => intact(s));
   } catch (e) {
-    throw new DeployError("EDEPLOY", where, `uploading the agent to ${final} failed: ${(e as Error).message}`, `check that the SSH user may write to ${base}, or set agent.dir`);
+    throw failed(e as Error);
   } finally {
     s.end();
   }
+}
+
+async function uploadBundle(client: Client, where: string, bundle: AgentBundle, base: string, final: string): Promise<void> {
+  await placeOverSftp(
+    client,
+    where,
+    base,
+    final,
+    async (s, tmp) => {
+      for (const f of BUNDLE_FILES) {
+        await sftpCall((cb) => s.writeFile(`${tmp}/${f}`, bundle.contents[f], { mode: 0o600 }, (e) => cb(e)));
+      }
+      await sftpCall((cb) => s.writeFile(`${tmp}/${MANIFEST}`, JSON.stringify(bundle.manifest, null, 2) + "\n", { mode: 0o600 }, (e) => cb(e)));
+    },
+    (s) => intactOver(s, final, bundle),
+    (e) => new DeployError("EDEPLOY", where, `uploading the agent to ${final} failed: ${e.message}`, `check that the SSH user may write to ${base}, or set agent.dir`),
+  );
 }
 
 /** `[ "$(sha256sum < FILE)" = "HASH  -" ]` as a shell test. */
@@ -141,26 +159,27 @@ function hashTest(file: string, sha: string): string {
 async function installRuntime(client: Client, where: string, rt: CachedRuntime, base: string, timeoutMs: number): Promise<void> {
   const final = `${base}/${runtimeFolderName(rt.arch)}`;
   const binary = `${final}/${RUNTIME_BINARY}`;
-  const s = await sftpOf(client, where);
-  try {
-    await placeFolder(
-      s,
-      base,
-      final,
-      async (tmp) => {
-        const gz = `${tmp}/${RUNTIME_BINARY}.gz`;
-        await sftpCall((cb) => s.fastPut(rt.gzPath, gz, { mode: 0o600 }, (e) => cb(e)));
-        const file = `${tmp}/${RUNTIME_BINARY}`;
-        const r = await exec(client, `gzip -dc ${q(gz)} > ${q(file)} && rm -f ${q(gz)} && chmod 500 ${q(file)} && ${hashTest(file, rt.spec.nodeSha256)}`, where, "unpacking the Node.js runtime", timeoutMs);
-        if (r.code !== 0) throw new Error(`unpacking it on the host failed (exit ${r.code}): ${r.stderr.trim().slice(0, 300) || "the unpacked binary does not match its sha256"}`);
-      },
-      async () => (await exec(client, hashTest(binary, rt.spec.nodeSha256), where, "checking the Node.js runtime", timeoutMs)).code === 0,
-    );
-  } catch (e) {
-    throw new DeployError("EDEPLOY", where, `installing the Node.js runtime ${rt.spec.pkg}@${rt.spec.version} into ${final} failed: ${(e as Error).message}`, `check that the SSH user may write to ${base} and that its file system allows running programs, or install Node.js >= ${MIN_NODE_MAJOR} on the host`);
-  } finally {
-    s.end();
-  }
+  await placeOverSftp(
+    client,
+    where,
+    base,
+    final,
+    async (s, tmp) => {
+      const gz = `${tmp}/${RUNTIME_BINARY}.gz`;
+      await sftpCall((cb) => s.fastPut(rt.gzPath, gz, { mode: 0o600 }, (e) => cb(e)));
+      const file = `${tmp}/${RUNTIME_BINARY}`;
+      const r = await exec(client, `gzip -dc ${q(gz)} > ${q(file)} && rm -f ${q(gz)} && chmod 500 ${q(file)} && ${hashTest(file, rt.spec.nodeSha256)}`, where, "unpacking the Node.js runtime", timeoutMs);
+      if (r.code !== 0) throw new Error(`unpacking it on the host failed (exit ${r.code}): ${r.stderr.trim().slice(0, 300) || "the unpacked binary does not match its sha256"}`);
+    },
+    async () => (await exec(client, hashTest(binary, rt.spec.nodeSha256), where, "checking the Node.js runtime", timeoutMs)).code === 0,
+    (e) =>
+      new DeployError(
+        "EDEPLOY",
+        where,
+        `installing the Node.js runtime ${rt.spec.pkg}@${rt.spec.version} into ${final} failed: ${e.message}`,
+        `check that the SSH user may write to ${base} and that its file system allows running programs, or install Node.js >= ${MIN_NODE_MAJOR} on the host`,
+      ),
+  );
 }
 
 function folderName(bundle: AgentBundle): string {

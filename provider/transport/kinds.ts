@@ -15,10 +15,6 @@ export interface TransportKind {
   where(): string;
 }
 
-function canonical(parts: unknown[]): string {
-  return JSON.stringify(parts);
-}
-
 function sshKind(conn: SshConnection): TransportKind {
   return {
     check() {
@@ -36,7 +32,7 @@ function sshKind(conn: SshConnection): TransportKind {
       }
       return undefined;
     },
-    machine: () => canonical([conn.host, conn.port ?? DEFAULT_SSH_PORT, conn.proxy ? [conn.proxy.host, conn.proxy.port ?? DEFAULT_SSH_PORT] : null]),
+    machine: () => JSON.stringify([conn.host, conn.port ?? DEFAULT_SSH_PORT, conn.proxy ? [conn.proxy.host, conn.proxy.port ?? DEFAULT_SSH_PORT] : null]),
     where: () => `ssh ${conn.user ?? DEFAULT_SSH_USER}@${conn.host}:${conn.port ?? DEFAULT_SSH_PORT}`,
   };
 }

@@ -1,8 +1,8 @@
 // The `lockmem` command as a user runs it: exit codes, --json, and signals to the CLI.
-import { repoRoot } from "../support/repo";
 import { ChildProcess, execFile, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
+import { repoRoot } from "../support/repo";
 import * as api from "../../src/api";
 import { startTarget, stopAllTargets, waitUntil, workDir } from "../support/target";
 import { isLockedVma, isTraced, kernelMappings, lockFingerprint, vmLckKb } from "../support/smaps";

@@ -2,10 +2,10 @@
 // holds no target; during a chunked lock it stops at the next session boundary, undoes what
 // it did (or keeps it with --keep-on-interrupt), prints exactly what is locked, and exits
 // 128+N. Checked against the kernel (VmLck, smaps), the journal folder and the target's state.
-import { repoRoot } from "../support/repo";
 import { ChildProcessWithoutNullStreams, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
+import { repoRoot } from "../support/repo";
 import { startTarget, stopAllTargets, Target, waitUntil, workDir } from "../support/target";
 import { isTraced, vmLckKb } from "../support/smaps";
 

@@ -1,10 +1,10 @@
 // Issue 15: what lockmem says must be what happened. Each test runs the CLI as a user
 // would and checks its text, its JSON and its exit code against the kernel's own view
 // (/proc/PID/status VmLck, smaps VmFlags lo).
-import { repoRoot } from "../support/repo";
 import { execFile, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
+import { repoRoot } from "../support/repo";
 import { startTarget, stopAllTargets, Target, waitUntil, workDir } from "../support/target";
 import { isLockedVma, kernelMappings, vmLckKb } from "../support/smaps";
 

@@ -2,11 +2,11 @@
 // installed at `path` (on an sshd test host, and on this machine), checks that it speaks
 // this package's protocol version, and refuses a wrong path or a wrong-version agent with
 // an error naming the host and the fix, having changed nothing.
-import { repoRoot } from "../support/repo";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
+import { repoRoot } from "../support/repo";
 import { LockedProcessMemory } from "../../provider";
 import { countChanges, withStack } from "../support/stack";
 import { SshFixture, startSshFixture } from "../support/sshd";

@@ -1,9 +1,9 @@
 // Shared by the LockedProcessMemory end-to-end tests: kernel-side assertions (read with the
 // independent /proc reader, never with the code under test) and the agent bundle check.
-import { repoRoot } from "../support/repo";
 import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
+import { repoRoot } from "../support/repo";
 import { isLockedVma, kernelMappings } from "../support/smaps";
 import { stopAllTargets } from "../support/target";
 

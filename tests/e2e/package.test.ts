@@ -6,12 +6,12 @@
 // tampered runtime is replaced, never run; with the package's addon folder removed remote
 // hosts still work and a local target fails with a clear error. `npm pack` rebuilds dist/
 // and prebuilds/ of this checkout from scratch (prepack): run it alone.
-import { repoRoot } from "../support/repo";
 import { execFileSync, spawnSync } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { repoRoot } from "../support/repo";
 import { NODE_RUNTIMES, runtimeFolderName } from "../../provider/agent/runtime";
 import { SshFixture, startSshFixture } from "../support/sshd";
 import { Target, startTarget, stopAllTargets } from "../support/target";

@@ -3,10 +3,10 @@
 // all are allowed. The filter can be suspended for lockmem's calls only, on explicit
 // opt-in (allowSeccompSuspend / --allow-seccomp-suspend). The kill filter is never
 // triggered: its target must survive everything below.
-import { repoRoot } from "../support/repo";
 import { execFile } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
+import { repoRoot } from "../support/repo";
 import * as api from "../../src/api";
 import { LockError } from "../../src/errors";
 import { startTarget, stopAllTargets, Target, workDir } from "../support/target";

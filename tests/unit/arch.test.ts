@@ -1,7 +1,7 @@
 // The one table of architectures (src/arch.ts): names, prebuild paths, what injects.
-import { repoRoot } from "../support/repo";
 import * as fs from "fs";
 import * as path from "path";
+import { repoRoot } from "../support/repo";
 import { ARCHES, SHIPPED_ARCHES, archFromUname, archOfPlatform, hostArch, platformName, prebuiltAddonPath } from "../../src/arch";
 import { hostSyscallArch, syscallsReturningEintrOnStop } from "../../src/proc/tasks";
 import { NODE_RUNTIMES } from "../../provider/agent/runtime";
