@@ -16,11 +16,16 @@ import { resultOf } from "../../provider/transport/types";
 import { PROTOCOL_VERSION } from "../../src/agent/protocol";
 import { HostReport, ProcessReport, ProcessResult } from "../../src/ops/types";
 import { bootGuest, buildGuest, Guest, GuestImage, GuestSuite } from "../support/guest";
-import { staticFixture } from "../support/guest-binaries";
+import * as path from "path";
+import { staticBinary, staticFixture } from "../support/guest-binaries";
 import { waitUntil } from "../support/target";
 
 jest.setTimeout(20 * 60_000);
 
+/** The kernel each suite's guest runs (major.minor); the image's own release is checked below. */
+function kernelOf(suite: GuestSuite): string {
+  return GUESTS.find((g) => g.suite === suite)!.linux;
+}
 const GUESTS: { suite: GuestSuite; linux: string }[] = [
   { suite: "bullseye", linux: "5.10" },
   { suite: "bookworm", linux: "6.1" },
@@ -33,7 +38,18 @@ const OP_TIMEOUT_MS = 180_000;
 const EINTR_PRONE = ["epoll_wait", "epoll_pwait", "io_uring_enter", "sigtimedwait", "semtimedop"];
 const RESTARTED = ["read", "nanosleep", "futex", "ppoll"];
 
-afterAll(closeAll);
+// Per kernel, the facts kernel-facts.c found: printed as one table at the end.
+const facts = new Map<string, Record<string, string>>();
+
+afterAll(async () => {
+  await closeAll();
+  if (facts.size === 0) return;
+  const names = [...new Set([...facts.values()].flatMap((f) => Object.keys(f)))];
+  const kernels = [...facts.keys()];
+  const rows = [["fact", ...kernels], ...names.map((n) => [n, ...kernels.map((k) => facts.get(k)?.[n] ?? "-")])];
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  console.log("kernel facts (tests/guest/kernel-facts.c):\n" + rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ")).join("\n"));
+});
 
 function kernelAtLeast(release: string, major: number, minor: number): boolean {
   const [a, b] = release.split(".").map(Number);
@@ -111,6 +127,31 @@ describe.each(GUESTS)("$suite/amd64 guest (Linux $linux)", ({ suite, linux }) =>
     expect((await guest.check("uname -r")).trim()).toBe(image.kernelRelease);
   });
 
+  test("the kernel facts lockmem relies on hold", async () => {
+    await guest.upload(staticBinary(path.join(__dirname, "kernel-facts.c"), "amd64"), "/tmp/kernel-facts");
+    const found = Object.fromEntries(
+      (await guest.check("/tmp/kernel-facts")).trim().split("\n").map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+    );
+    facts.set(image.kernelRelease, found);
+    expect(found).toMatchObject({
+      // Since 5.2: the real mask, so the journal holds the thread's own mask (native/session.cc).
+      getsigmask_in_ppoll: "real",
+      // x86_64's ppoll: how a thread blocked in a call is told (src/proc/tasks.ts).
+      task_syscall: "271",
+      seccomp_get_filter: "1",
+      suspend_seccomp: "ok",
+      mlock2_onfault: "ok",
+      // smaps names VM_LOCKONFAULT "lf" only since Linux 6.2 (before: "??"), and lockmem reads
+      // "lf" (src/select.ts isLockOnFault): see the on-fault test below.
+      onfault_flag: kernelAtLeast(image.kernelRelease, 6, 2) ? "lf" : "??",
+      mlockall_onfault: "ok",
+      status_missing: "",
+      smaps_missing: "",
+      // In lockmem's EINTR table; absent before 5.11, where no thread can block in it.
+      epoll_pwait2: kernelAtLeast(image.kernelRelease, 5, 11) ? "ok" : "ENOSYS",
+    });
+  });
+
   test("lock all mappings, status shows them locked; unlock, nothing locked", async () => {
     const w = await startGuestWaiters(guest, ["nanosleep"]);
     try {
@@ -129,6 +170,32 @@ describe.each(GUESTS)("$suite/amd64 guest (Linux $linux)", ({ suite, linux }) =>
       expect(after.processes[0].mappings.filter((m) => m.vmLocked)).toEqual([]);
       expect(await vmLckKb(w.pid)).toBe(0);
     } finally {
+      await w.stop();
+    }
+  });
+
+  // Known gap on 5.10 and 6.1 (kernel facts above): smaps prints VM_LOCKONFAULT as "??" before
+  // Linux 6.2, so lockmem reads an on-fault lock as a full one: the report says onFault:
+  // false, and a full lock afterwards is planned as "already locked as wanted" and never
+  // populates the pages. test.failing there until lockmem reads the flag another way
+  // (LOCKMEM_GUEST_ONFAULT_STRICT=1 runs it as a plain test everywhere, to see it fail).
+  const onFaultTest = (name: string, fn: () => Promise<void>): void => {
+    if (kernelAtLeast(kernelOf(suite), 6, 2) || process.env.LOCKMEM_GUEST_ONFAULT_STRICT === "1") test(name, fn);
+    else test.failing(name, fn);
+  };
+  onFaultTest("an on-fault lock reads as on-fault, and a full lock after it populates the mappings", async () => {
+    const w = await startGuestWaiters(guest, ["nanosleep"]);
+    try {
+      const target = { pid: w.pid };
+      await call<HostReport<ProcessResult>>("lock", { target, mappings: { all: true }, onFault: true });
+      const onFault = await call<HostReport<ProcessReport>>("status", { target });
+      expect(onFault.processes[0].mappings.filter((m) => m.vmLocked && m.onFault).length).toBeGreaterThan(0);
+      const full = await call<HostReport<ProcessResult>>("lock", { target, mappings: { all: true } });
+      expect(full.processes[0].action?.changedMappings).toBeGreaterThan(0);
+      const after = await call<HostReport<ProcessReport>>("status", { target });
+      expect(after.processes[0].mappings.filter((m) => m.onFault)).toEqual([]);
+    } finally {
+      await call<HostReport<ProcessResult>>("unlock", { target: { pid: w.pid }, mappings: { all: true } }).catch(() => undefined);
       await w.stop();
     }
   });
