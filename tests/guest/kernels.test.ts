@@ -101,6 +101,7 @@ describe.each(GUESTS)("$suite/amd64 guest (Linux $linux)", ({ suite, linux }) =>
     guest = await bootGuest(image);
     testsStarted = Date.now();
     await guest.upload(staticFixture("waiters", "amd64"), "/tmp/waiters");
+    await guest.upload(staticFixture("target", "amd64"), "/tmp/target");
     const deployed = await ensureAgent(guest.connection(), { timeoutMs: OP_TIMEOUT_MS });
     agent = new SshTransport(guest.connection(), { agentCommand: deployed.command, agentVersion: deployed.version, persistent: true });
   });
@@ -229,6 +230,41 @@ describe.each(GUESTS)("$suite/amd64 guest (Linux $linux)", ({ suite, linux }) =>
       expect((await guest.check(`cut -d' ' -f3 /proc/${w.pid}/stat`)).trim()).not.toBe("T");
     } finally {
       await w.stop();
+    }
+  });
+
+  test(`RT signals sent during ${CYCLES} lock/unlock cycles are all delivered (target in ppoll)`, async () => {
+    // As tests/safety/signals.test.ts: RT signals queue, so the target's own count must equal
+    // what was sent. Its main thread waits in ppoll with a temporary mask: where
+    // PTRACE_GETSIGMASK's answer changed in Linux 5.2 (kernel facts above).
+    const RT = 34 + 2; // glibc's SIGRTMIN + 2
+    const ready = await guest.check(`/tmp/target --daemonize --mode ppoll --control /tmp/target.ctl --count-signals ${RT} </dev/null`);
+    const pid = Number(/ready pid=(\d+)/.exec(ready)?.[1]);
+    expect(pid).toBeGreaterThan(0);
+    const counted = async (): Promise<number> => {
+      // The target's control socket, from the guest's Node (one JSON line back).
+      const js = 'const s=require("net").connect(process.argv[1]);let d="";s.on("data",(c)=>{d+=c;if(d.includes("\\n")){console.log(d.trim());s.destroy();}});s.write("stats\\n");';
+      const stats = JSON.parse(await guest.check(`node -e '${js}' /tmp/target.ctl`)) as { signals: Record<string, number> };
+      return stats.signals[String(RT)];
+    };
+    try {
+      await guest.check("rm -f /tmp/stop-signals");
+      // A sender in the guest, paced (busybox usleep) so that the queue never fills; it counts
+      // only the signals the kernel accepted, and prints the count when told to stop.
+      const sender = guest.run(`n=0; while [ ! -e /tmp/stop-signals ]; do kill -${RT} ${pid} 2>/dev/null && n=$((n+1)); usleep 2000; done; echo $n`, OP_TIMEOUT_MS);
+      for (let i = 0; i < CYCLES; i++) {
+        for (const op of ["lock", "unlock"] as const) {
+          const r = await call<HostReport<ProcessResult>>(op, { target: { pid } });
+          expect(r.processes[0].error).toBeUndefined();
+        }
+      }
+      await guest.check("touch /tmp/stop-signals");
+      const sent = Number((await sender).stdout.trim());
+      expect(sent).toBeGreaterThan(0);
+      await waitUntil(async () => (await counted()) === sent, `the target to count all ${sent} signals`, { timeoutMs: 60_000, intervalMs: 500 });
+      console.log(`${image.name}: ${sent} RT signals sent during ${2 * CYCLES} sessions, all delivered`);
+    } finally {
+      await guest.run(`kill -9 ${pid}; rm -f /tmp/target.ctl /tmp/stop-signals`);
     }
   });
 
