@@ -142,9 +142,21 @@ export function isLocked(mapping: Pick<Mapping, "vmFlags">): boolean {
   return mapping.vmFlags.includes("lo");
 }
 
-/** VmFlags `lf`: locked on fault only (VM_LOCKONFAULT); not-yet-touched pages stay out of RAM. */
+// smaps names VM_LOCKONFAULT (bit 19) `lf` only since Linux 6.2; before, it has no name and
+// shows as `??` (5.10 and 6.1 do, as tests/guest shows). The kernel prints the flags in bit
+// order and every bit from 14 to 18 has had a name all along, so a `??` that follows `lo`
+// (bit 13) with only those between is bit 19. Another unnamed bit elsewhere is not read as it.
+const NAMED_BITS_14_TO_18 = new Set(["io", "sr", "rr", "dc", "de"]);
+
+/** VmFlags `lf` (or its unnamed `??` before 6.2): locked on fault only (VM_LOCKONFAULT); not-yet-touched pages stay out of RAM. */
 export function isLockOnFault(mapping: Pick<Mapping, "vmFlags">): boolean {
-  return mapping.vmFlags.includes("lf");
+  const flags = mapping.vmFlags;
+  if (flags.includes("lf")) return true;
+  for (let i = flags.indexOf("lo") + 1; i > 0 && i < flags.length; i++) {
+    if (flags[i] === "??") return true;
+    if (!NAMED_BITS_14_TO_18.has(flags[i])) return false;
+  }
+  return false;
 }
 
 // mm/mlock.c (mlock_fixup) leaves VM_SPECIAL (io, de, pf, mm in VmFlags) and hugetlb (ht) VMAs

@@ -22,10 +22,6 @@ import { waitUntil } from "../support/target";
 
 jest.setTimeout(20 * 60_000);
 
-/** The kernel each suite's guest runs (major.minor); the image's own release is checked below. */
-function kernelOf(suite: GuestSuite): string {
-  return GUESTS.find((g) => g.suite === suite)!.linux;
-}
 const GUESTS: { suite: GuestSuite; linux: string }[] = [
   { suite: "bullseye", linux: "5.10" },
   { suite: "bookworm", linux: "6.1" },
@@ -175,16 +171,10 @@ describe.each(GUESTS)("$suite/amd64 guest (Linux $linux)", ({ suite, linux }) =>
     }
   });
 
-  // Known gap on 5.10 and 6.1 (kernel facts above): smaps prints VM_LOCKONFAULT as "??" before
-  // Linux 6.2, so lockmem reads an on-fault lock as a full one: the report says onFault:
-  // false, and a full lock afterwards is planned as "already locked as wanted" and never
-  // populates the pages. test.failing there until lockmem reads the flag another way
-  // (LOCKMEM_GUEST_ONFAULT_STRICT=1 runs it as a plain test everywhere, to see it fail).
-  const onFaultTest = (name: string, fn: () => Promise<void>): void => {
-    if (kernelAtLeast(kernelOf(suite), 6, 2) || process.env.LOCKMEM_GUEST_ONFAULT_STRICT === "1") test(name, fn);
-    else test.failing(name, fn);
-  };
-  onFaultTest("an on-fault lock reads as on-fault, and a full lock after it populates the mappings", async () => {
+  // smaps prints VM_LOCKONFAULT as "??" before Linux 6.2 (kernel facts above): lockmem read an
+  // on-fault lock as a full one there (the report said onFault: false, and a full lock after it
+  // was planned as "already locked as wanted") until src/select.ts read the "??" in its place.
+  test("an on-fault lock reads as on-fault, and a full lock after it populates the mappings", async () => {
     const w = await startGuestWaiters(guest, ["nanosleep"]);
     try {
       const target = { pid: w.pid };

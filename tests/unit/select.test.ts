@@ -101,6 +101,18 @@ test("isLocked and isLockOnFault read VmFlags", () => {
   expect(isLocked(mappings[0])).toBe(false);
 });
 
+test("isLockOnFault reads the unnamed `??` of kernels before 6.2 only in VM_LOCKONFAULT's place (bit 19, after lo and bits 14-18)", () => {
+  const flags = (vmFlags: string[]) => ({ vmFlags });
+  // As 5.10 and 6.1 print an mlock2(MLOCK_ONFAULT) mapping (tests/guest).
+  expect(isLockOnFault(flags(["rd", "wr", "mr", "mw", "me", "lo", "??", "ac", "sd"]))).toBe(true);
+  expect(isLockOnFault(flags(["rd", "wr", "mr", "mw", "me", "lo", "dc", "??", "ac"]))).toBe(true);
+  expect(isLockOnFault(flags(["rd", "wr", "mr", "mw", "me", "lo", "ac", "sd"]))).toBe(false);
+  // An unnamed bit elsewhere is not VM_LOCKONFAULT.
+  expect(isLockOnFault(flags(["rd", "wr", "mr", "mw", "me", "lo", "ac", "??"]))).toBe(false);
+  expect(isLockOnFault(flags(["rd", "??", "wr", "lo", "ac"]))).toBe(false);
+  expect(isLockOnFault(flags(["rd", "wr", "mr", "mw", "me", "??", "ac"]))).toBe(false);
+});
+
 test("allAccessible: every mapping the kernel can lock one by one; not combined with other criteria", () => {
   const { selected, notLockable } = selectMappings(mappings, { allAccessible: true });
   expect(selected.length).toBeGreaterThan(0);
