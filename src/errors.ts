@@ -22,6 +22,7 @@ export type LockErrorCode =
   | "EAMBIGUOUS" // the target spec matched several processes and match is "one"
   | "EUSAGE" // bad input
   | "EARCH" // unsupported architecture or target ABI
+  | "EKERNEL" // the kernel lacks a facility lockmem's promises rest on (kernel.ts)
   | "ETIMEDOUT"
   | "EPROTO" // agent protocol mismatch
   | "EINTR" // stopped early by a signal or a closed output (the report says what stays locked)

@@ -6,6 +6,7 @@ import { formatBytes } from "../format";
 import { explainPtraceDenied } from "../inject";
 import { deadSessions } from "../journal";
 import { native } from "../native";
+import { KERNELS_TESTED, minimumKernel, missingKernelFacilities } from "../kernel";
 import { Plan, planLock } from "../plan";
 import { hasCapIpcLock, readStatus } from "../proc/status";
 import { ProcessRef } from "../types";
@@ -28,7 +29,7 @@ export async function doctor(req: StatusRequest): Promise<HostReport<DoctorProce
 
 async function doctorOne(req: StatusRequest, ref: ProcessRef): Promise<DoctorProcess> {
   const snap = await snapshot(ref);
-  const checks: DoctorCheck[] = [await ptraceCheck(snap), architectureCheck(), await sessionCheck(ref.pid)];
+  const checks: DoctorCheck[] = [await ptraceCheck(snap), architectureCheck(), kernelCheck(), await sessionCheck(ref.pid)];
   checks.push(vdsoCheck(snap), seccompCheck(snap), capIpcLockCheck(snap));
   const lockPlan = planLock(facts(snap), effectiveSelection(req.mappings), {}, native().syscalls);
   checks.push({ check: "method", ok: true, detail: methodDetail(lockPlan) }, limitCheck(snap, lockPlan), await cgroupCheck(ref.pid, lockPlan));
@@ -48,6 +49,13 @@ function architectureCheck(): DoctorCheck {
   return arch && ARCHES[arch].injects
     ? { check: "architecture", ok: true, detail: ARCHES[arch].uname }
     : { check: "architecture", ok: false, detail: `${process.arch} is not supported yet`, hint: `lockmem injects on ${injectingArchNames()} only` };
+}
+
+function kernelCheck(): DoctorCheck {
+  const missing = missingKernelFacilities();
+  return missing.length === 0
+    ? { check: "kernel", ok: true, detail: `Linux ${os.release()} (lockmem needs ${minimumKernel()} or later; tested on ${KERNELS_TESTED})` }
+    : { check: "kernel", ok: false, detail: `Linux ${os.release()} lacks ${missing.join("; ")}`, hint: `lockmem needs Linux ${minimumKernel()} or later` };
 }
 
 async function sessionCheck(pid: number): Promise<DoctorCheck> {

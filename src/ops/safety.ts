@@ -1,14 +1,25 @@
 // Safety checks before any ptrace: targets lockmem must not touch (a zombie, strict seccomp,
 // another tracer) and locks the target's memory cgroup could not hold.
+import * as os from "os";
 import { cgroupHeadroom, readMemoryCgroup } from "../cgroup";
 import { LockError } from "../errors";
 import { formatBytes } from "../format";
+import { minimumKernel, missingKernelFacilities } from "../kernel";
 import { Plan } from "../plan";
 import { ProcessRef } from "../types";
 import { Snapshot } from "./snapshot";
 
 export function refuseUnsafeTarget(snap: Snapshot): void {
   const pid = snap.ref.pid;
+  const missing = missingKernelFacilities();
+  if (missing.length > 0) {
+    throw new LockError({
+      code: "EKERNEL",
+      pid,
+      message: `this kernel (${os.release()}) lacks what lockmem needs to leave process ${pid} as it was: ${missing.join("; ")}`,
+      hint: `run lockmem on Linux ${minimumKernel()} or later`,
+    });
+  }
   if (snap.status.state === "Z" || snap.status.state === "X") {
     throw new LockError({ code: "ESRCH", pid, message: `process ${pid} is a zombie: it has no memory to lock` });
   }

@@ -219,6 +219,7 @@ describe("refusals change nothing", () => {
     const checks = Object.fromEntries(doctor.processes[0].checks.map((c) => [c.check, c]));
     expect(checks["RLIMIT_MEMLOCK"].ok).toBe(false);
     expect(checks["CAP_IPC_LOCK"].detail).toMatch(/missing privilege "ipc_lock" \(euid = 65534\)/);
+    expect(checks["kernel"]).toMatchObject({ ok: true, detail: expect.stringMatching(/^Linux \S+ \(lockmem needs 4\.4 or later; tested on /) });
     expect(doctor.processes[0].ok).toBe(false);
     // Raising needs more than its hard limit allows: refused with the reason.
     await expectError(api.lock({ target: { pid: t.pid }, mappings: { kinds: ["anon"] }, raiseMemlockLimit: true }), "EPERM", /CAP_SYS_RESOURCE/);
