@@ -99,17 +99,7 @@ async function continueOnly({ header, files, regs, stayStopped }: Interrupted): 
   // Whatever the state reads now: our SIGSTOP may still be on its way (the group stop
   // completes after the kill), and the SIGCONT that follows also discards a pending one.
   if (!stayStopped) {
-    await native().runBatch({
-      pid: header.pid,
-      tid: header.tid,
-      vdsoStart: 0n,
-      vdsoEnd: 0n,
-      ops: [],
-      stopOnError: true,
-      stopProcess: true,
-      continueOnly: true,
-      eintrSyscalls: syscallsReturningEintrOnStop(),
-    });
+    await native().undoStop({ pid: header.pid, eintrSyscalls: syscallsReturningEintrOnStop() });
   }
   await removeJournal(files);
   const then = stayStopped ? `left the process stopped (${regs.wasStopped ? "as it was" : "someone else stopped it meanwhile"})` : "continued the process";
@@ -128,18 +118,16 @@ async function restoreRegisters({ header, files, regs, stayStopped }: Interrupte
     await removeJournal(files);
     return resultOf(header, "dropped", `the process is running (state ${settled}); its registers were left alone`);
   }
-  await native().runBatch({
+  await native().recover({
     pid: header.pid,
     tid: header.tid,
     ...(await vdsoRange(header.pid)),
     ops: journalOpsToSyscalls(header.ops),
-    stopOnError: true,
-    stopProcess: true,
     eintrSyscalls: syscallsReturningEintrOnStop(),
     journalPath: files.regs,
-    restoreRegs: savedRegs,
-    recoveredWasStopped: stayStopped,
-    ...(regs.sigmask !== undefined ? { restoreSigmask: regs.sigmask } : {}),
+    regs: savedRegs,
+    stayStopped,
+    ...(regs.sigmask !== undefined ? { sigmask: regs.sigmask } : {}),
   });
   await removeJournal(files);
   return resultOf(header, "restored", `registers put back, ${header.ops.length} call(s) completed, process ${regs.wasStopped ? "left stopped as it was" : regs.foreignStop ? "left stopped (someone else stopped it meanwhile)" : "continued"}`);
