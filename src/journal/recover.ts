@@ -87,7 +87,7 @@ async function recoverOne(dir: string, name: string): Promise<RecoveryResult | u
   await waitUntilUntraced(header.pid, 2000);
   await waitUntilStopTaken(header.pid, 2000);
   const run: Interrupted = { header, files, regs, stayStopped: regs.wasStopped || regs.foreignStop };
-  if (!regs.regs || regs.restored) return continueOnly(run);
+  if (!regs.regs || regs.restored) return undoStop(run);
   return restoreRegisters(run, regs.regs);
 }
 
@@ -95,7 +95,7 @@ async function recoverOne(dir: string, name: string): Promise<RecoveryResult | u
  * Registers never changed, or already back: only the stop may be ours to undo, and the
  * calls it interrupted (epoll_wait...) to re-issue before the process goes on.
  */
-async function continueOnly({ header, files, regs, stayStopped }: Interrupted): Promise<RecoveryResult> {
+async function undoStop({ header, files, regs, stayStopped }: Interrupted): Promise<RecoveryResult> {
   // Whatever the state reads now: our SIGSTOP may still be on its way (the group stop
   // completes after the kill), and the SIGCONT that follows also discards a pending one.
   if (!stayStopped) {
