@@ -4,8 +4,14 @@
       "target_name": "lockmem",
       "sources": [
         "native/addon.cc",
+        "native/addon_convert.cc",
+        "native/addon_errors.cc",
+        "native/addon_session.cc",
         "native/inject.cc",
         "native/session.cc",
+        "native/session_errors.cc",
+        "native/session_regs.cc",
+        "native/session_hold.cc",
         "native/session_stops.cc",
         "native/session_calls.cc",
         "native/session_restore.cc",
@@ -16,7 +22,9 @@
         "native/fault.cc",
         "native/procfs.cc",
         "native/stopsig.cc",
-        "native/waiters.cc"
+        "native/waiters.cc",
+        "native/group_stop.cc",
+        "native/undo_stop.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],

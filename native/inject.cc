@@ -34,7 +34,12 @@
 namespace lockmem {
 
 bool runBatch(const BatchSpec& spec, BatchOutcome* outcome, InjectError* error) {
-  detail::Session session(spec, outcome, error);
+  detail::Session session(spec, nullptr, outcome, error);
+  return session.run();
+}
+
+bool recoverSession(const BatchSpec& spec, const Recovery& recovery, BatchOutcome* outcome, InjectError* error) {
+  detail::Session session(spec, &recovery, outcome, error);
   return session.run();
 }
 

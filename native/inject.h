@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "stage.h"
+
 namespace lockmem {
 
 struct Syscall {
@@ -39,27 +41,16 @@ struct BatchSpec {
   // unless it was stopped before.
   bool stopProcess = false;
   // Where to journal (fsync) what a later run needs to put the target back; "" for none.
+  // Recovering, the journal of the run that died.
   std::string journalPath;
   // Evaluate the target's seccomp filters for every call first; refuse any call they
   // would not allow.
   bool checkSeccomp = false;
   // PTRACE_O_SUSPEND_SECCOMP: the filters do not apply to our calls (explicit opt-in).
   bool suspendSeccomp = false;
-  // Recovery of an interrupted session: put these registers back (raw register block
-  // from a journal) instead of the thread's current ones, and use this wasStopped.
   // Calls that return EINTR after a stop (signal(7)): with stopProcess, other threads
   // blocked in one are re-issued before the process is continued.
   std::vector<long> eintrSyscalls;
-  // Recovery of a run that died before or after the thread's registers were changed:
-  // no injection, only re-issue the calls our stop interrupted (every thread) and
-  // continue the process (unless someone else stopped it).
-  bool continueOnly = false;
-  bool haveRestoreRegs = false;
-  std::string restoreRegs;
-  bool recoveredWasStopped = false;
-  // Recovery: the thread's own signal mask, journaled by a run that blocked its signals.
-  bool haveRestoreSigmask = false;
-  uint64_t restoreSigmask = 0;
 };
 
 struct BatchOutcome {
@@ -80,11 +71,23 @@ struct BatchOutcome {
   bool journalRemoved = false;
 };
 
-// Where it failed and why. `stage` is one of attach, interrupt, getregs, inject,
-// restore, detach, arch.
+// What a run that died left in its journal (recoverSession()).
+struct Recovery {
+  // The raw register block it saved: put back instead of the thread's current registers.
+  std::string regs;
+  // Leave the process stopped afterwards: it was stopped before that run came, or someone
+  // else stopped it meanwhile.
+  bool stayStopped = false;
+  // The thread's own signal mask, when that run blocked its signals.
+  bool haveSigmask = false;
+  uint64_t sigmask = 0;
+};
+
+// Where it failed (stage.h) and why.
 struct InjectError {
+  bool failed = false;
   int err = 0;
-  std::string stage;
+  Stage stage = Stage::Attach;
   std::string message;
 };
 
@@ -92,5 +95,15 @@ struct InjectError {
 // left exactly as it was, or it has exited on its own). A call that fails inside the
 // target is not an InjectError: it is reported in its SyscallOutcome.
 bool runBatch(const BatchSpec& spec, BatchOutcome* outcome, InjectError* error);
+
+// Finishes a session whose run died while the thread may have held our registers: the
+// same sequence as runBatch(), with the journaled registers (and mask) put back instead of
+// the current ones. Same contract as runBatch().
+bool recoverSession(const BatchSpec& spec, const Recovery& recovery, BatchOutcome* outcome, InjectError* error);
+
+// Recovery of a run that died before or after the thread's registers were changed: no
+// thread is held; the calls that run's SIGSTOP turned into EINTR are re-issued (every
+// thread) and the process is continued. Returns how many calls were re-armed.
+int undoStop(pid_t pid, const std::vector<long>& eintrSyscalls);
 
 }  // namespace lockmem

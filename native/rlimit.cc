@@ -4,14 +4,6 @@
 
 namespace lockmem {
 
-bool getMemlockLimit(pid_t pid, MemlockLimit* out) {
-  struct rlimit cur;
-  if (prlimit(pid, RLIMIT_MEMLOCK, nullptr, &cur) != 0) return false;
-  out->soft = cur.rlim_cur;
-  out->hard = cur.rlim_max;
-  return true;
-}
-
 bool setMemlockLimit(pid_t pid, const MemlockLimit& limit, MemlockLimit* old) {
   struct rlimit next;
   next.rlim_cur = limit.soft;

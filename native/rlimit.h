@@ -10,9 +10,8 @@ struct MemlockLimit {
   uint64_t hard = 0;
 };
 
-// RLIMIT_MEMLOCK of another process (prlimit(2)); false with errno set on failure.
-bool getMemlockLimit(pid_t pid, MemlockLimit* out);
-// Sets it and returns the previous value in `old`.
+// Sets RLIMIT_MEMLOCK of another process (prlimit(2)) and returns the previous value in
+// `old`; false with errno set on failure.
 bool setMemlockLimit(pid_t pid, const MemlockLimit& limit, MemlockLimit* old);
 
 }  // namespace lockmem

@@ -37,96 +37,114 @@ bool readSeccompFilters(pid_t tid, SeccompFilters* out) {
 
 namespace {
 
+// The classic BPF machine while one filter runs.
+struct Bpf {
+  uint32_t a = 0;
+  uint32_t x = 0;
+  uint32_t mem[BPF_MEMWORDS] = {0};
+};
+
+// BPF_LD: false for a load seccomp does not accept.
+bool loadA(Bpf& m, uint16_t code, uint32_t k, const seccomp_data& data) {
+  if (code == (BPF_LD | BPF_W | BPF_ABS)) {
+    if (k > sizeof(data) - 4 || (k & 3) != 0) return false;
+    std::memcpy(&m.a, reinterpret_cast<const uint8_t*>(&data) + k, 4);
+  } else if (code == (BPF_LD | BPF_W | BPF_LEN)) {
+    m.a = sizeof(data);
+  } else if (code == (BPF_LD | BPF_IMM)) {
+    m.a = k;
+  } else if (code == (BPF_LD | BPF_MEM)) {
+    if (k >= BPF_MEMWORDS) return false;
+    m.a = m.mem[k];
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// BPF_LDX: false for a load seccomp does not accept.
+bool loadX(Bpf& m, uint16_t code, uint32_t k) {
+  if (code == (BPF_LDX | BPF_W | BPF_LEN)) {
+    m.x = sizeof(seccomp_data);
+  } else if (code == (BPF_LDX | BPF_IMM)) {
+    m.x = k;
+  } else if (code == (BPF_LDX | BPF_MEM)) {
+    if (k >= BPF_MEMWORDS) return false;
+    m.x = m.mem[k];
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// BPF_ALU: false for a division by zero or an unknown operation.
+bool alu(Bpf& m, uint16_t code, uint32_t k) {
+  uint32_t src = BPF_SRC(code) == BPF_X ? m.x : k;
+  uint32_t& a = m.a;
+  switch (BPF_OP(code)) {
+    case BPF_ADD: a += src; break;
+    case BPF_SUB: a -= src; break;
+    case BPF_MUL: a *= src; break;
+    case BPF_DIV: if (src == 0) return false; a /= src; break;
+    case BPF_MOD: if (src == 0) return false; a %= src; break;
+    case BPF_AND: a &= src; break;
+    case BPF_OR: a |= src; break;
+    case BPF_XOR: a ^= src; break;
+    case BPF_LSH: a = src >= 32 ? 0 : a << src; break;
+    case BPF_RSH: a = src >= 32 ? 0 : a >> src; break;
+    case BPF_NEG: a = 0u - a; break;
+    default: return false;
+  }
+  return true;
+}
+
+// BPF_JMP: moves `pc` (the loop adds the 1); false for an unknown comparison.
+bool jump(const Bpf& m, const sock_filter& ins, size_t* pc) {
+  if (BPF_OP(ins.code) == BPF_JA) {
+    *pc += ins.k;
+    return true;
+  }
+  uint32_t src = BPF_SRC(ins.code) == BPF_X ? m.x : ins.k;
+  bool taken;
+  switch (BPF_OP(ins.code)) {
+    case BPF_JEQ: taken = m.a == src; break;
+    case BPF_JGT: taken = m.a > src; break;
+    case BPF_JGE: taken = m.a >= src; break;
+    case BPF_JSET: taken = (m.a & src) != 0; break;
+    default: return false;
+  }
+  *pc += taken ? ins.jt : ins.jf;
+  return true;
+}
+
 // Classic BPF as seccomp accepts it (kernel/seccomp.c seccomp_check_filter): loads from
 // struct seccomp_data, ALU, jumps, returns. Anything else makes the filter "kill", which is
 // the conservative answer.
 uint32_t runFilter(const std::vector<sock_filter>& prog, const seccomp_data& data) {
-  uint32_t a = 0, x = 0, mem[BPF_MEMWORDS] = {0};
-  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(&data);
+  Bpf m;
   for (size_t pc = 0; pc < prog.size(); pc++) {
     const sock_filter& ins = prog[pc];
     uint16_t code = ins.code;
     uint32_t k = ins.k;
+    bool ok = true;
     switch (BPF_CLASS(code)) {
-      case BPF_LD:
-        if (code == (BPF_LD | BPF_W | BPF_ABS)) {
-          if (k > sizeof(data) - 4 || (k & 3) != 0) return SECCOMP_RET_KILL_PROCESS;
-          std::memcpy(&a, bytes + k, 4);
-        } else if (code == (BPF_LD | BPF_W | BPF_LEN)) {
-          a = sizeof(data);
-        } else if (code == (BPF_LD | BPF_IMM)) {
-          a = k;
-        } else if (code == (BPF_LD | BPF_MEM)) {
-          if (k >= BPF_MEMWORDS) return SECCOMP_RET_KILL_PROCESS;
-          a = mem[k];
-        } else {
-          return SECCOMP_RET_KILL_PROCESS;
-        }
-        break;
-      case BPF_LDX:
-        if (code == (BPF_LDX | BPF_W | BPF_LEN)) {
-          x = sizeof(data);
-        } else if (code == (BPF_LDX | BPF_IMM)) {
-          x = k;
-        } else if (code == (BPF_LDX | BPF_MEM)) {
-          if (k >= BPF_MEMWORDS) return SECCOMP_RET_KILL_PROCESS;
-          x = mem[k];
-        } else {
-          return SECCOMP_RET_KILL_PROCESS;
-        }
-        break;
+      case BPF_LD: ok = loadA(m, code, k, data); break;
+      case BPF_LDX: ok = loadX(m, code, k); break;
       case BPF_ST:
-        if (k >= BPF_MEMWORDS) return SECCOMP_RET_KILL_PROCESS;
-        mem[k] = a;
-        break;
       case BPF_STX:
-        if (k >= BPF_MEMWORDS) return SECCOMP_RET_KILL_PROCESS;
-        mem[k] = x;
+        ok = k < BPF_MEMWORDS;
+        if (ok) m.mem[k] = BPF_CLASS(code) == BPF_ST ? m.a : m.x;
         break;
-      case BPF_ALU: {
-        uint32_t src = BPF_SRC(code) == BPF_X ? x : k;
-        switch (BPF_OP(code)) {
-          case BPF_ADD: a += src; break;
-          case BPF_SUB: a -= src; break;
-          case BPF_MUL: a *= src; break;
-          case BPF_DIV: if (src == 0) return SECCOMP_RET_KILL_PROCESS; a /= src; break;
-          case BPF_MOD: if (src == 0) return SECCOMP_RET_KILL_PROCESS; a %= src; break;
-          case BPF_AND: a &= src; break;
-          case BPF_OR: a |= src; break;
-          case BPF_XOR: a ^= src; break;
-          case BPF_LSH: a = src >= 32 ? 0 : a << src; break;
-          case BPF_RSH: a = src >= 32 ? 0 : a >> src; break;
-          case BPF_NEG: a = 0u - a; break;
-          default: return SECCOMP_RET_KILL_PROCESS;
-        }
-        break;
-      }
-      case BPF_JMP: {
-        if (BPF_OP(code) == BPF_JA) {
-          pc += k;
-          break;
-        }
-        uint32_t src = BPF_SRC(code) == BPF_X ? x : k;
-        bool taken;
-        switch (BPF_OP(code)) {
-          case BPF_JEQ: taken = a == src; break;
-          case BPF_JGT: taken = a > src; break;
-          case BPF_JGE: taken = a >= src; break;
-          case BPF_JSET: taken = (a & src) != 0; break;
-          default: return SECCOMP_RET_KILL_PROCESS;
-        }
-        pc += taken ? ins.jt : ins.jf;
-        break;
-      }
-      case BPF_RET:
-        return BPF_RVAL(code) == BPF_A ? a : k;
+      case BPF_ALU: ok = alu(m, code, k); break;
+      case BPF_JMP: ok = jump(m, ins, &pc); break;
+      case BPF_RET: return BPF_RVAL(code) == BPF_A ? m.a : k;
       case BPF_MISC:
-        if (BPF_MISCOP(code) == BPF_TAX) x = a;
-        else a = x;
+        if (BPF_MISCOP(code) == BPF_TAX) m.x = m.a;
+        else m.a = m.x;
         break;
-      default:
-        return SECCOMP_RET_KILL_PROCESS;
+      default: ok = false;
     }
+    if (!ok) return SECCOMP_RET_KILL_PROCESS;
   }
   return SECCOMP_RET_KILL_PROCESS;  // fell off the end: the kernel rejects such filters
 }

@@ -11,9 +11,7 @@ namespace detail {
 // returned EINTR only because we stopped the thread.
 arch::Regs Session::finalRegisters() {
   procfs::SignalState st = readSignalState();
-  // While we block its signals, what counts is the thread's own mask.
-  uint64_t blocked = signalsBlocked_ ? ownMask_ : st.blocked;
-  if (eintrOnlyFromOurStop(spec_.pid, saved_, st, blocked)) {
+  if (eintrOnlyFromOurStop(spec_.pid, saved_, st, blockedSignals(st))) {
     out_->rearmed = true;
     return arch::rearmSyscall(saved_);
   }
@@ -27,12 +25,11 @@ bool Session::signalInterrupts(int sig) {
   return !st.known || (sigbit(sig) & (st.caught | kStopSignals)) != 0;
 }
 
-bool Session::finish() { return restoreAndDetach(); }
-
-// Puts the thread's registers back (re-issuing an EINTR'd call if we caused it) and
-// detaches, from whichever stop the thread is in.
+// Saved/Blocked -> Restored -> Detached: puts the thread's registers back (re-issuing an
+// EINTR'd call if we caused it) and detaches, from whichever stop the thread is in. Before
+// Saved nothing of the thread changed: only the detach.
 bool Session::restoreAndDetach() {
-  if (!haveSaved_) return detach();
+  if (!registersSaved()) return detach();
   if (where_ == Where::SyscallEntry && !leaveSyscallEntry()) return false;
   arch::Regs final = finalRegisters();
   bool needsKernelRestart =
@@ -47,14 +44,15 @@ bool Session::restoreAndDetach() {
     final = arch::restartSyscall(final);
     needsKernelRestart = false;
   }
-  if (!setRegs(final, "restore")) return false;
+  if (!setRegs(final, Stage::Restore)) return false;
   if (!restoreSignalMask()) return false;
+  phase_ = Phase::Restored;
   if (needsKernelRestart) {
     // A handled signal may turn the restart into EINTR (SA_RESTART or not): the kernel
     // decides, on the thread's own registers.
-    if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return failErrno("restore", "PTRACE_INTERRUPT");
-    if (!resume(PTRACE_CONT, 0, "restore")) return false;
-    if (!waitForSignalPathStop("restore")) return false;
+    if (ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0) return failErrno(Stage::Restore, "PTRACE_INTERRUPT");
+    if (!resume(PTRACE_CONT, 0, Stage::Restore)) return false;
+    if (!waitForSignalPathStop(Stage::Restore)) return false;
   }
   return detach();
 }
@@ -62,24 +60,26 @@ bool Session::restoreAndDetach() {
 // A signal the thread catches is pending (and not blocked by its own mask).
 bool Session::caughtSignalPending() {
   procfs::SignalState st = readSignalState();
-  uint64_t blocked = signalsBlocked_ ? ownMask_ : st.blocked;
-  return !st.known || (st.pending & ~blocked & st.caught) != 0;
+  return !st.known || (st.pending & ~blockedSignals(st) & st.caught) != 0;
 }
 
 bool Session::detach() {
   // Checked while we still hold the thread: once detached it may dequeue a pending
   // foreign SIGSTOP itself, and then nothing would show it any more. The same read
   // counts the signals our mask kept pending (one /proc read per session, not two).
-  bool checkForeign = spec_.stopProcess && (ownStopSeen_ || groupStopped_);
-  if (checkForeign || signalsWereBlocked_) {
+  bool checkForeign = spec_.stopProcess && (facts_.ownStopSeen || facts_.groupStopped);
+  // Our mask was on the thread (Blocked, now Restored): count what it kept pending.
+  bool signalsWereBlocked = ownMask_.has_value();
+  if (checkForeign || signalsWereBlocked) {
     procfs::SignalState st = readSignalState();
     if (checkForeign && st.known && (st.pending & kStopSignals) != 0) noteForeignStop();
-    if (signalsWereBlocked_ && st.known) out_->signalsDeferred = __builtin_popcountll(st.pending & ~ownMask_ & ~kStopSignals);
+    if (signalsWereBlocked && st.known) out_->signalsDeferred = __builtin_popcountll(st.pending & ~*ownMask_ & ~kStopSignals);
   }
-  if (ptrace(PTRACE_DETACH, tid_, nullptr, nullptr) != 0) return failErrno("detach", "PTRACE_DETACH");
+  if (ptrace(PTRACE_DETACH, tid_, nullptr, nullptr) != 0) return failErrno(Stage::Detach, "PTRACE_DETACH");
   out_->pauseNs = pauseStart_ ? nowNs() - pauseStart_ : 0;
-  where_ = Where::NotAttached;
-  if (haveSaved_ && (journalWritten_ || spec_.haveRestoreRegs)) journal_.markRestored();
+  bool restored = phase_ == Phase::Restored;
+  phase_ = Phase::Detached;
+  if (restored && journalOwned()) journal_.markRestored();
   return true;
 }
 
@@ -88,12 +88,12 @@ bool Session::detach() {
 // on to the exit stop first.
 bool Session::leaveSyscallEntry() {
   arch::Regs regs;
-  if (!arch::getRegs(tid_, &regs)) return failErrno("restore", "PTRACE_GETREGS");
-  if (!setRegs(arch::cancelSyscall(regs), "restore")) return false;
-  if (!resume(PTRACE_SYSCALL, 0, "restore")) return false;
+  if (!arch::getRegs(tid_, &regs)) return failErrno(Stage::Restore, "PTRACE_GETREGS");
+  if (!setRegs(arch::cancelSyscall(regs), Stage::Restore)) return false;
+  if (!resume(PTRACE_SYSCALL, 0, Stage::Restore)) return false;
   Stop stop;
   if (!waitStop(&stop)) return false;
-  if (stop.kind == StopKind::Exited) return failGone("restore");
+  if (stop.kind == StopKind::Exited) return failGone(Stage::Restore);
   where_ = Where::SyscallExit;
   return true;
 }

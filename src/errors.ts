@@ -79,3 +79,47 @@ export class LockError extends Error {
 export function usageError(field: string, message: string, hint?: string): LockError {
   return new LockError({ code: "EUSAGE", field, message: `${field}: ${message}`, hint });
 }
+
+/**
+ * Where in the addon a NativeError happened: native/stage.h lists the same strings in the
+ * same order (tests/unit/native-stages.test.ts keeps the two in step).
+ */
+export const NATIVE_STAGES = ["attach", "interrupt", "wait", "getregs", "arch", "journal", "seccomp", "inject", "restore", "detach", "prlimit", "flock"] as const;
+export type NativeStage = (typeof NATIVE_STAGES)[number];
+
+/** What the addon hands to NativeError's constructor (native/addon_errors.cc). */
+export interface NativeErrorInit {
+  message: string;
+  errno: number;
+  stage: NativeStage;
+  pid: number;
+  tid: number;
+  /** A session's failure: false when the target may still hold injected state (the journal stays for recovery). */
+  journalRemoved?: boolean;
+}
+
+/**
+ * A failure of the native addon, before it is explained (src/inject.ts toLockError turns it
+ * into a LockError). The addon constructs it itself: src/native.ts hands this class over at
+ * load (better-sqlite3's pattern), so `instanceof NativeError` holds even where the addon
+ * was loaded by another realm (jest's module registry). `code` is the errno's name.
+ */
+export class NativeError extends Error {
+  readonly code: string;
+  readonly errno: number;
+  readonly stage: NativeStage;
+  readonly pid: number;
+  readonly tid: number;
+  readonly journalRemoved?: boolean;
+
+  constructor(init: NativeErrorInit) {
+    super(init.message);
+    this.name = "NativeError";
+    this.code = errnoName(init.errno);
+    this.errno = init.errno;
+    this.stage = init.stage;
+    this.pid = init.pid;
+    this.tid = init.tid;
+    this.journalRemoved = init.journalRemoved;
+  }
+}

@@ -1,7 +1,7 @@
-// Runs a planned batch in the target through the addon and turns native failures into
-// LockErrors that say what happened and what to do.
+// Runs a planned batch in the target through the addon and turns native failures
+// (NativeError, src/errors.ts) into LockErrors that say what happened and what to do.
 import { promises as fs } from "fs";
-import { LockError } from "./errors";
+import { LockError, NativeError } from "./errors";
 import { ensureGuardian } from "./guardian";
 import { journalFiles, removeJournal, writeJournalHeader } from "./journal";
 import { BatchReply, native, SyscallOp } from "./native";
@@ -14,20 +14,6 @@ import { Mapping } from "./types";
 export interface InjectionResult {
   reply: BatchReply;
   thread: InjectionChoice;
-}
-
-interface NativeFailure {
-  message: string;
-  code: string;
-  errno: number;
-  stage: string;
-  journalRemoved?: boolean;
-}
-
-// Duck-typed: errors made by the addon belong to the main realm, so `instanceof Error`
-// fails for them inside a vm context (jest).
-function isNativeFailure(err: unknown): err is NativeFailure {
-  return typeof err === "object" && err !== null && typeof (err as Partial<NativeFailure>).stage === "string";
 }
 
 async function readYamaScope(): Promise<number | undefined> {
@@ -124,7 +110,7 @@ export async function toLockError(err: unknown, pid: number, startTime?: string)
     const mayBeExit = !["ESRCH", "ENOTARGET", "EUSAGE", "EAMBIGUOUS", "EBUSY"].includes(err.code);
     return mayBeExit && (await hasExited(pid, startTime)) ? exitedError(pid, err.stage, err.errno) : err;
   }
-  if (!isNativeFailure(err)) {
+  if (!(err instanceof NativeError)) {
     return new LockError({ code: "EINTERNAL", pid, message: err instanceof Error ? err.message : String(err) });
   }
   // A target that exits mid-session fails ptrace in many ways (ESRCH, EPERM at attach, a
@@ -248,14 +234,15 @@ export async function runInTarget(pid: number, mappings: Mapping[], ops: Syscall
       return { reply, thread };
     } catch (err) {
       // Keep the journal only when the target may still hold our state.
-      if (!(isNativeFailure(err) && err.journalRemoved === false)) await removeJournal(files);
+      const failure = err instanceof NativeError ? err : undefined;
+      if (failure?.journalRemoved !== false) await removeJournal(files);
       // The chosen thread may have exited between the choice and the attach: choose again.
-      const threadGone = isNativeFailure(err) && err.code === "ESRCH" && err.stage === "attach" && thread.tid !== pid;
+      const threadGone = failure?.code === "ESRCH" && failure.stage === "attach" && thread.tid !== pid;
       if (threadGone && attempt < 3) continue;
       // Someone's SIGCONT discarded our SIGSTOP before it was taken (the session gave up
       // without touching anything rather than inject without the hold): a new session
       // sends a new one.
-      const holdRefused = isNativeFailure(err) && err.code === "EAGAIN" && err.stage === "interrupt" && err.journalRemoved !== false;
+      const holdRefused = failure?.code === "EAGAIN" && failure.stage === "interrupt" && failure.journalRemoved !== false;
       if (holdRefused && attempt < 3) continue;
       throw await toLockError(err, pid, opts.startTime);
     }

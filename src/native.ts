@@ -3,7 +3,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { SHIPPED_ARCHES, platformName } from "./arch";
-import { LockError } from "./errors";
+import { LockError, NativeError, NativeErrorInit } from "./errors";
 
 /** One system call to run inside the target, with up to six arguments. */
 export interface SyscallSpec {
@@ -16,7 +16,8 @@ export interface SyscallOp extends SyscallSpec {
   undo?: SyscallSpec;
 }
 
-export interface BatchRequest {
+/** What every session needs: the target, where to find a syscall instruction, the calls. */
+export interface SessionRequest {
   pid: number;
   /** The thread that executes the calls; mlock acts on the whole address space, so any thread will do. */
   tid: number;
@@ -24,6 +25,12 @@ export interface BatchRequest {
   vdsoStart: bigint;
   vdsoEnd: bigint;
   ops: SyscallOp[];
+  /** Calls that return EINTR after a stop: other threads blocked in one are re-issued. */
+  eintrSyscalls?: number[];
+}
+
+/** runBatch(): one crash-safe session. */
+export interface BatchRequest extends SessionRequest {
   /** Stop at the first failing call and run the `undo` of every earlier call, newest first. */
   stopOnError: boolean;
   /**
@@ -38,18 +45,32 @@ export interface BatchRequest {
   checkSeccomp?: boolean;
   /** PTRACE_O_SUSPEND_SECCOMP: explicit opt-in to bypass the filters for our calls. */
   suspendSeccomp?: boolean;
-  /** Calls that return EINTR after a stop: other threads blocked in one are re-issued. */
+}
+
+/**
+ * recover(): finishes the session of a run that died while our registers may still be in
+ * the thread: the same session as runBatch() (held in a group stop, stopping at the first
+ * failing call), with the journaled registers put back instead of the current ones.
+ */
+export interface RecoverRequest extends SessionRequest {
+  /** The journal of the run that died (its .regs file): marked as the session goes, removed at the end. */
+  journalPath: string;
+  /** The register block it journaled. */
+  regs: Buffer;
+  /** Leave the process stopped: it was stopped before that run, or someone else stopped it meanwhile. */
+  stayStopped: boolean;
+  /** The thread's own signal mask, journaled by a run that blocked its signals. */
+  sigmask?: bigint;
+}
+
+/**
+ * undoStop(): a run died with no register of ours in the target (before any changed, or
+ * after they were back): re-issue the calls its stop interrupted, in every thread, then
+ * continue the process.
+ */
+export interface UndoStopRequest {
+  pid: number;
   eintrSyscalls?: number[];
-  /**
-   * Recovery when no register of ours is in the thread any more: re-issue the calls our
-   * stop interrupted, in every thread, then continue the process (ops are ignored).
-   */
-  continueOnly?: boolean;
-  /** Recovery: the journaled register block to put back instead of the current registers. */
-  restoreRegs?: Buffer;
-  recoveredWasStopped?: boolean;
-  /** Recovery: the thread's own signal mask, journaled by a run that blocked its signals. */
-  restoreSigmask?: bigint;
 }
 
 export interface SyscallResult {
@@ -82,17 +103,6 @@ export interface BatchReply {
   otherThreadsRearmed: number;
 }
 
-/** Errors thrown by the addon carry these fields. */
-export interface NativeErrorFields {
-  code: string; // errno name, e.g. "EPERM", "ESRCH"
-  errno: number;
-  stage: "attach" | "interrupt" | "getregs" | "inject" | "restore" | "detach" | "prlimit" | "arch" | "journal" | "seccomp" | "wait" | "flock";
-  pid: number;
-  tid: number;
-  /** False when the target may still hold injected state: the journal stays for recovery. */
-  journalRemoved?: boolean;
-}
-
 export interface Rlimit {
   /** RLIM_INFINITY is 2^64-1. */
   soft: bigint;
@@ -104,9 +114,12 @@ export interface NativeAddon {
   syscalls: { mlock2: number; munlock: number; mlockall: number; munlockall: number };
   /** Size of the raw register block in a journal. */
   regsSize: number;
+  /** The class every native failure is an instance of; handed over once, at load (bind()). */
+  setErrorClass(errorClass: new (init: NativeErrorInit) => NativeError): void;
   runBatch(req: BatchRequest): Promise<BatchReply>;
-  getMemlockLimit(pid: number): Rlimit;
-  /** Sets the target's RLIMIT_MEMLOCK and returns the previous value. */
+  recover(req: RecoverRequest): Promise<BatchReply>;
+  undoStop(req: UndoStopRequest): Promise<{ otherThreadsRearmed: number }>;
+  /** Sets the target's RLIMIT_MEMLOCK (prlimit) and returns the previous value. Reading it needs no addon (src/proc/limits.ts). */
   setMemlockLimit(pid: number, limit: Rlimit): Rlimit;
   /** flock(2) with LOCK_NB: true when taken, false when someone holds a conflicting lock. */
   tryFlock(fd: number, mode: "exclusive" | "shared" | "unlock"): boolean;
@@ -168,12 +181,19 @@ export function nativeUnavailable(): LockError | undefined {
 
 let cached: NativeAddon | undefined;
 
+/** Hands the addon its error class (native/addon_errors.h): every native failure is a NativeError. */
+function bind(addon: NativeAddon): NativeAddon {
+  addon.setErrorClass(NativeError);
+  cached = addon;
+  return addon;
+}
+
 /**
  * The agent bundle hands over the addon it loaded from the bytes its bootstrap hashed
  * (src/agent/verified-addon.ts): from then on that one is used, and no file is looked up.
  */
 export function useAddon(addon: NativeAddon): void {
-  cached = addon;
+  bind(addon);
 }
 
 /** Loads the addon on first use, so that pure-logic modules never need it. */
@@ -192,6 +212,5 @@ export function native(): NativeAddon {
   // node-gyp-build: build/Release in a checkout (`npm run build:native`), else the prebuilt
   // addon for this platform and arch under prebuilds/.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  cached = (require("node-gyp-build") as NodeGypBuild)(packageRoot()) as NativeAddon;
-  return cached;
+  return bind((require("node-gyp-build") as NodeGypBuild)(packageRoot()) as NativeAddon);
 }

@@ -87,7 +87,7 @@ async function recoverOne(dir: string, name: string): Promise<RecoveryResult | u
   await waitUntilUntraced(header.pid, 2000);
   await waitUntilStopTaken(header.pid, 2000);
   const run: Interrupted = { header, files, regs, stayStopped: regs.wasStopped || regs.foreignStop };
-  if (!regs.regs || regs.restored) return continueOnly(run);
+  if (!regs.regs || regs.restored) return undoStop(run);
   return restoreRegisters(run, regs.regs);
 }
 
@@ -95,21 +95,11 @@ async function recoverOne(dir: string, name: string): Promise<RecoveryResult | u
  * Registers never changed, or already back: only the stop may be ours to undo, and the
  * calls it interrupted (epoll_wait...) to re-issue before the process goes on.
  */
-async function continueOnly({ header, files, regs, stayStopped }: Interrupted): Promise<RecoveryResult> {
+async function undoStop({ header, files, regs, stayStopped }: Interrupted): Promise<RecoveryResult> {
   // Whatever the state reads now: our SIGSTOP may still be on its way (the group stop
   // completes after the kill), and the SIGCONT that follows also discards a pending one.
   if (!stayStopped) {
-    await native().runBatch({
-      pid: header.pid,
-      tid: header.tid,
-      vdsoStart: 0n,
-      vdsoEnd: 0n,
-      ops: [],
-      stopOnError: true,
-      stopProcess: true,
-      continueOnly: true,
-      eintrSyscalls: syscallsReturningEintrOnStop(),
-    });
+    await native().undoStop({ pid: header.pid, eintrSyscalls: syscallsReturningEintrOnStop() });
   }
   await removeJournal(files);
   const then = stayStopped ? `left the process stopped (${regs.wasStopped ? "as it was" : "someone else stopped it meanwhile"})` : "continued the process";
@@ -128,18 +118,16 @@ async function restoreRegisters({ header, files, regs, stayStopped }: Interrupte
     await removeJournal(files);
     return resultOf(header, "dropped", `the process is running (state ${settled}); its registers were left alone`);
   }
-  await native().runBatch({
+  await native().recover({
     pid: header.pid,
     tid: header.tid,
     ...(await vdsoRange(header.pid)),
     ops: journalOpsToSyscalls(header.ops),
-    stopOnError: true,
-    stopProcess: true,
     eintrSyscalls: syscallsReturningEintrOnStop(),
     journalPath: files.regs,
-    restoreRegs: savedRegs,
-    recoveredWasStopped: stayStopped,
-    ...(regs.sigmask !== undefined ? { restoreSigmask: regs.sigmask } : {}),
+    regs: savedRegs,
+    stayStopped,
+    ...(regs.sigmask !== undefined ? { sigmask: regs.sigmask } : {}),
   });
   await removeJournal(files);
   return resultOf(header, "restored", `registers put back, ${header.ops.length} call(s) completed, process ${regs.wasStopped ? "left stopped as it was" : regs.foreignStop ? "left stopped (someone else stopped it meanwhile)" : "continued"}`);

@@ -4,7 +4,7 @@
 import { ChildProcess, execFileSync, spawn } from "child_process";
 import * as fs from "fs";
 import * as api from "../../src/api";
-import { LockError } from "../../src/errors";
+import { ERRNO, LockError, NativeError } from "../../src/errors";
 import { runInTarget, toLockError } from "../../src/inject";
 import { native, SyscallOp } from "../../src/native";
 import { readMappings } from "../../src/proc/smaps";
@@ -63,7 +63,7 @@ test("a target that exited after its mappings were read: ESRCH, not 'ptrace deni
     const err = await refusal(runInTarget(z.pid, z.live, [noWork()], { startTime: "0", checkSeccomp: false }));
     expectExited(err, z.pid);
     // The same failure as the addon reports it, explained on its own.
-    const native_ = Object.assign(new Error("PTRACE_SEIZE: Operation not permitted"), { code: "EPERM", errno: 1, stage: "attach" });
+    const native_ = new NativeError({ message: "PTRACE_SEIZE: Operation not permitted", errno: ERRNO.EPERM, stage: "attach", pid: z.pid, tid: z.pid });
     expectExited(await toLockError(native_, z.pid), z.pid);
   } finally {
     z.parent.kill("SIGKILL");
@@ -82,7 +82,7 @@ test("a target whose smaps was read after it exited (empty): ESRCH, not 'no [vds
 
 test("a pid reused by a new process is 'exited' too, when the start time is known", async () => {
   const t = await startTarget({ mode: "idle" });
-  const denied = Object.assign(new Error("PTRACE_SEIZE: Operation not permitted"), { code: "EPERM", errno: 1, stage: "attach" });
+  const denied = new NativeError({ message: "PTRACE_SEIZE: Operation not permitted", errno: ERRNO.EPERM, stage: "attach", pid: t.pid, tid: t.pid });
   expectExited(await toLockError(denied, t.pid, "1"), t.pid);
   // The live process itself, same start time: the denial is explained as a denial.
   const live = await toLockError(denied, t.pid, t.startTime);

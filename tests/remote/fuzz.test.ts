@@ -381,10 +381,18 @@ describe("CLI flags and pid files, in-process", () => {
     // Nothing in the corpus may reach ptrace or prlimit: these stand-ins count any attempt.
     const addon = native();
     const touched: string[] = [];
-    const saved = { runBatch: addon.runBatch, setMemlockLimit: addon.setMemlockLimit };
+    const saved = { runBatch: addon.runBatch, recover: addon.recover, undoStop: addon.undoStop, setMemlockLimit: addon.setMemlockLimit };
     addon.runBatch = async () => {
       touched.push("runBatch");
       throw new Error("the fuzz corpus reached runBatch");
+    };
+    addon.recover = async () => {
+      touched.push("recover");
+      throw new Error("the fuzz corpus reached recover");
+    };
+    addon.undoStop = async () => {
+      touched.push("undoStop");
+      throw new Error("the fuzz corpus reached undoStop");
     };
     addon.setMemlockLimit = () => {
       touched.push("setMemlockLimit");
@@ -428,6 +436,8 @@ describe("CLI flags and pid files, in-process", () => {
       err.mockRestore();
       process.exitCode = undefined;
       addon.runBatch = saved.runBatch;
+      addon.recover = saved.recover;
+      addon.undoStop = saved.undoStop;
       addon.setMemlockLimit = saved.setMemlockLimit;
     }
     // eslint-disable-next-line no-console
