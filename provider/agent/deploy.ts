@@ -17,7 +17,7 @@ import { VersionResult } from "../../src/agent/protocol";
 import { archOfPlatform } from "../../src/arch";
 import { SshConnection, withSshClient } from "../transport/ssh";
 import { trace } from "../trace";
-import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER } from "../transport/ssh-settings";
+import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER } from "../transport/ssh/settings";
 import { TransportError } from "../transport/types";
 
 export const DEFAULT_AGENT_DIR = "~/.lockmem/agent";

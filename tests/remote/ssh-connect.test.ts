@@ -9,7 +9,7 @@ import { SshConnection, closeAll, pooledConnectionCount, sshTransport } from "..
 import { TransportError } from "../../provider/transport/types";
 import { MAX_AGENT_OUTPUT } from "../../provider/transport/agent-output";
 import { checkInputs } from "../../provider/impl/check";
-import { fingerprint, parseKeyLine } from "../../provider/transport/known-hosts";
+import { fingerprint, parseKeyLine } from "../../provider/transport/ssh/known-hosts";
 import { AgentBundle, buildAgentBundle } from "../support/agent-bundle";
 import { PASSWORD_USER, PLAIN_USER, SUDO_USER, SshFixture, startSshFixture } from "../support/sshd";
 import { Target, startTarget, stopAllTargets } from "../support/target";
