@@ -51,7 +51,7 @@ async function failure(p: Promise<unknown>): Promise<TransportError> {
 const lockReq = (pid: number) => ({ v: 1, op: "lock" as const, args: { target: { pid } } });
 
 beforeAll(async () => {
-  bundle = buildAgentBundle();
+  bundle = await buildAgentBundle();
   fx = await startSshFixture({ hosts: 3, firstOctet: 2, agentBinDir: bundle.binDir, agentWrapper: bundle.wrapper, passwordHosts: [2], debugHosts: [0] });
   target = await startTarget({ anonMb: 2 });
 });
