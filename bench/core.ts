@@ -13,17 +13,14 @@
 // for the stall-versus-size table (stall-size.ts) BENCH_SIZE_REPS (12), BENCH_SIZE_GDB_REPS
 // (3), BENCH_SIZE_MAPS (10000); BENCH_ONLY=size runs that table alone.
 import * as api from "../src/api";
-import { runInTarget } from "../src/inject";
-import { native, SyscallOp } from "../src/native";
 import { readMappings } from "../src/proc/smaps";
 import { pickInjectionThread, readThreads } from "../src/proc/tasks";
 import { startTarget, stopAllTargets, Target, TargetStats } from "../tests/support/target";
 import { envInt } from "./env";
 import { benchStallVersusSize } from "./stall-size";
-import { goalLine, hrUs, inProcess, max, measureStall, median, printTable, progress, Row, runGdb, sleep, us, waitForHeartbeatChoice } from "./measure";
+import { goalLine, hrUs, inProcess, max, measureStall, median, noWorkBatch, printTable, progress, ratio, row, Row, runGdb, sleep, us, waitForHeartbeatChoice } from "./measure";
 
 const ANON_MB = 256;
-const PAGE = 4096n;
 
 const GOAL_OVERHEAD_US = 100;
 const GOAL_LOCK_RATIO = 1.2;
@@ -56,70 +53,78 @@ interface LockScenario {
   gdbStall: number[];
 }
 
+/** The floor: the target's own heartbeat thread calls mlockall between two iterations. */
+async function floorRound(t: Target, floor: Row): Promise<void> {
+  const own = await measureStall(t, () => inProcess(t, "mlockall current"));
+  if (own.result.thread !== "main") throw new Error(`in-process mlockall ran on the ${own.result.thread} thread, not the heartbeat thread`);
+  expectLocked(await t.stats(), "in-process mlockall");
+  floor.stall.push(own.stallUs);
+  floor.kernel.push(own.result.ns / 1000);
+  floor.wall.push(own.wallUs);
+  await inProcess(t, "munlockall");
+  expectUnlocked(await t.stats(), "in-process munlockall");
+}
+
+/** `lockmem lock --all` and unlock again; its wall time (us). */
+async function lockmemRound(t: Target, lockmem: Row): Promise<number> {
+  const pid = t.pid;
+  // lockmem may pick the control thread when it is still running after answering
+  // us; that round says nothing about the heartbeat's stall, so it is run again.
+  for (let attempt = 0; ; attempt++) {
+    await waitForHeartbeatChoice(pid);
+    const remote = await measureStall(t, () => api.lock({ target: { pid }, mappings: { all: true } }));
+    const action = remote.result.processes[0].action;
+    if (!action || action.pauseUs === undefined) throw new Error("lockmem lock reported no pause");
+    if (action.thread?.tid !== pid) {
+      await lockmemUnlockAll(pid);
+      if (attempt < 5) continue;
+      throw new Error(`lockmem keeps injecting into another thread than the heartbeat: ${JSON.stringify(action.thread)}`);
+    }
+    expectLocked(await t.stats(), "lockmem lock");
+    lockmem.stall.push(remote.stallUs);
+    lockmem.pause.push(action.pauseUs);
+    lockmem.wall.push(remote.wallUs);
+    await lockmemUnlockAll(pid);
+    expectUnlocked(await t.stats(), "lockmem unlock");
+    return remote.wallUs;
+  }
+}
+
+async function gdbRound(t: Target, gdb: Row): Promise<void> {
+  const viaGdb = await measureStall(t, () => runGdb(t.pid, "(int)mlockall(3)"));
+  expectLocked(await t.stats(), "gdb mlockall");
+  gdb.stall.push(viaGdb.stallUs);
+  gdb.wall.push(viaGdb.wallUs);
+  await lockmemUnlockAll(t.pid);
+  expectUnlocked(await t.stats(), "unlock after gdb");
+}
+
 async function benchLargeLock(t: Target): Promise<LockScenario> {
   const scenario = `lock ${ANON_MB} MiB`;
-  const floor: Row = { scenario, method: "in-process mlockall(MCL_CURRENT)", stall: [], pause: [], kernel: [], wall: [] };
-  const lockmem: Row = { scenario, method: "lockmem lock --all", stall: [], pause: [], kernel: [], wall: [] };
-  const gdb: Row = { scenario, method: "gdb call mlockall(3)", stall: [], pause: [], kernel: [], wall: [] };
-  const idle: Row = { scenario, method: "idle window (noise)", stall: [], pause: [], kernel: [], wall: [] };
-  const pid = t.pid;
+  const floor = row(scenario, "in-process mlockall(MCL_CURRENT)");
+  const lockmem = row(scenario, "lockmem lock --all");
+  const gdb = row(scenario, "gdb call mlockall(3)");
+  const idle = row(scenario, "idle window (noise)");
 
   // One unrecorded round first: the first mlockall also faults in file pages and thread
   // stacks, which later rounds find resident.
   await inProcess(t, "mlockall current");
   await inProcess(t, "munlockall");
-  await api.lock({ target: { pid }, mappings: { all: true } });
-  await lockmemUnlockAll(pid);
+  await api.lock({ target: { pid: t.pid }, mappings: { all: true } });
+  await lockmemUnlockAll(t.pid);
 
   for (let i = 0; i < REPS; i++) {
     progress(`${scenario}: round ${i + 1}/${REPS}`);
-
     // The order of the methods rotates from round to round, so that neither a method's
     // position (what ran just before it) nor a slow drift of the machine's load favours one.
     let lockmemWallUs = 0;
     const methods: Array<() => Promise<void>> = [
+      () => floorRound(t, floor),
       async () => {
-        // The floor: the target's own heartbeat thread calls mlockall between two iterations.
-        const own = await measureStall(t, () => inProcess(t, "mlockall current"));
-        if (own.result.thread !== "main") throw new Error(`in-process mlockall ran on the ${own.result.thread} thread, not the heartbeat thread`);
-        expectLocked(await t.stats(), "in-process mlockall");
-        floor.stall.push(own.stallUs);
-        floor.kernel.push(own.result.ns / 1000);
-        floor.wall.push(own.wallUs);
-        await inProcess(t, "munlockall");
-        expectUnlocked(await t.stats(), "in-process munlockall");
+        lockmemWallUs = await lockmemRound(t, lockmem);
       },
       async () => {
-        // lockmem may pick the control thread when it is still running after answering
-        // us; that round says nothing about the heartbeat's stall, so it is run again.
-        for (let attempt = 0; ; attempt++) {
-          await waitForHeartbeatChoice(pid);
-          const remote = await measureStall(t, () => api.lock({ target: { pid }, mappings: { all: true } }));
-          const action = remote.result.processes[0].action;
-          if (!action || action.pauseUs === undefined) throw new Error("lockmem lock reported no pause");
-          if (action.thread?.tid !== pid) {
-            await lockmemUnlockAll(pid);
-            if (attempt < 5) continue;
-            throw new Error(`lockmem keeps injecting into another thread than the heartbeat: ${JSON.stringify(action.thread)}`);
-          }
-          expectLocked(await t.stats(), "lockmem lock");
-          lockmem.stall.push(remote.stallUs);
-          lockmem.pause.push(action.pauseUs);
-          lockmem.wall.push(remote.wallUs);
-          lockmemWallUs = remote.wallUs;
-          break;
-        }
-        await lockmemUnlockAll(pid);
-        expectUnlocked(await t.stats(), "lockmem unlock");
-      },
-      async () => {
-        if (i >= GDB_REPS) return;
-        const viaGdb = await measureStall(t, () => runGdb(pid, "(int)mlockall(3)"));
-        expectLocked(await t.stats(), "gdb mlockall");
-        gdb.stall.push(viaGdb.stallUs);
-        gdb.wall.push(viaGdb.wallUs);
-        await lockmemUnlockAll(pid);
-        expectUnlocked(await t.stats(), "unlock after gdb");
+        if (i < GDB_REPS) await gdbRound(t, gdb);
       },
     ];
     for (let k = 0; k < methods.length; k++) await methods[(i + k) % methods.length]();
@@ -145,24 +150,14 @@ interface SmallScenario {
 async function benchSmallBatch(t: Target): Promise<SmallScenario> {
   const scenario = "1 page mlock2+munlock";
   const pid = t.pid;
-  const stats = await t.stats();
-  const anon = stats.mappings.find((m) => m.kind === "anon");
-  if (!anon) throw new Error("the target reports no anon mapping");
-  const page = BigInt(anon.start);
-  const nr = native().syscalls;
-  // mlock2 of one page that is already resident, then munlock of it: both calls only
-  // flip VMA flags, so nearly all of the pause is injection overhead.
-  const ops: SyscallOp[] = [
-    { nr: nr.mlock2, args: [page, PAGE, 0n] },
-    { nr: nr.munlock, args: [page, PAGE] },
-  ];
-  const mappings = await readMappings(pid);
+  const batch = await noWorkBatch(t);
+  const { page } = batch;
 
-  const inject: Row = { scenario, method: "lockmem session (group stop+journal)", stall: [], pause: [], kernel: [], wall: [] };
-  const overheadRow: Row = { scenario, method: "  overhead = stall|pause - kernel", stall: [], pause: [], kernel: [], wall: [] };
-  const floor: Row = { scenario, method: "in-process (control thread)", stall: [], pause: [], kernel: [], wall: [] };
-  const idle: Row = { scenario, method: "idle window (noise)", stall: [], pause: [], kernel: [], wall: [] };
-  const gdb: Row = { scenario, method: "gdb call munlock(page)", stall: [], pause: [], kernel: [], wall: [] };
+  const inject = row(scenario, "lockmem session (group stop+journal)");
+  const overheadRow = row(scenario, "  overhead = stall|pause - kernel");
+  const floor = row(scenario, "in-process (control thread)");
+  const idle = row(scenario, "idle window (noise)");
+  const gdb = row(scenario, "gdb call munlock(page)");
   const hex = `0x${page.toString(16)}`;
 
   for (let i = 0; i < SMALL_REPS; i++) {
@@ -170,10 +165,8 @@ async function benchSmallBatch(t: Target): Promise<SmallScenario> {
     // The production path (api.lock's runInTarget): crash journal, whole-process group
     // stop, thread chosen from /proc, one batch; once the heartbeat thread is the choice.
     await waitForHeartbeatChoice(pid);
-    const run = await measureStall(t, () => runInTarget(pid, mappings, ops, { startTime: t.startTime, checkSeccomp: false }));
+    const run = await measureStall(t, () => batch.run());
     const reply = run.result.reply;
-    const failed = reply.results.find((r) => r.errno !== 0);
-    if (failed || reply.results.length !== ops.length) throw new Error(`injected batch failed: ${JSON.stringify(reply, (_k, v) => (typeof v === "bigint" ? v.toString() : v))}`);
     const kernelUs = reply.results.reduce((a, r) => a + r.ns, 0) / 1000;
     inject.stall.push(run.stallUs);
     inject.pause.push(reply.pauseNs / 1000);
@@ -206,8 +199,8 @@ async function benchSmallBatch(t: Target): Promise<SmallScenario> {
 /** Wall time of the /proc reads lockmem does around the pause, to set against the pause itself. */
 async function phaseTimes(pid: number): Promise<Row[]> {
   const scenario = "lockmem phases";
-  const smaps: Row = { scenario, method: "readMappings (smaps)", stall: [], pause: [], kernel: [], wall: [] };
-  const tasks: Row = { scenario, method: "readThreads + pick", stall: [], pause: [], kernel: [], wall: [] };
+  const smaps = row(scenario, "readMappings (smaps)");
+  const tasks = row(scenario, "readThreads + pick");
   for (let i = 0; i < 10; i++) {
     let t0 = process.hrtime.bigint();
     await readMappings(pid);
@@ -220,10 +213,6 @@ async function phaseTimes(pid: number): Promise<Row[]> {
 }
 
 // ---------------------------------------------------------------- main
-
-function ratio(a: number, b: number): number {
-  return b > 0 ? a / b : NaN;
-}
 
 async function main(): Promise<void> {
   if (process.env.BENCH_ONLY === "size") return benchStallVersusSize();

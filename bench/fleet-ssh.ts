@@ -25,7 +25,7 @@ function quantile(xs: number[], q: number): number {
 }
 
 async function main(): Promise<void> {
-  const bundle = buildAgentBundle();
+  const bundle = await buildAgentBundle();
   const fx = await startSshFixture({ hosts: HOSTS, firstOctet: 40, agentBinDir: bundle.binDir, agentWrapper: bundle.wrapper });
   try {
     const targets = await Promise.all(Array.from({ length: HOSTS }, () => startTarget({ anonMb: 4 })));

@@ -24,6 +24,7 @@ import { Target, startTarget, stopAllTargets } from "../tests/support/target";
 import { packageRoot } from "../provider/agent/bundle";
 import { trace } from "../provider/trace";
 import { envInt } from "./env";
+import { median } from "./measure";
 
 
 const HOSTS = envInt("BENCH_HOSTS", 10);
@@ -219,9 +220,51 @@ async function oneApproach(approach: Approach, fleet: Fleet, workDir: string): P
   );
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+type Results = Record<Approach, { ms: Record<Phase, number>[]; cli: Record<Phase, number>[]; stalls: number[] }>;
+
+/** Every approach, ROUNDS times, alternating their order from round to round. */
+async function measureRounds(fleet: Fleet, workDir: string): Promise<Results> {
+  const results: Results = {
+    lockmem: { ms: [], cli: [], stalls: [] },
+    gdb: { ms: [], cli: [], stalls: [] },
+    engine: { ms: [], cli: [], stalls: [] },
+  };
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const approach of (round % 2 === 0 ? ["lockmem", "gdb", "engine"] : ["engine", "gdb", "lockmem"]) as Approach[]) {
+      const r = await oneApproach(approach, fleet, workDir);
+      results[approach].ms.push(r.ms);
+      results[approach].cli.push(r.cli);
+      results[approach].stalls.push(...r.stalls);
+      const stall = approach === "engine" ? "" : `, longest stall ${(Math.max(...r.stalls) / 1000).toFixed(1)} ms`;
+      console.log(`round ${round + 1} ${approach.padEnd(7)}: up ${r.ms.up.toFixed(0)} ms, preview ${r.ms.preview.toFixed(0)} ms, destroy ${r.ms.destroy.toFixed(0)} ms${stall}`);
+    }
+  }
+  return results;
+}
+
+function report(results: Results, firstUp: number): void {
+  const med = (a: Approach, ph: Phase, of: "ms" | "cli" = "ms"): number => median(results[a][of].map((m) => m[ph]));
+  console.log(`\nbench:fleet: ${HOSTS} hosts x ${PER_HOST} targets (${ANON_MB} MiB resident each, heartbeat every ${HEARTBEAT_US} us), real sshd on 127.0.0.x, real Pulumi engine (parallel ${PARALLEL ?? `default: ${4 * os.cpus().length}`}), ${ROUNDS} round(s)`);
+  console.log(`(first lockmem up/preview/destroy cycle, agent upload included: ${firstUp.toFixed(0)} ms)`);
+  const table = (of: "ms" | "cli"): void => {
+    console.log("phase     lockmem ms   gdb recipe ms   gdb/lockmem   engine alone ms   gdb/lockmem above the engine");
+    for (const ph of ["up", "preview", "destroy"] as Phase[]) {
+      const [l, g, e] = [med("lockmem", ph, of), med("gdb", ph, of), med("engine", ph, of)];
+      const above = l > e && g > e ? `${((g - e) / (l - e)).toFixed(2)}x` : "-";
+      console.log(`${ph.padEnd(9)} ${l.toFixed(0).padStart(10)}   ${g.toFixed(0).padStart(13)}   ${(g / l).toFixed(2).padStart(10)}x   ${e.toFixed(0).padStart(15)}   ${above.padStart(29)}`);
+    }
+  };
+  table("ms");
+  console.log(`(engine alone: the same ${HOSTS * PER_HOST} dynamic resources with the recipe's inputs, doing nothing; neither approach can beat it)`);
+  console.log("the same, until the CLI printed its summary (without the Automation API's reading of outputs and history afterwards):");
+  table("cli");
+  const lm = Math.max(...results.lockmem.stalls);
+  const gd = Math.max(...results.gdb.stalls);
+  console.log(`target stall (us, over every target, up and destroy): lockmem median ${median(results.lockmem.stalls).toFixed(0)} max ${lm}; gdb recipe median ${median(results.gdb.stalls).toFixed(0)} max ${gd}`);
+  const upRatio = med("gdb", "up") / med("lockmem", "up");
+  const stallRatio = gd / Math.max(lm, 1);
+  console.log(`up: ${upRatio.toFixed(2)}x faster than the recipe (goal >= ${GOAL_UP}x) ${upRatio >= GOAL_UP ? "MET" : "NOT MET"}`);
+  console.log(`longest stall: ${stallRatio.toFixed(1)}x shorter (goal >= ${GOAL_STALL}x) ${stallRatio >= GOAL_STALL ? "MET" : "NOT MET"}`);
 }
 
 async function main(): Promise<void> {
@@ -238,46 +281,10 @@ async function main(): Promise<void> {
       for (let k = 0; k < PER_HOST; k++) targets.push({ host: h, target: await startTarget({ mode: "heartbeat", heartbeatUs: HEARTBEAT_US, anonMb: ANON_MB, readyTimeoutMs: 60_000 }) });
     }
     const fleet: Fleet = { fx, targets };
-    const results: Record<Approach, { ms: Record<Phase, number>[]; cli: Record<Phase, number>[]; stalls: number[] }> = {
-      lockmem: { ms: [], cli: [], stalls: [] },
-      gdb: { ms: [], cli: [], stalls: [] },
-      engine: { ms: [], cli: [], stalls: [] },
-    };
     // Deploy the agent once so that every measured lockmem round is a steady-state one
     // (the first `up` on a fresh host also uploads the bundle: reported separately).
     const firstUp = (await timed("lockmem first cycle", () => oneApproach("lockmem", fleet, workDir))).all;
-    for (let round = 0; round < ROUNDS; round++) {
-      for (const approach of (round % 2 === 0 ? ["lockmem", "gdb", "engine"] : ["engine", "gdb", "lockmem"]) as Approach[]) {
-        const r = await oneApproach(approach, fleet, workDir);
-        results[approach].ms.push(r.ms);
-        results[approach].cli.push(r.cli);
-        results[approach].stalls.push(...r.stalls);
-        const stall = approach === "engine" ? "" : `, longest stall ${(Math.max(...r.stalls) / 1000).toFixed(1)} ms`;
-        console.log(`round ${round + 1} ${approach.padEnd(7)}: up ${r.ms.up.toFixed(0)} ms, preview ${r.ms.preview.toFixed(0)} ms, destroy ${r.ms.destroy.toFixed(0)} ms${stall}`);
-      }
-    }
-    const med = (a: Approach, ph: Phase, of: "ms" | "cli" = "ms"): number => median(results[a][of].map((m) => m[ph]));
-    console.log(`\nbench:fleet: ${HOSTS} hosts x ${PER_HOST} targets (${ANON_MB} MiB resident each, heartbeat every ${HEARTBEAT_US} us), real sshd on 127.0.0.x, real Pulumi engine (parallel ${PARALLEL ?? `default: ${4 * os.cpus().length}`}), ${ROUNDS} round(s)`);
-    console.log(`(first lockmem up/preview/destroy cycle, agent upload included: ${firstUp.toFixed(0)} ms)`);
-    const table = (of: "ms" | "cli"): void => {
-      console.log("phase     lockmem ms   gdb recipe ms   gdb/lockmem   engine alone ms   gdb/lockmem above the engine");
-      for (const ph of ["up", "preview", "destroy"] as Phase[]) {
-        const [l, g, e] = [med("lockmem", ph, of), med("gdb", ph, of), med("engine", ph, of)];
-        const above = l > e && g > e ? `${((g - e) / (l - e)).toFixed(2)}x` : "-";
-        console.log(`${ph.padEnd(9)} ${l.toFixed(0).padStart(10)}   ${g.toFixed(0).padStart(13)}   ${(g / l).toFixed(2).padStart(10)}x   ${e.toFixed(0).padStart(15)}   ${above.padStart(29)}`);
-      }
-    };
-    table("ms");
-    console.log(`(engine alone: the same ${HOSTS * PER_HOST} dynamic resources with the recipe's inputs, doing nothing; neither approach can beat it)`);
-    console.log("the same, until the CLI printed its summary (without the Automation API's reading of outputs and history afterwards):");
-    table("cli");
-    const lm = Math.max(...results.lockmem.stalls);
-    const gd = Math.max(...results.gdb.stalls);
-    console.log(`target stall (us, over every target, up and destroy): lockmem median ${median(results.lockmem.stalls).toFixed(0)} max ${lm}; gdb recipe median ${median(results.gdb.stalls).toFixed(0)} max ${gd}`);
-    const upRatio = med("gdb", "up") / med("lockmem", "up");
-    const stallRatio = gd / Math.max(lm, 1);
-    console.log(`up: ${upRatio.toFixed(2)}x faster than the recipe (goal >= ${GOAL_UP}x) ${upRatio >= GOAL_UP ? "MET" : "NOT MET"}`);
-    console.log(`longest stall: ${stallRatio.toFixed(1)}x shorter (goal >= ${GOAL_STALL}x) ${stallRatio >= GOAL_STALL ? "MET" : "NOT MET"}`);
+    report(await measureRounds(fleet, workDir), firstUp);
   } finally {
     await closeAll();
     await fx.stop();

@@ -1,6 +1,9 @@
 // Measuring what a target feels, for the benches: a heartbeat target's longest stall
 // around an action, gdb as the baseline users reach for, and the table and goal lines.
 import { execFile } from "child_process";
+import { InjectionResult, runInTarget } from "../src/inject";
+import { native, SyscallOp } from "../src/native";
+import { readMappings } from "../src/proc/smaps";
 import { InjectionChoice, pickInjectionThread, readThreads } from "../src/proc/tasks";
 import { InProcessLockReply, Target, TargetStats } from "../tests/support/target";
 
@@ -33,6 +36,15 @@ export interface Row {
   pause: number[];
   kernel: number[];
   wall: number[];
+}
+
+/** A row with no samples yet. */
+export function row(scenario: string, method: string): Row {
+  return { scenario, method, stall: [], pause: [], kernel: [], wall: [] };
+}
+
+export function ratio(a: number, b: number): number {
+  return b > 0 ? a / b : NaN;
 }
 
 export function printTable(rows: Row[]): void {
@@ -132,6 +144,42 @@ export async function waitForHeartbeatChoice(pid: number): Promise<InjectionChoi
     await sleep(1);
   }
   throw new Error(`lockmem would not choose the heartbeat thread of ${pid}: ${last?.reason ?? "no threads"}`);
+}
+
+const PAGE = 4096n;
+
+export interface NoWorkBatch {
+  /** The page's address. */
+  page: bigint;
+  /** Runs the batch through lockmem's production path (runInTarget), checking both calls succeeded. */
+  run(): Promise<InjectionResult>;
+}
+
+/**
+ * mlock2 of one page of the target's anon mapping that is already resident, then munlock of
+ * it: both calls only flip VMA flags, so nearly all of the session's pause is its overhead.
+ */
+export async function noWorkBatch(t: Target): Promise<NoWorkBatch> {
+  const anon = (await t.stats()).mappings.find((m) => m.kind === "anon");
+  if (!anon) throw new Error("the target reports no anon mapping");
+  const page = BigInt(anon.start);
+  const nr = native().syscalls;
+  const ops: SyscallOp[] = [
+    { nr: nr.mlock2, args: [page, PAGE, 0n] },
+    { nr: nr.munlock, args: [page, PAGE] },
+  ];
+  const mappings = await readMappings(t.pid);
+  return {
+    page,
+    async run() {
+      const run = await runInTarget(t.pid, mappings, ops, { startTime: t.startTime, checkSeccomp: false });
+      const reply = run.reply;
+      if (reply.results.length !== ops.length || reply.results.some((r) => r.errno !== 0)) {
+        throw new Error(`no-work batch failed in ${t.pid}: ${JSON.stringify(reply, (_k, v) => (typeof v === "bigint" ? v.toString() : v))}`);
+      }
+      return run;
+    },
+  };
 }
 
 export function progress(text: string): void {

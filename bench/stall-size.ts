@@ -9,27 +9,17 @@
 // is a ratio of numbers measured in this run. The epoll numbers depend on how the other
 // threads are re-armed after the group stop (native/waiters.cc).
 import * as api from "../src/api";
-import { runInTarget } from "../src/inject";
-import { native, SyscallOp } from "../src/native";
-import { readMappings } from "../src/proc/smaps";
-import { startTarget, Target, WorkerMode } from "../tests/support/target";
+import { startTarget, WorkerMode } from "../tests/support/target";
 import { envInt } from "./env";
-import { goalLine, inProcess, max, measureStall, median, printTable, progress, Row, runGdb, us } from "./measure";
+import { goalLine, inProcess, max, measureStall, median, noWorkBatch, printTable, progress, ratio, row, Row, runGdb, us } from "./measure";
 
 const REPS = envInt("BENCH_SIZE_REPS", 12, 1);
 const GDB_REPS = envInt("BENCH_SIZE_GDB_REPS", 3, 0);
 const MAPS = envInt("BENCH_SIZE_MAPS", 10_000, 1);
 const HEARTBEAT_US = envInt("BENCH_HEARTBEAT_US", 100, 0);
-const PAGE = 4096n;
 
-const GOAL_EPOLL_VS_FUTEX = 2;
-const GOAL_GDB_VS_LOCKMEM = 10;
-const GOAL_MAPS_VS_INPROCESS = 10;
-const GOAL_BOUNDED_HOLD_MS = 10;
-
-function row(scenario: string, method: string): Row {
-  return { scenario, method, stall: [], pause: [], kernel: [], wall: [] };
-}
+/** The goals, each a ratio of figures measured in the same run (or a hold time). */
+const GOAL = { epollVsFutex: 2, gdbVsLockmem: 10, mapsVsInProcess: 10, boundedHoldMs: 10 };
 
 interface ThreadCase {
   threads: number;
@@ -44,24 +34,6 @@ const THREAD_CASES: ThreadCase[] = [
   { threads: 1000, mode: "futex", label: "1,000 threads in futex wait" },
 ];
 
-/** One page of the target's anon mapping, locked and unlocked again: a session that changes nothing. */
-async function noWorkBatch(t: Target): Promise<() => Promise<{ pauseUs: number }>> {
-  const anon = (await t.stats()).mappings.find((m) => m.kind === "anon");
-  if (!anon) throw new Error("the target reports no anon mapping");
-  const page = BigInt(anon.start);
-  const nr = native().syscalls;
-  const ops: SyscallOp[] = [
-    { nr: nr.mlock2, args: [page, PAGE, 0n] },
-    { nr: nr.munlock, args: [page, PAGE] },
-  ];
-  const mappings = await readMappings(t.pid);
-  return async () => {
-    const { reply } = await runInTarget(t.pid, mappings, ops, { startTime: t.startTime, checkSeccomp: false });
-    if (reply.results.length !== 2 || reply.results.some((r) => r.errno !== 0)) throw new Error(`no-work batch failed in ${t.pid}`);
-    return { pauseUs: reply.pauseNs / 1000 };
-  };
-}
-
 async function benchThreads(c: ThreadCase): Promise<{ lockmem: Row; gdb: Row }> {
   const scenario = `no-work lock, ${c.label}`;
   const lockmem = row(scenario, "lockmem session");
@@ -73,14 +45,15 @@ async function benchThreads(c: ThreadCase): Promise<{ lockmem: Row; gdb: Row }> 
   let gdbEintr = 0;
   try {
     const batch = await noWorkBatch(t);
+    const run = async (): Promise<{ pauseUs: number }> => ({ pauseUs: (await batch.run()).reply.pauseNs / 1000 });
     for (let i = 0; i < REPS; i++) {
       progress(`${scenario}: round ${i + 1}/${REPS}`);
       let before = await eintr();
-      const run = await measureStall(t, batch);
+      const session = await measureStall(t, run);
       lockmemEintr += (await eintr()) - before;
-      lockmem.stall.push(run.stallUs);
-      lockmem.pause.push(run.result.pauseUs);
-      lockmem.wall.push(run.wallUs);
+      lockmem.stall.push(session.stallUs);
+      lockmem.pause.push(session.result.pauseUs);
+      lockmem.wall.push(session.wallUs);
       if (i < GDB_REPS) {
         before = await eintr();
         const viaGdb = await measureStall(t, () => runGdb(t.pid, "(int)mlockall(3)"));
@@ -151,10 +124,6 @@ async function benchSmallMaps(): Promise<MapsScenario> {
   return { rows: [lockmem, bounded, own], lockmem, inProcess: own, bounded };
 }
 
-function ratio(a: number, b: number): number {
-  return b > 0 ? a / b : NaN;
-}
-
 /** Runs the stall-versus-size scenarios and prints their table and ratios. */
 export async function benchStallVersusSize(): Promise<void> {
   console.log("");
@@ -173,17 +142,17 @@ export async function benchStallVersusSize(): Promise<void> {
   const epoll1000 = threadRows.find((r) => r.c.threads === 1000 && r.c.mode === "epoll-block")!;
   const futex1000 = threadRows.find((r) => r.c.threads === 1000 && r.c.mode === "futex")!;
   const epollVsFutex = ratio(median(epoll1000.lockmem.stall), median(futex1000.lockmem.stall));
-  goalLine(`1,000 epoll threads / 1,000 futex threads = ${epollVsFutex.toFixed(2)}x (goal <= ${GOAL_EPOLL_VS_FUTEX}x)`, epollVsFutex <= GOAL_EPOLL_VS_FUTEX);
+  goalLine(`1,000 epoll threads / 1,000 futex threads = ${epollVsFutex.toFixed(2)}x (goal <= ${GOAL.epollVsFutex}x)`, epollVsFutex <= GOAL.epollVsFutex);
   const gdbVsLockmem = ratio(median(epoll1000.gdb.stall), median(epoll1000.lockmem.stall));
-  goalLine(`1,000 epoll threads: gdb / lockmem = ${gdbVsLockmem.toFixed(1)}x (goal >= ${GOAL_GDB_VS_LOCKMEM}x)`, gdbVsLockmem >= GOAL_GDB_VS_LOCKMEM);
+  goalLine(`1,000 epoll threads: gdb / lockmem = ${gdbVsLockmem.toFixed(1)}x (goal >= ${GOAL.gdbVsLockmem}x)`, gdbVsLockmem >= GOAL.gdbVsLockmem);
   const mapsRatio = ratio(median(maps.lockmem.stall), median(maps.inProcess.stall));
   goalLine(
-    `${MAPS.toLocaleString("en")} mappings: lockmem one session / in-process loop = ${mapsRatio.toFixed(1)}x (medians ${us(median(maps.lockmem.stall))} / ${us(median(maps.inProcess.stall))}) (goal <= ${GOAL_MAPS_VS_INPROCESS}x)`,
-    mapsRatio <= GOAL_MAPS_VS_INPROCESS,
+    `${MAPS.toLocaleString("en")} mappings: lockmem one session / in-process loop = ${mapsRatio.toFixed(1)}x (medians ${us(median(maps.lockmem.stall))} / ${us(median(maps.inProcess.stall))}) (goal <= ${GOAL.mapsVsInProcess}x)`,
+    mapsRatio <= GOAL.mapsVsInProcess,
   );
   const boundedHold = median(maps.bounded.pause) / 1000;
   goalLine(
-    `${MAPS.toLocaleString("en")} mappings with --max-pause-ms 5: longest hold per run ${boundedHold.toFixed(1)} ms median, ${(max(maps.bounded.pause) / 1000).toFixed(1)} ms max; heartbeat stall ${us(median(maps.bounded.stall))} median (goal <= ~${GOAL_BOUNDED_HOLD_MS} ms on a quiet machine)`,
-    boundedHold <= GOAL_BOUNDED_HOLD_MS,
+    `${MAPS.toLocaleString("en")} mappings with --max-pause-ms 5: longest hold per run ${boundedHold.toFixed(1)} ms median, ${(max(maps.bounded.pause) / 1000).toFixed(1)} ms max; heartbeat stall ${us(median(maps.bounded.stall))} median (goal <= ~${GOAL.boundedHoldMs} ms on a quiet machine)`,
+    boundedHold <= GOAL.boundedHoldMs,
   );
 }

@@ -89,27 +89,28 @@ function lockedAsWanted(m: Mapping, onFault: boolean): boolean {
 export function planLock(facts: TargetFacts, selection: SelectionSpec, options: LockOptions, nr: SyscallNumbers): Plan {
   const onFault = options.onFault === true;
   const { selected, notLockable } = selectMappings(facts.mappings, selection);
+  const changing = selected.filter((m) => !lockedAsWanted(m, onFault));
+  const base = {
+    kind: "lock" as const,
+    selected,
+    changing,
+    unchanged: selected.filter((m) => lockedAsWanted(m, onFault)),
+    notLockable,
+    bytes: sum(changing, (m) => m.size),
+    residentBytes: onFault ? 0 : sum(changing, (m) => Math.max(0, m.size - m.rss)),
+  };
   if (selection.all === true) {
     const flags = MCL_CURRENT | (options.future ? MCL_FUTURE : 0) | (onFault ? MCL_ONFAULT : 0);
-    const changing = selected.filter((m) => !lockedAsWanted(m, onFault));
-    const reserved = facts.mappings.filter((m) => lockedByMlockall(m) && !isLocked(m) && !selected.includes(m));
     return {
-      kind: "lock",
+      ...base,
       whole: true,
-      reserved,
+      reserved: facts.mappings.filter((m) => lockedByMlockall(m) && !isLocked(m) && !selected.includes(m)),
       vmLckAfter: sum(facts.mappings.filter(lockedByMlockall), (m) => m.size),
       ops: [{ nr: nr.mlockall, args: [BigInt(flags)] }],
-      selected,
-      changing,
-      unchanged: selected.filter((m) => lockedAsWanted(m, onFault)),
-      notLockable,
-      bytes: sum(changing, (m) => m.size),
-      residentBytes: onFault ? 0 : sum(changing, (m) => Math.max(0, m.size - m.rss)),
       // mm/mlock.c: mlockall(MCL_CURRENT) compares the whole VmSize with the limit.
       neededLimit: facts.capIpcLock ? 0n : BigInt(facts.vmSize),
     };
   }
-  const changing = selected.filter((m) => !lockedAsWanted(m, onFault));
   const ops: SyscallOp[] = mergeAdjacent(changing).map((r) => ({
     nr: nr.mlock2,
     args: [r.start, r.end - r.start, BigInt(onFault ? MLOCK_ONFAULT : 0)],
@@ -122,21 +123,15 @@ export function planLock(facts: TargetFacts, selection: SelectionSpec, options: 
     // everything before it succeeded.
     ops.push({ nr: nr.mlockall, args: [BigInt(MCL_FUTURE | (onFault ? MCL_ONFAULT : 0))] });
   }
-  const newlyLocked = changing.filter((m) => !isLocked(m));
+  const vmLckAfter = facts.vmLck + sum(changing.filter((m) => !isLocked(m)), (m) => m.size);
   return {
-    kind: "lock",
+    ...base,
     whole: false,
     reserved: [],
-    vmLckAfter: facts.vmLck + sum(newlyLocked, (m) => m.size),
+    vmLckAfter,
     ops,
-    selected,
-    changing,
-    unchanged: selected.filter((m) => lockedAsWanted(m, onFault)),
-    notLockable,
-    bytes: sum(changing, (m) => m.size),
-    residentBytes: onFault ? 0 : sum(changing, (m) => Math.max(0, m.size - m.rss)),
     // mm/mlock.c (do_mlock): locked_vm + the new range must fit the limit.
-    neededLimit: facts.capIpcLock ? 0n : BigInt(facts.vmLck + sum(newlyLocked, (m) => m.size)),
+    neededLimit: facts.capIpcLock ? 0n : BigInt(vmLckAfter),
   };
 }
 

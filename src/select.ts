@@ -3,7 +3,7 @@ import { LockError, usageError } from "./errors";
 import { MAX_PATH_GLOBS, MAX_PATH_LENGTH } from "./inputBounds";
 import { compilePathGlob, PathGlob } from "./pathGlob";
 import { pathWithoutDeleted } from "./proc/smaps";
-import { Mapping, MAPPING_KINDS, SelectionSpec } from "./types";
+import { Mapping, MAPPING_KINDS, MappingKind, SelectionSpec } from "./types";
 
 /** As Solaris' tool did: code (r-x) and writable code (rwx, JIT). */
 export const defaultSelection: SelectionSpec = { permissions: ["r-x", "rwx"] };
@@ -80,6 +80,26 @@ export function validateSelection(spec: SelectionSpec, fieldPrefix = "mappings")
   if (unknown !== undefined) return usageError(field(unknown), `unknown field; expected one of ${[...KNOWN_FIELDS].join(", ")}`);
   if (spec.all !== undefined && typeof spec.all !== "boolean") return usageError(field("all"), "must be true or false");
   if (spec.allAccessible !== undefined && typeof spec.allAccessible !== "boolean") return usageError(field("allAccessible"), "must be true or false");
+  return (
+    combinationProblem(spec, field) ??
+    (spec.permissions === undefined
+      ? undefined
+      : entriesProblem(
+          spec.permissions,
+          field("permissions"),
+          (perm) => PERMISSION.test(perm),
+          (perm) => `${JSON.stringify(perm)} is not a permission string like "r-x", "rw-" or "r-xp"`,
+          "three letters r/-, w/-, x/- in that order, optionally followed by p (private) or s (shared)",
+        )) ??
+    (spec.paths === undefined ? undefined : pathsProblem(spec.paths, field("paths"))) ??
+    (spec.kinds === undefined
+      ? undefined
+      : entriesProblem(spec.kinds, field("kinds"), (kind) => MAPPING_KINDS.includes(kind as MappingKind), (kind) => `unknown kind ${JSON.stringify(kind)}; known: ${MAPPING_KINDS.join(", ")}`))
+  );
+}
+
+/** `all` and `allAccessible` each stand alone: the kernel call would lock more than criteria say. */
+function combinationProblem(spec: SelectionSpec, field: (key: string) => string): LockError | undefined {
   if (spec.allAccessible === true) {
     const combined = (["all", "permissions", "paths", "kinds"] as const).filter((key) => spec[key] !== undefined && spec[key] !== false);
     if (combined.length > 0) {
@@ -100,39 +120,29 @@ export function validateSelection(spec: SelectionSpec, fieldPrefix = "mappings")
       );
     }
   }
-  if (spec.permissions !== undefined) {
-    const problem = listProblem(spec.permissions, field("permissions"));
-    if (problem) return problem;
-    const bad = spec.permissions.findIndex((perm) => !PERMISSION.test(perm));
-    if (bad >= 0) {
-      return usageError(
-        `${field("permissions")}[${bad}]`,
-        `${JSON.stringify(spec.permissions[bad])} is not a permission string like "r-x", "rw-" or "r-xp"`,
-        "three letters r/-, w/-, x/- in that order, optionally followed by p (private) or s (shared)",
-      );
-    }
+  return undefined;
+}
+
+/** A list field's problem: not a list of strings, or its first entry that `valid` refuses. */
+function entriesProblem(list: string[], field: string, valid: (entry: string) => boolean, invalid: (entry: string) => string, hint?: string): LockError | undefined {
+  const problem = listProblem(list, field);
+  if (problem) return problem;
+  const bad = list.findIndex((entry) => !valid(entry));
+  return bad < 0 ? undefined : usageError(`${field}[${bad}]`, invalid(list[bad]), hint);
+}
+
+function pathsProblem(paths: string[], field: string): LockError | undefined {
+  const problem = listProblem(paths, field);
+  if (problem) return problem;
+  // Each glob is matched against every mapping of every target: the count and length bound the work.
+  if (paths.length > MAX_PATH_GLOBS) {
+    return usageError(field, `has ${paths.length} globs; the limit is ${MAX_PATH_GLOBS}`, "combine them with braces, e.g. /usr/lib/{liba,libb}*.so*");
   }
-  if (spec.paths !== undefined) {
-    const problem = listProblem(spec.paths, field("paths"));
-    if (problem) return problem;
-    // Each glob is matched against every mapping of every target: the count and length bound the work.
-    if (spec.paths.length > MAX_PATH_GLOBS) {
-      return usageError(field("paths"), `has ${spec.paths.length} globs; the limit is ${MAX_PATH_GLOBS}`, "combine them with braces, e.g. /usr/lib/{liba,libb}*.so*");
-    }
-    const long = spec.paths.findIndex((glob) => glob.length > MAX_PATH_LENGTH);
-    if (long >= 0) return usageError(`${field("paths")}[${long}]`, `is ${spec.paths[long].length} characters long; the limit is ${MAX_PATH_LENGTH} (PATH_MAX)`);
-    for (let i = 0; i < spec.paths.length; i++) {
-      const globError = globProblem(spec.paths[i]);
-      if (globError) return usageError(`${field("paths")}[${i}]`, globError);
-    }
-  }
-  if (spec.kinds !== undefined) {
-    const problem = listProblem(spec.kinds, field("kinds"));
-    if (problem) return problem;
-    const bad = spec.kinds.findIndex((kind) => !MAPPING_KINDS.includes(kind));
-    if (bad >= 0) {
-      return usageError(`${field("kinds")}[${bad}]`, `unknown kind ${JSON.stringify(spec.kinds[bad])}; known: ${MAPPING_KINDS.join(", ")}`);
-    }
+  const long = paths.findIndex((glob) => glob.length > MAX_PATH_LENGTH);
+  if (long >= 0) return usageError(`${field}[${long}]`, `is ${paths[long].length} characters long; the limit is ${MAX_PATH_LENGTH} (PATH_MAX)`);
+  for (let i = 0; i < paths.length; i++) {
+    const globError = globProblem(paths[i]);
+    if (globError) return usageError(`${field}[${i}]`, globError);
   }
   return undefined;
 }

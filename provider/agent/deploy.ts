@@ -17,7 +17,7 @@ import { VersionResult } from "../../src/agent/protocol";
 import { archOfPlatform } from "../../src/arch";
 import { SshConnection, withSshClient } from "../transport/ssh";
 import { trace } from "../trace";
-import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER } from "../transport/ssh-settings";
+import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER } from "../transport/ssh/settings";
 import { TransportError } from "../transport/types";
 
 export const DEFAULT_AGENT_DIR = "~/.lockmem/agent";
@@ -107,15 +107,20 @@ async function placeFolder(s: SFTPWrapper, base: string, final: string, fill: (t
   }
 }
 
+/** A folder to place on a host: `final`, made under `base`. */
+interface Placement {
+  where: string;
+  base: string;
+  final: string;
+}
+
 /**
  * placeFolder over a new SFTP session of `client`; a failure becomes the DeployError that
  * `failed` describes (what was being placed, and the fix).
  */
 async function placeOverSftp(
   client: Client,
-  where: string,
-  base: string,
-  final: string,
+  { where, base, final }: Placement,
   fill: (s: SFTPWrapper, tmp: string) => Promise<void>,
   intact: (s: SFTPWrapper) => Promise<boolean>,
   failed: (e: Error) => DeployError,
@@ -133,9 +138,7 @@ async function placeOverSftp(
 async function uploadBundle(client: Client, where: string, bundle: AgentBundle, base: string, final: string): Promise<void> {
   await placeOverSftp(
     client,
-    where,
-    base,
-    final,
+    { where, base, final },
     async (s, tmp) => {
       for (const f of BUNDLE_FILES) {
         await sftpCall((cb) => s.writeFile(`${tmp}/${f}`, bundle.contents[f], { mode: 0o600 }, (e) => cb(e)));
@@ -161,9 +164,7 @@ async function installRuntime(client: Client, where: string, rt: CachedRuntime, 
   const binary = `${final}/${RUNTIME_BINARY}`;
   await placeOverSftp(
     client,
-    where,
-    base,
-    final,
+    { where, base, final },
     async (s, tmp) => {
       const gz = `${tmp}/${RUNTIME_BINARY}.gz`;
       await sftpCall((cb) => s.fastPut(rt.gzPath, gz, { mode: 0o600 }, (e) => cb(e)));

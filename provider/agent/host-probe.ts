@@ -7,7 +7,7 @@ import { ARCHES, archOfPlatform } from "../../src/arch";
 import { AgentBundle, BUNDLE_FILES } from "./bundle";
 import { NODE_RUNTIMES, RUNTIME_BINARY, RUNTIME_GLIBC_FLOOR, RuntimeArch, runtimeArch, runtimeFolderName } from "./runtime";
 import { SshConnection } from "../transport/ssh";
-import { collectOutput } from "../transport/ssh-exec";
+import { collectOutput } from "../transport/ssh/exec";
 
 export const MIN_NODE_MAJOR = 18;
 /** ENONODE: no usable Node.js; ETIMEDOUT: a deployment step passed its deadline; EDEPLOY: anything else. */

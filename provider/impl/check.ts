@@ -4,8 +4,8 @@ import { TargetSpec, SelectionSpec } from "../../src/types";
 import { validateTargetSpec } from "../../src/target";
 import { SELECTOR_LIST } from "../../src/target-selectors";
 import { validateSelection } from "../../src/select";
-import { transportKind } from "../transport/kinds";
-import { SshConnection } from "../transport/ssh-settings";
+import { transportFor } from "../transport";
+import { SshConnection } from "../transport/ssh/settings";
 import { AgentSettings, OperationTimeouts, ProviderInputs } from "./state";
 
 export interface CheckFailure {
@@ -77,7 +77,7 @@ export function checkInputs(news: Record<string, unknown>): CheckFailure[] {
     if (v !== undefined && v !== UNKNOWN && typeof v !== "boolean") fail(key, `${key}: must be true or false, got ${JSON.stringify(v)}`);
   }
 
-  if (news.connection !== undefined && !hasUnknown(news.connection)) fail("connection", transportKind(news.connection as SshConnection).check());
+  if (news.connection !== undefined && !hasUnknown(news.connection)) fail("connection", transportFor(news.connection as SshConnection).check());
   if (news.agent !== undefined && !hasUnknown(news.agent)) fail("agent", checkAgent(news.agent));
   if (news.agent !== undefined && news.connection === undefined && (news.agent as AgentSettings).dir !== undefined) {
     fail("agent", "agent.dir: only used for remote hosts (with a connection)");

@@ -4,7 +4,7 @@
 import { effectiveSelection } from "../../src/select";
 import { SelectionSpec, TargetSpec } from "../../src/types";
 import { ProviderInputs, ProviderOutputs } from "./state";
-import { transportKind } from "../transport/kinds";
+import { transportFor } from "../transport";
 
 export interface DiffOutcome {
   changes: boolean;
@@ -48,7 +48,7 @@ export function diffState(olds: ProviderOutputs, news: ProviderInputs): DiffOutc
   const replaces: string[] = [];
   const changed: string[] = [];
   // Another machine means other processes: a new resource.
-  if (transportKind(olds.connection).machine() !== transportKind(news.connection).machine()) replaces.push("connection");
+  if (transportFor(olds.connection).machine() !== transportFor(news.connection).machine()) replaces.push("connection");
   if (targetIdentity(olds.target) !== targetIdentity(news.target)) replaces.push("target");
   changed.push(...replaces);
   if (!replaces.includes("connection") && canonical(olds.connection ?? null) !== canonical(news.connection ?? null)) changed.push("connection");

@@ -1,18 +1,10 @@
 // The shapes the provider keeps in Pulumi state: the checked inputs, and the outputs that
 // `create`, `update` and `read` report. Plain JSON only: state is serialized as is.
 import { SshConnection } from "../transport/ssh";
+import { AgentSettings } from "../transport/types";
 import { SelectionSpec, TargetSpec } from "../../src/types";
 
-export type AgentInstall = "auto" | "never";
-
-export interface AgentSettings {
-  /** "auto" (default): push this package's agent to the host; "never": run `path`. */
-  install?: AgentInstall;
-  /** With install "never": the agent command on the host (default "lockmem" on PATH). */
-  path?: string;
-  /** With install "auto": the folder on the host that holds deployed agents (default ~/.lockmem/agent). */
-  dir?: string;
-}
+export type { AgentInstall, AgentSettings } from "../transport/types";
 
 /** Operation deadlines in milliseconds, taken from the resource's customTimeouts. */
 export interface OperationTimeouts {

@@ -19,6 +19,40 @@ export interface Transport {
 
 export const DEFAULT_OPERATION_TIMEOUT_MS = 120_000;
 
+export type AgentInstall = "auto" | "never";
+
+/** The resource's `agent` input: which agent runs the requests, and how it gets there. */
+export interface AgentSettings {
+  /** "auto" (default): push this package's agent to the host; "never": run `path`. */
+  install?: AgentInstall;
+  /** With install "never": the agent command on the host (default "lockmem" on PATH). */
+  path?: string;
+  /** With install "auto": the folder on the host that holds deployed agents (default ~/.lockmem/agent). */
+  dir?: string;
+}
+
+/**
+ * What the provider knows of one transport for one resource's connection settings (each
+ * transport's folder makes one; transportFor() in index.ts picks it): how the settings are
+ * checked (`check`, dialing nothing), which machine they name (`diff`: another machine
+ * means other processes, so a replacement), how it is named in messages, and the transport
+ * itself.
+ */
+export interface TransportKind {
+  /** The problem with the settings, in the resource's words ("connection: ..."), or undefined. */
+  check(): string | undefined;
+  /** Which machine the settings name: stable text, compared by `diff`. */
+  machine(): string;
+  /** "ssh root@db1:22" or "local": for messages, never holding a secret. */
+  where(): string;
+  /**
+   * The transport that runs the resource's requests: the agent installed there (install
+   * "never"), or this package's agent, with the step that deploys it where the provider
+   * installs it.
+   */
+  open(agent: AgentSettings | undefined): Transport;
+}
+
 export type TransportErrorCode =
   | "ECONNECT" // the host could not be reached (after every dial attempt)
   | "EHOSTKEY" // the host key is unknown or does not match

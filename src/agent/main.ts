@@ -14,7 +14,8 @@ try {
 
 if (process.argv.includes("--guardian")) {
   void (require("../guardian") as typeof import("../guardian")).guardianMain();
+} else if (process.argv.includes("--serve")) {
+  void (require("./serve") as typeof import("./serve")).agentServe();
 } else {
-  const server = require("./server") as typeof import("./server");
-  void (process.argv.includes("--serve") ? server.agentServe() : server.agentMain());
+  void (require("./server") as typeof import("./server")).agentMain();
 }

@@ -96,6 +96,23 @@ function addSelectionOptions(cmd: Command): Command {
     .option("--all-accessible", "every accessible mapping, one mlock2 / munlock per range (reservations stay unlocked)");
 }
 
+/** An option as commander takes it: flags and help text. */
+export type OptionText = readonly [flags: string, help: string];
+
+/** The options more than one command has, each said once. */
+export const SHARED_OPTIONS = {
+  json: ["--json", "one JSON object on stdout"],
+  maxPause: ["--max-pause-ms <ms>", "split the work so that no single stop of the target exceeds this"],
+  allowSeccompSuspend: ["--allow-seccomp-suspend", "suspend the target's seccomp filter for lockmem's calls only"],
+  dryRun: ["--dry-run", "show the plan, change nothing"],
+} as const satisfies Record<string, OptionText>;
+
+/** `cmd` with `options` added, in their order (the order `--help` lists them in). */
+export function withOptions(cmd: Command, options: OptionText[]): Command {
+  for (const [flags, help] of options) cmd.option(flags, help);
+  return cmd;
+}
+
 /** A subcommand that acts on a target and a selection of its mappings: their flags added. */
 export function targetCommand(program: Command, name: string, description: string): Command {
   return addSelectionOptions(addTargetOptions(program.command(name).description(description)));

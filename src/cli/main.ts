@@ -6,11 +6,12 @@
 // and a closed output.
 import { Command, CommanderError } from "commander";
 import * as api from "../api";
-import { agentMain, agentServe, agentVersion } from "../agent/server";
+import { agentServe } from "../agent/serve";
+import { agentMain, agentVersion } from "../agent/server";
 import { LockError } from "../errors";
 import { holdingTarget, stopExitCode, stopRequested } from "../interrupt";
 import { recoverInterrupted } from "../journal";
-import { CommonFlags, maxPauseOf, pidOf, selectionOf, targetCommand, targetOf } from "./flags";
+import { CommonFlags, SHARED_OPTIONS, maxPauseOf, pidOf, selectionOf, targetCommand, targetOf, withOptions } from "./flags";
 import { emit, emitActions, printDoctor, printError, printProcess } from "./output";
 import { installStopHandlers } from "./stop";
 
@@ -41,77 +42,87 @@ function reportError(err: unknown, json: boolean): number {
   return e.code === "EUSAGE" ? EXIT_USAGE : EXIT_FAILED;
 }
 
-function addStatus(program: Command): void {
-  const status = targetCommand(program, "status", "show every mapping and its lock state").option("--json", "one JSON object on stdout");
-  status.action(async (flags: CommonFlags) => {
-    const report = await api.status({ target: targetOf(flags), mappings: selectionOf(flags) });
+const { json: JSON_OPTION, maxPause, allowSeccompSuspend, dryRun } = SHARED_OPTIONS;
+
+/** What lock and unlock both take from their flags. */
+function changeOf(flags: CommonFlags): api.UnlockRequest {
+  return {
+    target: targetOf(flags),
+    mappings: selectionOf(flags),
+    future: flags.future,
+    maxPauseMs: maxPauseOf(flags),
+    allowSeccompSuspend: flags.allowSeccompSuspend,
+    dryRun: flags.dryRun,
+  };
+}
+
+/** Prints what a lock or unlock did and sets the exit code from it. */
+function finishChange(report: api.HostReport<api.ProcessResult>, flags: CommonFlags): void {
+  emitActions(report, flags);
+  process.exitCode = exitCodeOf(report.processes);
+}
+
+/** A command that only reads (status, doctor): its report as text lines, or --json. */
+function addReadCommand<R>(
+  program: Command,
+  [name, description]: [string, string],
+  run: (req: api.StatusRequest) => Promise<R>,
+  print: (report: R, out: string[]) => void,
+  failed: (report: R) => boolean = () => false,
+): void {
+  withOptions(targetCommand(program, name, description), [JSON_OPTION]).action(async (flags: CommonFlags) => {
+    const report = await run({ target: targetOf(flags), mappings: selectionOf(flags) });
     emit(flags.json === true, report, () => {
       const out: string[] = [];
-      report.processes.forEach((p) => printProcess(p, out));
+      print(report, out);
       return out;
     });
+    if (failed(report)) process.exitCode = EXIT_FAILED;
   });
 }
 
+function addStatus(program: Command): void {
+  addReadCommand(program, ["status", "show every mapping and its lock state"], (req) => api.status(req), (report, out) => report.processes.forEach((p) => printProcess(p, out)));
+}
+
 function addLock(program: Command): void {
-  const lock = targetCommand(program, "lock", "lock the selected mappings (default r-x,rwx)")
-    .option("--future", "also lock mappings created later (MCL_FUTURE)")
-    .option("--on-fault", "lock pages only as they become resident (MLOCK_ONFAULT)")
-    .option("--raise-limit", "raise the target's RLIMIT_MEMLOCK as needed (restored on unlock)")
-    .option("--max-pause-ms <ms>", "split the work so that no single stop of the target exceeds this")
-    .option("--keep-on-interrupt", "stopped early (signal, closed output): keep what is locked instead of undoing it")
-    .option("--allow-seccomp-suspend", "suspend the target's seccomp filter for lockmem's calls only")
-    .option("--dry-run", "show the plan, change nothing")
-    .option("--json", "one JSON object on stdout");
+  const lock = withOptions(targetCommand(program, "lock", "lock the selected mappings (default r-x,rwx)"), [
+    ["--future", "also lock mappings created later (MCL_FUTURE)"],
+    ["--on-fault", "lock pages only as they become resident (MLOCK_ONFAULT)"],
+    ["--raise-limit", "raise the target's RLIMIT_MEMLOCK as needed (restored on unlock)"],
+    maxPause,
+    ["--keep-on-interrupt", "stopped early (signal, closed output): keep what is locked instead of undoing it"],
+    allowSeccompSuspend,
+    dryRun,
+    JSON_OPTION,
+  ]);
   lock.action(async (flags: CommonFlags) => {
-    const report = await api.lock({
-      target: targetOf(flags),
-      mappings: selectionOf(flags),
-      future: flags.future,
-      onFault: flags.onFault,
-      raiseMemlockLimit: flags.raiseLimit,
-      maxPauseMs: maxPauseOf(flags),
-      keepOnInterrupt: flags.keepOnInterrupt,
-      allowSeccompSuspend: flags.allowSeccompSuspend,
-      dryRun: flags.dryRun,
-    });
-    emitActions(report, flags);
-    process.exitCode = exitCodeOf(report.processes);
+    const report = await api.lock({ ...changeOf(flags), onFault: flags.onFault, raiseMemlockLimit: flags.raiseLimit, keepOnInterrupt: flags.keepOnInterrupt });
+    finishChange(report, flags);
   });
 }
 
 function addUnlock(program: Command): void {
-  const unlock = targetCommand(program, "unlock", "unlock the selected mappings (--all: everything)")
-    .option("--future", "also clear MCL_FUTURE")
-    .option("--max-pause-ms <ms>", "split the work so that no single stop of the target exceeds this")
-    .option("--allow-seccomp-suspend", "suspend the target's seccomp filter for lockmem's calls only")
-    .option("--dry-run", "show the plan, change nothing")
-    .option("--json", "one JSON object on stdout");
+  const unlock = withOptions(targetCommand(program, "unlock", "unlock the selected mappings (--all: everything)"), [
+    ["--future", "also clear MCL_FUTURE"],
+    maxPause,
+    allowSeccompSuspend,
+    dryRun,
+    JSON_OPTION,
+  ]);
   unlock.action(async (flags: CommonFlags) => {
-    const report = await api.unlock({
-      target: targetOf(flags),
-      mappings: selectionOf(flags),
-      future: flags.future,
-      maxPauseMs: maxPauseOf(flags),
-      allowSeccompSuspend: flags.allowSeccompSuspend,
-      dryRun: flags.dryRun,
-    });
-    emitActions(report, flags);
-    process.exitCode = exitCodeOf(report.processes);
+    finishChange(await api.unlock(changeOf(flags)), flags);
   });
 }
 
 function addDoctor(program: Command): void {
-  const doctor = targetCommand(program, "doctor", "diagnose what would stop a lock (like ppriv -D)").option("--json", "one JSON object on stdout");
-  doctor.action(async (flags: CommonFlags) => {
-    const report = await api.doctor({ target: targetOf(flags), mappings: selectionOf(flags) });
-    emit(flags.json === true, report, () => {
-      const out: string[] = [];
-      printDoctor(report, out);
-      return out;
-    });
-    if (report.processes.some((p) => !p.ok)) process.exitCode = EXIT_FAILED;
-  });
+  addReadCommand(
+    program,
+    ["doctor", "diagnose what would stop a lock (like ppriv -D)"],
+    (req) => api.doctor(req),
+    (report, out) => printDoctor(report, out),
+    (report) => report.processes.some((p) => !p.ok),
+  );
 }
 
 function addRecover(program: Command): void {
@@ -119,7 +130,7 @@ function addRecover(program: Command): void {
     .command("recover")
     .description("finish or undo injections that a killed lockmem left behind (every lock/unlock also does this first)")
     .option("--pid <pid>", "only this process")
-    .option("--json", "one JSON object on stdout")
+    .option(...JSON_OPTION)
     .action(async (flags: { pid?: string; json?: boolean }) => {
       const pid = flags.pid === undefined ? undefined : pidOf("--pid", flags.pid);
       const results = await holdingTarget(() => recoverInterrupted(pid));

@@ -24,9 +24,9 @@ let scratch: string;
 
 beforeAll(async () => {
   ensureBuilt();
-  // The agent as a host gets it from `npm install -g pulumi-lockmem`: one JS file plus the
-  // addon and a `lockmem` command, run by the host's own Node.js.
-  bundle = buildAgentBundle();
+  // An installed agent on the host: the agent bundle `npm pack` ships, behind a `lockmem`
+  // command run by the host's own Node.js (tests/support/agent-bundle.ts).
+  bundle = await buildAgentBundle();
   scratch = fs.mkdtempSync(path.join(os.tmpdir(), "lockmem-e2e-never-"));
   fs.chmodSync(scratch, 0o755);
   fx = await startSshFixture({ hosts: 1, firstOctet: 185, agentBinDir: bundle.binDir, agentWrapper: bundle.wrapper });

@@ -51,7 +51,7 @@ export function ensureBuilt(): void {
     !fs.existsSync(manifest) ||
     fs.statSync(manifest).mtimeMs < fs.statSync(impl).mtimeMs ||
     fs.statSync(manifest).mtimeMs < fs.statSync(addon).mtimeMs;
-  if (stale) execFileSync(process.execPath, [path.join(REPO, "dist", "provider", "agent-bundle.js")], { stdio: "pipe" });
+  if (stale) execFileSync(process.execPath, [path.join(REPO, "dist", "provider", "agent", "bundle.js")], { stdio: "pipe" });
 }
 
 export function uniqueName(prefix: string): string {

@@ -168,10 +168,10 @@ describe("malformed requests", () => {
   let bundle: AgentBundle;
   let corpus: string[];
 
-  beforeAll(() => {
+  beforeAll(async () => {
     target = spawn("sleep", ["600"], { stdio: "ignore" });
     pid = target.pid!;
-    bundle = buildAgentBundle();
+    bundle = await buildAgentBundle();
     corpus = generateCorpus(12_000, pid);
   });
   afterAll(() => {

@@ -9,7 +9,7 @@ import { SshConnection, closeAll, pooledConnectionCount, sshTransport } from "..
 import { TransportError } from "../../provider/transport/types";
 import { MAX_AGENT_OUTPUT } from "../../provider/transport/agent-output";
 import { checkInputs } from "../../provider/impl/check";
-import { fingerprint, parseKeyLine } from "../../provider/transport/known-hosts";
+import { fingerprint, parseKeyLine } from "../../provider/transport/ssh/known-hosts";
 import { AgentBundle, buildAgentBundle } from "../support/agent-bundle";
 import { PASSWORD_USER, PLAIN_USER, SUDO_USER, SshFixture, startSshFixture } from "../support/sshd";
 import { Target, startTarget, stopAllTargets } from "../support/target";
@@ -51,7 +51,7 @@ async function failure(p: Promise<unknown>): Promise<TransportError> {
 const lockReq = (pid: number) => ({ v: 1, op: "lock" as const, args: { target: { pid } } });
 
 beforeAll(async () => {
-  bundle = buildAgentBundle();
+  bundle = await buildAgentBundle();
   fx = await startSshFixture({ hosts: 3, firstOctet: 2, agentBinDir: bundle.binDir, agentWrapper: bundle.wrapper, passwordHosts: [2], debugHosts: [0] });
   target = await startTarget({ anonMb: 2 });
 });

@@ -54,7 +54,7 @@ const unlock = (pid: number, waitMs?: number): AgentRequest => ({ v: 1, op: "unl
 function agentsUnder(host: number): number[] {
   return fx.hosts[host].sessionPids().filter((pid) => {
     try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(bundle.js);
+      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(bundle.dir);
     } catch {
       return false;
     }
@@ -97,7 +97,7 @@ async function quiesce(pid: number): Promise<void> {
 }
 
 beforeAll(async () => {
-  bundle = buildAgentBundle();
+  bundle = await buildAgentBundle();
   fx = await startSshFixture({ hosts: HOSTS, firstOctet: 20, agentBinDir: bundle.binDir, agentWrapper: bundle.wrapper });
 });
 
@@ -193,7 +193,7 @@ test("SSH session killed at random points during real locks: never a broken targ
       () => undefined,
     );
     await quiesce(target.pid);
-    await waitFor("orphaned agents to exit", 20_000, () => !fs.readdirSync("/proc").some((p) => /^\d+$/.test(p) && safeCmdline(Number(p)).includes(bundle.js)));
+    await waitFor("orphaned agents to exit", 20_000, () => !fs.readdirSync("/proc").some((p) => /^\d+$/.test(p) && safeCmdline(Number(p)).includes(bundle.dir)));
     expect(target.isAlive()).toBe(true);
     expect(target.state()).not.toBe("T");
     const lck = vmLckKb(target.pid);

@@ -1,8 +1,8 @@
 // The provider asks the transport kind which machine the settings name (diff), how to check
-// them (check) and how to name them (messages): provider/transport/kinds.ts.
+// them (check) and how to name them (messages): provider/transport (transportFor).
 import { diffState } from "../../provider/impl/diff";
 import { ProviderOutputs } from "../../provider/impl/state";
-import { transportKind } from "../../provider/transport/kinds";
+import { transportFor } from "../../provider/transport";
 
 const conn = { host: "db1", password: "pw" };
 const olds = (connection?: object): ProviderOutputs =>
@@ -19,12 +19,12 @@ test("another machine replaces the resource; another user or password on the sam
 });
 
 test("messages name the machine, never a credential", () => {
-  expect(transportKind({ host: "db1", user: "ops", password: "s3cret" }).where()).toBe("ssh ops@db1:22");
-  expect(transportKind(undefined).where()).toBe("local");
+  expect(transportFor({ host: "db1", user: "ops", password: "s3cret" }).where()).toBe("ssh ops@db1:22");
+  expect(transportFor(undefined).where()).toBe("local");
   const sock = process.env.SSH_AUTH_SOCK;
   delete process.env.SSH_AUTH_SOCK;
   try {
-    expect(transportKind({ host: "db1" } as never).check()).toMatch(/no credentials/);
+    expect(transportFor({ host: "db1" } as never).check()).toMatch(/no credentials/);
   } finally {
     if (sock !== undefined) process.env.SSH_AUTH_SOCK = sock;
   }

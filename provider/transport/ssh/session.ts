@@ -1,13 +1,13 @@
 // The persistent agent: one `<command> --serve` per pooled connection and agent command,
 // fed one JSON line per request, instead of an agent process (Node on the host) per request.
 import { ClientChannel } from "ssh2";
-import { AgentReply, AgentRequest } from "../../src/agent/protocol";
-import { AgentExit, MAX_AGENT_OUTPUT, interpretAgentExit } from "./agent-output";
-import { timeLeft } from "./deadline";
-import { cannotStart, collectOutput, noAnswer } from "./ssh-exec";
-import type { Pooled } from "./ssh-pool";
-import { TransportError } from "./types";
-import { trace } from "../trace";
+import { AgentReply, AgentRequest } from "../../../src/agent/protocol";
+import { AgentExit, MAX_AGENT_OUTPUT, interpretAgentExit } from "../agent-output";
+import { timeLeft } from "../deadline";
+import { cannotStart, collectOutput, noAnswer } from "./exec";
+import type { Pooled } from "./pool";
+import { TransportError } from "../types";
+import { trace } from "../../trace";
 
 /**
  * One long-lived agent on a pooled connection: requests go one at a time, in order, as

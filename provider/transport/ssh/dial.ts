@@ -3,10 +3,10 @@
 // of a connection), within the hop's dial limits and the operation's deadline.
 import * as net from "net";
 import { Client, ClientChannel, ConnectConfig, utils as sshUtils } from "ssh2";
-import { timeLeft, timedOut } from "./deadline";
+import { timeLeft, timedOut } from "../deadline";
 import { HostKeyPolicy, hostKeyAlgorithms, hostKeyPolicy, hostKeyProblem } from "./known-hosts";
-import { Endpoint, usage } from "./ssh-settings";
-import { TransportError } from "./types";
+import { Endpoint, usage } from "./settings";
+import { TransportError } from "../types";
 
 /** An open connection to a jump host, through which the next hop is dialed. */
 export interface JumpHost {

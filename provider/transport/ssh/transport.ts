@@ -1,21 +1,15 @@
 // Runs the agent on a remote host over SSH (ssh2). The command line is fixed
 // (`[sudo -n --] <agentPath> agent`); every parameter travels as JSON on stdin.
-//
-// The transport and its version handshake are here; the rest is one file per concern:
-// ssh-settings (connection fields, checked), known-hosts (host keys), ssh-dial (dial and
-// its retry), ssh-pool (the connection pool), ssh-exec (one-shot agent runs, output
-// collection) and ssh-session (the persistent agent).
-import { AgentReply, AgentRequest, PROTOCOL_VERSION, VersionResult } from "../../src/agent/protocol";
-import { checkVersionReply, explainUnprivileged } from "./agent-output";
-import { timedOut } from "./deadline";
-import { execAgent } from "./ssh-exec";
-import { Pooled, channelSlot, connection, freeSlot, hold, installExitHook, unhold } from "./ssh-pool";
-import { sessionOf } from "./ssh-session";
-import { Endpoint, SshConnection, agentCommandLine, endpointsOf } from "./ssh-settings";
-import { DEFAULT_OPERATION_TIMEOUT_MS, RunOptions, Transport, TransportError } from "./types";
-
-export type { SshConnection, SshProxyConnection } from "./ssh-settings";
-export { closeAll, pooledConnectionCount, withSshClient } from "./ssh-pool";
+// The transport and its version handshake are here; the rest of this folder is one file per
+// concern (see index.ts).
+import { AgentReply, AgentRequest, PROTOCOL_VERSION, VersionResult } from "../../../src/agent/protocol";
+import { checkVersionReply, explainUnprivileged } from "../agent-output";
+import { timedOut } from "../deadline";
+import { execAgent } from "./exec";
+import { Pooled, channelSlot, freeSlot, installExitHook, onConnection } from "./pool";
+import { sessionOf } from "./session";
+import { Endpoint, SshConnection, agentCommandLine, endpointsOf, transportWhere } from "./settings";
+import { DEFAULT_OPERATION_TIMEOUT_MS, RunOptions, Transport } from "../types";
 
 export interface SshTransportOptions {
   /**
@@ -51,7 +45,7 @@ export class SshTransport implements Transport {
     const { endpoint, proxy } = endpointsOf(conn);
     this.endpoint = endpoint;
     this.proxy = proxy;
-    this.where = this.proxy ? `${this.endpoint.where} via ${this.proxy.host}:${this.proxy.port}` : this.endpoint.where;
+    this.where = transportWhere(conn);
     this.command = agentCommandLine(conn, opts.agentCommand, this.where);
     this.sudo = conn.sudo ?? false;
     this.knownVersion = opts.agentVersion;
@@ -67,27 +61,17 @@ export class SshTransport implements Transport {
       t.unref();
     });
     deadlineTimer.catch(() => undefined);
-    // A pooled connection that died while idle is dialed again once; the request had not been sent.
-    for (let attempt = 0; ; attempt++) {
-      const p = await Promise.race([connection(this.endpoint, this.proxy, deadline), deadlineTimer]);
-      hold(p);
+    return onConnection(this.endpoint, this.proxy, deadline, deadlineTimer, async (p) => {
+      await channelSlot(p, deadline, this.where);
       try {
-        await channelSlot(p, deadline, this.where);
-        try {
-          const agent = this.knownVersion ?? (await this.versionOf(p, deadline));
-          if (request.op === "version") return { v: PROTOCOL_VERSION, ok: true, id: request.id, result: agent };
-          const reply = await this.send(p, request, deadline);
-          return explainUnprivileged(reply, agent, this.endpoint.user, this.sudo);
-        } finally {
-          freeSlot(p);
-        }
-      } catch (e) {
-        const stale = e instanceof TransportError && e.code === "ECLOSED" && e.notStarted;
-        if (!stale || attempt > 0) throw e;
+        const agent = this.knownVersion ?? (await this.versionOf(p, deadline));
+        if (request.op === "version") return { v: PROTOCOL_VERSION, ok: true, id: request.id, result: agent };
+        const reply = await this.send(p, request, deadline);
+        return explainUnprivileged(reply, agent, this.endpoint.user, this.sudo);
       } finally {
-        unhold(p);
+        freeSlot(p);
       }
-    }
+    });
   }
 
   /** One request to the agent: on the connection's session if persistent, else a one-shot run. */

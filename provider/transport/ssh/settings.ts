@@ -2,7 +2,7 @@
 // checked and resolved into an Endpoint per hop, and the agent command line they make.
 import * as os from "os";
 import * as path from "path";
-import { TransportError } from "./types";
+import { TransportError } from "../types";
 
 /** The fields of @pulumi/command's `remote.ProxyConnectionArgs`, resolved (no Inputs). */
 export interface SshProxyConnection {
@@ -75,11 +75,21 @@ export function usage(where: string, message: string, hint?: string): TransportE
   return new TransportError({ code: "EUSAGE", where, message, hint });
 }
 
+/** "ssh root@db1:22": one hop, for messages (never holds a secret). */
+export function hopWhere(c: SshProxyConnection): string {
+  return `ssh ${c.user ?? DEFAULT_SSH_USER}@${c.host}:${c.port ?? DEFAULT_SSH_PORT}`;
+}
+
+/** "ssh root@db1:22 via bastion:22": where a transport over `conn` runs the agent. */
+export function transportWhere(conn: SshConnection): string {
+  return conn.proxy ? `${hopWhere(conn)} via ${conn.proxy.host}:${conn.proxy.port ?? DEFAULT_SSH_PORT}` : hopWhere(conn);
+}
+
 /** `role` names the hop as the inputs do: "connection" or "connection.proxy". */
 function endpointOf(c: SshProxyConnection, shared: Pick<SshConnection, "knownHostsPath">, role: "connection" | "connection.proxy"): Endpoint {
   const port = c.port ?? DEFAULT_SSH_PORT;
   const user = c.user ?? DEFAULT_SSH_USER;
-  const where = `ssh ${user}@${c.host}:${port}`;
+  const where = hopWhere(c);
   if (typeof c.host !== "string" || c.host === "" || /\s/.test(c.host)) throw usage(`ssh (${role})`, `host must be a host name or address, got ${JSON.stringify(c.host)}`);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw usage(where, `port must be an integer 1..65535, got ${port}`);
   if (user === "" || /[\s@]/.test(user)) throw usage(where, `user must be a user name, got ${JSON.stringify(user)}`);

@@ -4,12 +4,13 @@
 import * as crypto from "crypto";
 import * as net from "net";
 import { Client } from "ssh2";
-import { VersionResult } from "../../src/agent/protocol";
-import { timeLeft, timedOut } from "./deadline";
-import { dial } from "./ssh-dial";
-import type { AgentSession } from "./ssh-session";
-import { Endpoint, SshConnection, endpointsOf } from "./ssh-settings";
-import { trace } from "../trace";
+import { VersionResult } from "../../../src/agent/protocol";
+import { timeLeft, timedOut } from "../deadline";
+import { dial } from "./dial";
+import type { AgentSession } from "./session";
+import { Endpoint, SshConnection, endpointsOf } from "./settings";
+import { TransportError } from "../types";
+import { trace } from "../../trace";
 
 /** sshd allows 10 sessions per connection by default (MaxSessions); stay under it. */
 const MAX_CHANNELS_PER_CONNECTION = 8;
@@ -109,6 +110,27 @@ export async function connection(e: Endpoint, proxy: Endpoint | undefined, deadl
     if (pool.get(key) === promise) pool.delete(key);
   });
   return promise;
+}
+
+/**
+ * Runs `fn` on the pooled connection to `e` (through `proxy`), dialed if needed and held
+ * while `fn` runs. A pooled connection that died while idle shows only when it refuses a
+ * channel (ECLOSED, nothing started on the host): it is dialed again, once. Dialing itself
+ * retries in dial.ts; nothing else in the transport does.
+ */
+export async function onConnection<T>(e: Endpoint, proxy: Endpoint | undefined, deadline: number, giveUp: Promise<never>, fn: (p: Pooled) => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    const p = await Promise.race([connection(e, proxy, deadline), giveUp]);
+    hold(p);
+    try {
+      return await fn(p);
+    } catch (err) {
+      const stale = err instanceof TransportError && err.code === "ECLOSED" && err.notStarted;
+      if (!stale || attempt > 0) throw err;
+    } finally {
+      unhold(p);
+    }
+  }
 }
 
 /** Closes every pooled connection (jump hosts last). Safe to call at any time. */

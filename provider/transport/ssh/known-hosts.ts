@@ -3,8 +3,8 @@
 // the policy a dial checks the key a host presents against.
 import * as crypto from "crypto";
 import * as fs from "fs";
-import { Endpoint, usage } from "./ssh-settings";
-import { TransportError } from "./types";
+import { Endpoint, usage } from "./settings";
+import { TransportError } from "../types";
 
 export interface HostKey {
   /** "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", ... */

@@ -2,11 +2,11 @@
 // (also used by deploy's shell commands), and a one-shot agent run, the request on its
 // stdin and the reply on its stdout.
 import { ClientChannel } from "ssh2";
-import { AgentReply, AgentRequest } from "../../src/agent/protocol";
-import { AgentExit, captureText, interpretAgentExit } from "./agent-output";
-import { timeLeft } from "./deadline";
-import type { Pooled } from "./ssh-pool";
-import { TransportError } from "./types";
+import { AgentReply, AgentRequest } from "../../../src/agent/protocol";
+import { AgentExit, captureText, interpretAgentExit } from "../agent-output";
+import { timeLeft } from "../deadline";
+import type { Pooled } from "./pool";
+import { TransportError } from "../types";
 
 export interface ChannelOutput {
   /** "" when the caller read stdout itself (see collectOutput). */

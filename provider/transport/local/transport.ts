@@ -1,10 +1,10 @@
 // Runs the agent on this machine: a child process (no shell), the request as JSON on stdin.
 // The provider goes through the agent even locally, so local and remote run the same code.
 import { spawn } from "child_process";
-import { AgentReply, AgentRequest, PROTOCOL_VERSION } from "../../src/agent/protocol";
-import { AgentExit, captureText, checkVersionReply, interpretAgentExit } from "./agent-output";
-import { timeLeft } from "./deadline";
-import { DEFAULT_OPERATION_TIMEOUT_MS, RunOptions, Transport, TransportError } from "./types";
+import { AgentReply, AgentRequest, PROTOCOL_VERSION } from "../../../src/agent/protocol";
+import { AgentExit, captureText, checkVersionReply, interpretAgentExit } from "../agent-output";
+import { timeLeft } from "../deadline";
+import { DEFAULT_OPERATION_TIMEOUT_MS, RunOptions, Transport, TransportError } from "../types";
 
 export interface LocalTransportOptions {
   /** The agent command (default ["lockmem", "agent"], found on PATH). */
