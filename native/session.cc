@@ -84,6 +84,9 @@ bool Session::hold() {
   // The pause the target feels starts when we ask it to stop, not when we see it stopped.
   pauseStart_ = nowNs();
   if (!attach()) return false;
+  // Before the stop hides it (arm64: the call and its first argument; native/arch/aarch64.cc).
+  arch::forgetBlockedCalls();
+  arch::rememberBlockedCall(spec_.pid, tid_);
   faultPoint("seized");
   if (spec_.stopProcess && !stoppedNow) {
     // Before the stop wakes them: the threads whose call it would turn into EINTR.
