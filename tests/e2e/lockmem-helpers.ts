@@ -45,13 +45,13 @@ export function lockmemCli(...args: string[]): string {
 export function ensureBuilt(): void {
   const impl = path.join(REPO, "dist", "provider", "impl", "index.js");
   if (!fs.existsSync(impl)) throw new Error(`${impl} is missing: run \`npm run build:ts\` first`);
-  const manifest = path.join(REPO, "dist", "agent-bundle", "manifest.json");
+  const manifest = path.join(REPO, "dist", "agent-bundle", "linux-x64", "manifest.json");
   const addon = path.join(REPO, "prebuilds", "linux-x64", "node.napi.glibc.node");
   const stale =
     !fs.existsSync(manifest) ||
     fs.statSync(manifest).mtimeMs < fs.statSync(impl).mtimeMs ||
     fs.statSync(manifest).mtimeMs < fs.statSync(addon).mtimeMs;
-  if (stale) execFileSync(process.execPath, [path.join(REPO, "dist", "provider", "agent-bundle.js")], { stdio: "pipe" });
+  if (stale) execFileSync(process.execPath, [path.join(REPO, "dist", "provider", "agent", "bundle.js")], { stdio: "pipe" });
 }
 
 export function uniqueName(prefix: string): string {
