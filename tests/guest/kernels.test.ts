@@ -1,0 +1,187 @@
+// The core and EINTR promises in real x86_64 guest kernels (issue 19): Debian bullseye's
+// 5.10, bookworm's 6.1 and trixie's 6.12, each booted under qemu (tests/support/guest.ts)
+// and driven over SSH with the agent the provider deploys (provider/agent/deploy.ts, the
+// same path as tests/remote and a fleet's hosts). In each guest:
+// - lock every mapping (mlockall) of a target, see it locked in the agent's status and in
+//   the guest's own /proc (VmLck), unlock, see 0 locked;
+// - the waiters fixture (tests/fixtures/waiters.c, as tests/safety/eintr.test.ts): first the
+//   kernel's side (a SIGSTOP/SIGCONT makes the EINTR-prone calls fail with EINTR, so the
+//   fixture can see one on this kernel), then lock/unlock cycles through the agent: no
+//   EINTR in any call, on a thread pool and on a single-threaded event loop (every thread
+//   in epoll_wait: the re-arm path).
+// Cycles are few: TCG runs the guest 10-50x slower than the host.
+import { ensureAgent } from "../../provider/agent/deploy";
+import { SshTransport, closeAll } from "../../provider/transport/ssh";
+import { resultOf } from "../../provider/transport/types";
+import { PROTOCOL_VERSION } from "../../src/agent/protocol";
+import { HostReport, ProcessReport, ProcessResult } from "../../src/ops/types";
+import { bootGuest, buildGuest, Guest, GuestImage, GuestSuite } from "../support/guest";
+import { staticFixture } from "../support/guest-binaries";
+import { waitUntil } from "../support/target";
+
+jest.setTimeout(20 * 60_000);
+
+const GUESTS: { suite: GuestSuite; linux: string }[] = [
+  { suite: "bullseye", linux: "5.10" },
+  { suite: "bookworm", linux: "6.1" },
+  { suite: "trixie", linux: "6.12" },
+];
+const CYCLES = Number(process.env.LOCKMEM_GUEST_CYCLES ?? 5);
+const OP_TIMEOUT_MS = 180_000;
+
+// What a stop does to each call (signal(7), checked on the host by tests/safety/eintr).
+const EINTR_PRONE = ["epoll_wait", "epoll_pwait", "io_uring_enter", "sigtimedwait", "semtimedop"];
+const RESTARTED = ["read", "nanosleep", "futex", "ppoll"];
+
+afterAll(closeAll);
+
+function kernelAtLeast(release: string, major: number, minor: number): boolean {
+  const [a, b] = release.split(".").map(Number);
+  return a > major || (a === major && b >= minor);
+}
+
+/** A waiters fixture running in the guest, its counts read over SSH (busybox od). */
+interface GuestWaiters {
+  pid: number;
+  eintrs(): Promise<Record<string, number>>;
+  stop(): Promise<void>;
+}
+
+async function startGuestWaiters(guest: Guest, kinds: string[]): Promise<GuestWaiters> {
+  const counts = `/tmp/waiters-${Math.random().toString(36).slice(2)}.counts`;
+  const pid = Number((await guest.check(`/tmp/waiters ${counts} ${kinds.join(" ")} </dev/null >/dev/null 2>&1 & echo $!`)).trim());
+  const words = async (): Promise<number[]> =>
+    (await guest.run(`od -An -td8 -v ${counts}`)).stdout.split(/\s+/).filter(Boolean).map(Number);
+  await waitUntil(async () => (await words())[1] === 1, `waiters ${pid} in the guest to block in its calls`, { timeoutMs: 60_000, intervalMs: 200 });
+  const names: string[] = kinds.filter((k) => !k.startsWith("main="));
+  const hasMain = kinds[0]?.startsWith("main=") ?? false;
+  return {
+    pid,
+    async eintrs() {
+      const w = await words();
+      const out: Record<string, number> = {};
+      names.forEach((name, i) => (out[name] = (out[name] ?? 0) + w[2 + i]));
+      if (hasMain) out.main = w[2 + names.length];
+      return out;
+    },
+    async stop() {
+      await guest.run(`kill -9 ${pid}; rm -f ${counts}`);
+    },
+  };
+}
+
+function diff(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(after).map(([k, n]) => [k, n - (before[k] ?? 0)] as [string, number]).filter(([, n]) => n !== 0));
+}
+
+describe.each(GUESTS)("$suite/amd64 guest (Linux $linux)", ({ suite, linux }) => {
+  let image: GuestImage;
+  let guest: Guest;
+  let agent: SshTransport;
+  let testsStarted = 0;
+
+  beforeAll(async () => {
+    image = await buildGuest(suite, "amd64");
+    guest = await bootGuest(image);
+    testsStarted = Date.now();
+    await guest.upload(staticFixture("waiters", "amd64"), "/tmp/waiters");
+    const deployed = await ensureAgent(guest.connection(), { timeoutMs: OP_TIMEOUT_MS });
+    agent = new SshTransport(guest.connection(), { agentCommand: deployed.command, agentVersion: deployed.version, persistent: true });
+  });
+
+  afterAll(async () => {
+    await closeAll();
+    await guest?.stop();
+    if (guest) {
+      console.log(
+        `guest ${image.name} (${image.kernelRelease}): build ${image.cached ? `cached (${image.elapsedMs} ms; first build took ${image.buildSeconds} s)` : `cold ${image.buildSeconds} s`}, ` +
+          `boot to sshd ${(guest.bootMs / 1000).toFixed(1)} s, tests ${((Date.now() - testsStarted) / 1000).toFixed(1)} s`,
+      );
+    }
+  });
+
+  async function call<T>(op: "lock" | "unlock" | "status", args: object): Promise<T> {
+    const reply = await agent.run({ v: PROTOCOL_VERSION, op, args } as never, { timeoutMs: OP_TIMEOUT_MS });
+    return resultOf<T>(reply, agent.where);
+  }
+  const vmLckKb = async (pid: number): Promise<number> => Number(/VmLck:\s*(\d+) kB/.exec(await guest.check(`cat /proc/${pid}/status`))?.[1]);
+
+  test(`runs Debian's ${linux} kernel`, async () => {
+    expect(image.kernelRelease.startsWith(`${linux}.`)).toBe(true);
+    expect((await guest.check("uname -r")).trim()).toBe(image.kernelRelease);
+  });
+
+  test("lock all mappings, status shows them locked; unlock, nothing locked", async () => {
+    const w = await startGuestWaiters(guest, ["nanosleep"]);
+    try {
+      const target = { pid: w.pid };
+      const locked = await call<HostReport<ProcessResult>>("lock", { target, mappings: { all: true } });
+      expect(locked.processes[0]).toMatchObject({ pid: w.pid, outcome: "done" });
+      const status = await call<HostReport<ProcessReport>>("status", { target });
+      expect(status.processes[0].vmLck).toBeGreaterThan(0);
+      expect(status.processes[0].vmLck).toBe((await vmLckKb(w.pid)) * 1024);
+      expect(status.processes[0].mappings.filter((m) => m.vmLocked).length).toBeGreaterThan(0);
+
+      const unlocked = await call<HostReport<ProcessResult>>("unlock", { target, mappings: { all: true } });
+      expect(unlocked.processes[0]).toMatchObject({ pid: w.pid, outcome: "done" });
+      const after = await call<HostReport<ProcessReport>>("status", { target });
+      expect(after.processes[0].vmLck).toBe(0);
+      expect(after.processes[0].mappings.filter((m) => m.vmLocked)).toEqual([]);
+      expect(await vmLckKb(w.pid)).toBe(0);
+    } finally {
+      await w.stop();
+    }
+  });
+
+  test(`a stop makes the EINTR-prone calls fail with EINTR; ${CYCLES} lock/unlock cycles through the agent make none`, async () => {
+    // epoll_pwait2 exists from Linux 5.11: on 5.10 it would return ENOSYS in a loop.
+    const prone = kernelAtLeast(image.kernelRelease, 5, 11) ? [...EINTR_PRONE, "epoll_pwait2"] : EINTR_PRONE;
+    const w = await startGuestWaiters(guest, [...prone, ...RESTARTED]);
+    try {
+      // The kernel's side first, so that "no EINTR" below means something on this kernel.
+      await guest.check(`kill -STOP ${w.pid}`);
+      await waitUntil(async () => /^T/.test((await guest.check(`cut -d' ' -f3 /proc/${w.pid}/stat`)).trim()), "the group stop", { timeoutMs: 60_000, intervalMs: 200 });
+      await guest.check(`kill -CONT ${w.pid}`);
+      const afterStop = await waitUntil(
+        async () => {
+          const c = await w.eintrs();
+          return prone.every((k) => c[k] >= 1) ? c : undefined;
+        },
+        "every EINTR-prone call to see the stop",
+        { timeoutMs: 60_000, intervalMs: 200 },
+      );
+      expect(Object.fromEntries(RESTARTED.map((k) => [k, afterStop[k]]))).toEqual(Object.fromEntries(RESTARTED.map((k) => [k, 0])));
+
+      for (let i = 0; i < CYCLES; i++) {
+        for (const op of ["lock", "unlock"] as const) {
+          const r = await call<HostReport<ProcessResult>>(op, { target: { pid: w.pid } });
+          expect(r.processes[0].error).toBeUndefined();
+        }
+      }
+      expect(diff(await w.eintrs(), afterStop)).toEqual({});
+      expect((await guest.check(`cut -d' ' -f3 /proc/${w.pid}/stat`)).trim()).not.toBe("T");
+    } finally {
+      await w.stop();
+    }
+  });
+
+  test(`a single-threaded event loop (its only thread in epoll_wait: the re-arm path): no EINTR over ${CYCLES} cycles`, async () => {
+    const w = await startGuestWaiters(guest, ["main=epoll_wait"]);
+    try {
+      let rearmed = 0;
+      for (let i = 0; i < CYCLES; i++) {
+        for (const op of ["lock", "unlock"] as const) {
+          const r = await call<HostReport<ProcessResult>>(op, { target: { pid: w.pid } });
+          expect(r.processes[0].error).toBeUndefined();
+          if (r.processes[0].action?.rearmed) rearmed++;
+        }
+      }
+      expect(await w.eintrs()).toMatchObject({ main: 0 });
+      // Its only thread is in epoll_wait: every session must have taken the re-arm path.
+      expect(rearmed).toBe(2 * CYCLES);
+      console.log(`${image.name}: event loop, ${rearmed} of ${2 * CYCLES} sessions re-armed epoll_wait`);
+    } finally {
+      await w.stop();
+    }
+  });
+});
