@@ -55,6 +55,8 @@ bool Session::run() {
 }
 
 bool Session::session() {
+  // What an earlier session on this thread saw blocked is no evidence for this one.
+  arch::forgetBlockedCalls();
   if (spec_.continueOnly) {
     // Every thread is a candidate: none of them is held by us.
     tid_ = 0;
@@ -85,7 +87,6 @@ bool Session::hold() {
   pauseStart_ = nowNs();
   if (!attach()) return false;
   // Before the stop hides it (arm64: the call and its first argument; native/arch/aarch64.cc).
-  arch::forgetBlockedCalls();
   arch::rememberBlockedCall(spec_.pid, tid_);
   faultPoint("seized");
   if (spec_.stopProcess && !stoppedNow) {
