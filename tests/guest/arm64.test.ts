@@ -262,3 +262,23 @@ test(`a single-threaded event loop (its only thread in epoll_pwait: the re-arm p
     await w.stop();
   }
 });
+
+test("the kernel fact behind the arm64 re-arm: at a group stop, a thread that was in epoll_pwait shows no call (/proc syscall \"-1\")", async () => {
+  const w = await startGuestWaiters(["main=epoll_pwait"]);
+  try {
+    const blocked = (await guest.check(`cat /proc/${w.pid}/syscall`)).trim();
+    // Number 22 (epoll_pwait in the generic table) and its six arguments: the first is orig_x0.
+    expect(blocked).toMatch(/^22( 0x[0-9a-f]+){8}$/);
+    await guest.check(`kill -STOP ${w.pid}`);
+    await waitUntil(async () => /^T/.test(await stateOf(w.pid)), "the group stop", { timeoutMs: 60_000, intervalMs: 200 });
+    // do_signal() forgot the call (syscallno = -1) before get_signal() stopped the thread.
+    const stopped = (await guest.check(`cat /proc/${w.pid}/syscall`)).trim();
+    await guest.check(`kill -CONT ${w.pid}`);
+    expect(stopped).toMatch(/^-1 0x[0-9a-f]+ 0x[0-9a-f]+$/);
+    // Same pc as while blocked (after the svc): only x0 (now -EINTR) and the call's identity are gone.
+    expect(stopped.split(" ")[2]).toBe(blocked.split(" ")[8]);
+    console.log(`${image.name}: blocked "${blocked}", stopped "${stopped}"`);
+  } finally {
+    await w.stop();
+  }
+});
