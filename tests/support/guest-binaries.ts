@@ -16,8 +16,12 @@ const COMPILERS: Record<GuestArch, { cc: string; pkg: string }> = {
 
 /** A static build of tests/fixtures/<fixture>.c for `arch`, rebuilt when the source is newer. */
 export function staticFixture(fixture: "target" | "waiters", arch: GuestArch): string {
-  const source = path.join(repoRoot(), "tests", "fixtures", `${fixture}.c`);
-  const binary = path.join(workDir(), "bin", `${fixture}-static-${arch}`);
+  return staticBinary(path.join(repoRoot(), "tests", "fixtures", `${fixture}.c`), arch);
+}
+
+/** A static build of the C file `source` for `arch`, rebuilt when the source is newer. */
+export function staticBinary(source: string, arch: GuestArch): string {
+  const binary = path.join(workDir(), "bin", `${path.basename(source, ".c")}-static-${arch}`);
   if (fs.existsSync(binary) && fs.statSync(binary).mtimeMs >= fs.statSync(source).mtimeMs) return binary;
   fs.mkdirSync(path.dirname(binary), { recursive: true });
   const tmp = `${binary}.${process.pid}.${crypto.randomBytes(4).toString("hex")}`;

@@ -108,6 +108,27 @@ export interface BootOptions {
 }
 
 const running = new Set<Guest>();
+/** Every qemu this process started and has not seen exit: killed when the process exits. */
+const qemus = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function track(child: ChildProcess): void {
+  qemus.add(child);
+  child.once("exit", () => qemus.delete(child));
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // A test run that ends without stopping its guests (a hook timed out, a crash) must not
+  // leave qemu running: it would hold two cores until someone notices. By pid, ours only.
+  process.on("exit", () => {
+    for (const c of qemus) {
+      try {
+        if (c.pid) process.kill(c.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  });
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -180,6 +201,7 @@ export async function bootGuest(image: GuestImage, opts: BootOptions = {}): Prom
     const { bin, args } = qemuArgs(image, port, consoleLog, opts);
     const started = Date.now();
     const child = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"] });
+    track(child);
     let stderr = "";
     child.stderr?.on("data", (d: Buffer) => {
       if (stderr.length < 64 * 1024) stderr += d.toString();
