@@ -31,7 +31,9 @@ if ! command -v aarch64-linux-gnu-g++ >/dev/null; then
   exit 1
 fi
 CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ LINK=aarch64-linux-gnu-g++ AR=aarch64-linux-gnu-ar gyp --arch=arm64
-file -b build/Release/lockmem.node | grep -q 'ARM aarch64' || { echo "prebuild: the arm64 build is not an aarch64 object" >&2; exit 1; }
+# e_machine 183 is EM_AARCH64: a build that silently used the host compiler is refused.
+node -e 'process.exit(require("fs").readFileSync(process.argv[1]).readUInt16LE(18) === 183 ? 0 : 1)' build/Release/lockmem.node ||
+  { echo "prebuild: the arm64 build is not an aarch64 object" >&2; exit 1; }
 place arm64 aarch64-linux-gnu-strip
 
 gyp
