@@ -15,7 +15,6 @@
         "native/session_stops.cc",
         "native/session_calls.cc",
         "native/session_restore.cc",
-        "native/arch_x86_64.cc",
         "native/rlimit.cc",
         "native/journal.cc",
         "native/seccomp.cc",
@@ -26,13 +25,14 @@
         "native/group_stop.cc",
         "native/undo_stop.cc"
       ],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native/arch"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-fexceptions"],
       "conditions": [
-        ["target_arch!='x64'", { "sources!": ["native/arch_x86_64.cc"] }]
+        ["target_arch=='x64'", { "sources": ["native/arch/x86_64.cc"] }],
+        ["target_arch=='arm64'", { "sources": ["native/arch/aarch64.cc"] }]
       ]
     }
   ]

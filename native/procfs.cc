@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cinttypes>
 #include <cstdio>
 
 namespace lockmem {
@@ -77,6 +78,18 @@ uint64_t threadPc(pid_t pid, pid_t tid) {
   size_t space = text.rfind(' ');
   if (text.empty() || text[0] == 'r' || space == std::string::npos) return 0;
   return strtoull(text.c_str() + space + 1, nullptr, 16);
+}
+
+bool blockedCall(pid_t pid, pid_t tid, BlockedCall* out) {
+  std::string text = taskFile(pid, tid, "syscall");
+  if (text.empty() || text[0] == 'r') return false;
+  BlockedCall c;
+  // "nr 0xa0 0xa1 0xa2 0xa3 0xa4 0xa5 0xsp 0xpc" (lib/syscall.c, fs/proc/base.c).
+  int n = sscanf(text.c_str(), "%ld %" SCNx64 " %" SCNx64 " %" SCNx64 " %" SCNx64 " %" SCNx64 " %" SCNx64 " %" SCNx64 " %" SCNx64,
+                 &c.nr, &c.args[0], &c.args[1], &c.args[2], &c.args[3], &c.args[4], &c.args[5], &c.sp, &c.pc);
+  if (n != 9 || c.nr < 0) return false;
+  *out = c;
+  return true;
 }
 
 SignalState signalState(pid_t pid, pid_t tid) {

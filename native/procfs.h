@@ -31,6 +31,18 @@ long threadSyscall(pid_t pid, pid_t tid);
 // The user pc in that file (its last field), 0 when not shown.
 uint64_t threadPc(pid_t pid, pid_t tid);
 
+// The whole line of that file for a thread blocked in a call: the number, the six
+// arguments as the kernel's syscall_get_arguments() sees them (on arm64 the first is
+// orig_x0, which no ptrace register set shows), the user sp and pc.
+struct BlockedCall {
+  long nr = kNotInSyscall;
+  uint64_t args[6] = {0, 0, 0, 0, 0, 0};
+  uint64_t sp = 0;
+  uint64_t pc = 0;
+};
+// False when the thread is not blocked in a call (running, "-1 ...", or unreadable).
+bool blockedCall(pid_t pid, pid_t tid, BlockedCall* out);
+
 struct SignalState {
   bool known = false;
   uint64_t pending = 0;  // SigPnd | ShdPnd

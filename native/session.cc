@@ -39,6 +39,8 @@ Session::Session(const BatchSpec& spec, const Recovery* recovery, BatchOutcome* 
       others_(spec.pid, spec.tid, spec.eintrSyscalls, [this](const siginfo_t& info) { classifyStop(info); }) {}
 
 bool Session::run() {
+  // What an earlier session on this thread saw blocked is no evidence for this one.
+  arch::forgetBlockedCalls();
   bool ok = hold() && inject();
   if (ok) {
     faultPoint("before-restore");
@@ -64,6 +66,8 @@ bool Session::hold() {
   // The pause the target feels starts when we ask it to stop, not when we see it stopped.
   pauseStart_ = nowNs();
   if (!attach()) return false;
+  // Before the stop hides it (arm64: the call and its first argument; native/arch/aarch64.cc).
+  arch::rememberBlockedCall(spec_.pid, tid_);
   faultPoint("seized");
   if (spec_.stopProcess && !stoppedNow) {
     // Before the stop wakes them: the threads whose call it would turn into EINTR.

@@ -51,7 +51,10 @@ void OtherThreads::seizeWaiters() {
   for (pid_t t : procfs::threadIds(pid_)) {
     if (t == injected_ || !eintrProne(procfs::threadSyscall(pid_, t))) continue;
     // Seizing stops nothing: the thread stays in its call until our SIGSTOP arrives.
-    if (ptrace(PTRACE_SEIZE, t, nullptr, nullptr) == 0) waiters_.push_back({t, State::Running});
+    if (ptrace(PTRACE_SEIZE, t, nullptr, nullptr) != 0) continue;
+    waiters_.push_back({t, State::Running});
+    // While it is still in the call: what a re-issue needs and the stop hides (arm64).
+    arch::rememberBlockedCall(pid_, t);
   }
 }
 

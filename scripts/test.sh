@@ -15,7 +15,8 @@ source scripts/toolchain.sh || exit 1
 # The addon and the compiled CLI are what the tests run as subprocesses. The package has no
 # install script (users get the prebuilt addon), so the addon is built here from source.
 addon=prebuilds/linux-x64/node.napi.glibc.node
-if [ ! -f build/Release/lockmem.node ] || [ ! -f "$addon" ] || [ -n "$(find native binding.gyp -newer "$addon" 2>/dev/null | head -1)" ]; then
+addon_arm64=prebuilds/linux-arm64/node.napi.glibc.node
+if [ ! -f build/Release/lockmem.node ] || [ ! -f "$addon" ] || [ ! -f "$addon_arm64" ] || [ -n "$(find native binding.gyp -newer "$addon" 2>/dev/null | head -1)" ]; then
   npm run --silent build:native
 fi
 npm run --silent build:ts

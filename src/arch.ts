@@ -2,7 +2,7 @@
 // (`uname -m`), the folder of its prebuilt addon (node-gyp-build's layout), and whether
 // lockmem can inject on it. doctor, the native loader, the syscall tables, the agent bundle,
 // deploy and the runtime upload all ask here; adding an architecture starts here and in
-// native/arch_<name>.cc.
+// native/arch/<name>.cc (binding.gyp, scripts/prebuild.sh).
 import * as path from "path";
 
 /** Node's names. */
@@ -13,20 +13,20 @@ interface ArchInfo {
   uname: string;
   /** Other `uname -m` spellings of the same architecture. */
   unameAliases: string[];
-  /** lockmem's native side injects on it (native/arch_*.cc). */
+  /** lockmem's native side injects on it (native/arch/*.cc). */
   injects: boolean;
 }
 
 export const ARCHES: Record<Arch, ArchInfo> = {
   x64: { uname: "x86_64", unameAliases: [], injects: true },
-  arm64: { uname: "aarch64", unameAliases: ["arm64"], injects: false },
+  arm64: { uname: "aarch64", unameAliases: ["arm64"], injects: true },
 };
 
-/** The architectures whose addon this package ships in prebuilds/ (and the agent bundle carries). */
-export const SHIPPED_ARCHES: Arch[] = ["x64"];
-
-/** The architecture the agent bundle's addon is built for. */
-export const BUNDLE_ARCH: Arch = "x64";
+/**
+ * The architectures whose addon this package ships in prebuilds/ and the agent bundle
+ * carries (one bundle folder per architecture): x64 built natively, arm64 cross-compiled.
+ */
+export const SHIPPED_ARCHES: Arch[] = ["x64", "arm64"];
 
 const ALL = Object.keys(ARCHES) as Arch[];
 
@@ -58,6 +58,17 @@ export function archOfPlatform(platform: string): Arch | undefined {
 /** The prebuilt addon of an architecture, relative to the package root. */
 export function prebuiltAddonPath(arch: Arch): string {
   return path.join("prebuilds", platformName(arch), "node.napi.glibc.node");
+}
+
+/** The shipped architecture of a host by its `uname -m`, or undefined (unknown or not shipped). */
+export function shippedArchForUname(unameM: string): Arch | undefined {
+  const arch = archFromUname(unameM);
+  return arch && SHIPPED_ARCHES.includes(arch) ? arch : undefined;
+}
+
+/** The `uname -m` spellings of an architecture (its kernel name first). */
+export function unameNames(arch: Arch): string[] {
+  return [ARCHES[arch].uname, ...ARCHES[arch].unameAliases];
 }
 
 /** The architectures lockmem injects on, by their kernel names ("x86_64"). */

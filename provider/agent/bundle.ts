@@ -1,13 +1,15 @@
-// The agent bundle that `agent.install: "auto"` pushes to hosts: the agent as one JS file
-// (esbuild, target node18: it runs on the host's Node.js >= 18 or on the runtime the
-// provider brings) plus the prebuilt linux-x64 addon (prebuilds/linux-x64/), with a manifest
-// of version and sha256. `npm run build` (and `npm pack`) makes it into dist/agent-bundle/;
-// this file is also that build step (`node dist/provider/agent/bundle.js`).
+// The agent bundles that `agent.install: "auto"` pushes to hosts, one per architecture the
+// package ships (src/arch.ts SHIPPED_ARCHES): the agent as one JS file (esbuild, target
+// node18: it runs on the host's Node.js >= 18 or on the runtime the provider brings) plus
+// that architecture's prebuilt addon (prebuilds/linux-<arch>/), with a manifest of version,
+// architecture and sha256. Deploy picks the one of the host's `uname -m`. `npm run build`
+// (and `npm pack`) makes them into dist/agent-bundle/linux-<arch>/; this file is also that
+// build step (`node dist/provider/agent/bundle.js`).
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { AGENT_OPS, PROTOCOL_VERSION, REQUEST_SCHEMAS } from "../../src/agent/protocol";
-import { BUNDLE_ARCH, platformName, prebuiltAddonPath } from "../../src/arch";
+import { Arch, SHIPPED_ARCHES, platformName, prebuiltAddonPath } from "../../src/arch";
 import { AJV_OPTIONS } from "../../src/agent/request-validators";
 
 export const AGENT_JS = "lockmem-agent.js";
@@ -21,6 +23,7 @@ export interface BundleManifest {
   protocol: number;
   /** The Node.js versions the JS file was built for. */
   node: string;
+  /** The platform of its addon: `linux-x64`, `linux-arm64`. */
   arch: string;
   /** sha256 (hex) of each file. */
   files: Record<(typeof BUNDLE_FILES)[number], string>;
@@ -48,8 +51,14 @@ export function packageRoot(): string {
   }
 }
 
-export function bundleDir(): string {
+/** The folder that holds one bundle folder per shipped architecture. */
+export function bundleRoot(): string {
   return path.join(packageRoot(), "dist", "agent-bundle");
+}
+
+/** The bundle folder of one architecture: dist/agent-bundle/linux-<arch>. */
+export function bundleDir(arch: Arch, root = bundleRoot()): string {
+  return path.join(root, platformName(arch));
 }
 
 function bundleId(files: Record<string, string>): string {
@@ -73,14 +82,13 @@ export function precompiledValidatorsSource(): string {
   return `${code}\nexports.requestValidator = function (op) { return exports[op]; };\n`;
 }
 
-/** The prebuilt addon the bundle carries, in node-gyp-build's layout (scripts/prebuild.sh makes it). */
-export const BUNDLE_ADDON_SOURCE = prebuiltAddonPath(BUNDLE_ARCH);
-
-/** Builds the bundle (needs esbuild and the prebuilt addon: a development checkout). */
-export async function buildBundle(outDir = bundleDir()): Promise<BundleManifest> {
+/** Builds every shipped architecture's bundle (needs esbuild and the prebuilt addons: a development checkout). */
+export async function buildBundle(outDir = bundleRoot()): Promise<BundleManifest[]> {
   const root = packageRoot();
-  const addon = path.join(root, BUNDLE_ADDON_SOURCE);
-  if (!fs.existsSync(addon)) throw new Error(`${addon} is missing: run \`npm run build:native\` first`);
+  for (const arch of SHIPPED_ARCHES) {
+    const addon = path.join(root, prebuiltAddonPath(arch));
+    if (!fs.existsSync(addon)) throw new Error(`${addon} is missing: run \`npm run build:native\` first`);
+  }
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const esbuild = require("esbuild") as typeof import("esbuild");
   const tmp = `${outDir}.tmp-${process.pid}`;
@@ -111,24 +119,36 @@ export async function buildBundle(outDir = bundleDir()): Promise<BundleManifest>
       },
     ],
   });
-  fs.copyFileSync(addon, path.join(tmp, AGENT_ADDON));
   const version = (JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as { version: string }).version;
-  const files = Object.fromEntries(BUNDLE_FILES.map((f) => [f, sha256(fs.readFileSync(path.join(tmp, f)))])) as BundleManifest["files"];
-  const manifest: BundleManifest = { name: "lockmem-agent", version, protocol: PROTOCOL_VERSION, node: ">=18", arch: platformName(BUNDLE_ARCH), files, id: bundleId(files) };
-  fs.writeFileSync(path.join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + "\n");
+  const js = fs.readFileSync(path.join(tmp, AGENT_JS));
+  fs.rmSync(path.join(tmp, AGENT_JS));
+  const manifests: BundleManifest[] = [];
+  for (const arch of SHIPPED_ARCHES) {
+    // The same JS in each: a host gets one folder, content-addressed by both files.
+    const dir = bundleDir(arch, tmp);
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, AGENT_JS), js);
+    fs.copyFileSync(path.join(root, prebuiltAddonPath(arch)), path.join(dir, AGENT_ADDON));
+    const files = Object.fromEntries(BUNDLE_FILES.map((f) => [f, sha256(fs.readFileSync(path.join(dir, f)))])) as BundleManifest["files"];
+    const manifest: BundleManifest = { name: "lockmem-agent", version, protocol: PROTOCOL_VERSION, node: ">=18", arch: platformName(arch), files, id: bundleId(files) };
+    fs.writeFileSync(path.join(dir, MANIFEST), JSON.stringify(manifest, null, 2) + "\n");
+    manifests.push(manifest);
+  }
   // Swap the whole folder, so a reader never sees files of two builds.
   const old = `${outDir}.old-${process.pid}`;
   if (fs.existsSync(outDir)) fs.renameSync(outDir, old);
   fs.renameSync(tmp, outDir);
   fs.rmSync(old, { recursive: true, force: true });
-  return manifest;
+  return manifests;
 }
 
-let loaded: AgentBundle | undefined;
+const loaded = new Map<string, AgentBundle>();
 
-/** Reads dist/agent-bundle and checks every file against the manifest. */
-export function loadBundle(dir = bundleDir()): AgentBundle {
-  if (loaded && loaded.dir === dir) return loaded;
+/** Reads one architecture's bundle folder and checks every file against its manifest. */
+export function loadBundle(arch: Arch, dir = bundleDir(arch)): AgentBundle {
+  const key = `${arch}:${dir}`;
+  const cached = loaded.get(key);
+  if (cached) return cached;
   const manifestPath = path.join(dir, MANIFEST);
   if (!fs.existsSync(manifestPath)) {
     throw new Error(`the lockmem agent bundle is missing (${manifestPath}): run \`npm run build\` in the pulumi-lockmem package`);
@@ -141,13 +161,15 @@ export function loadBundle(dir = bundleDir()): AgentBundle {
     contents[f] = data;
   }
   if (bundleId(manifest.files) !== manifest.id) throw new Error(`${manifestPath}: id does not match the file hashes`);
-  loaded = { dir, manifest, contents };
-  return loaded;
+  if (manifest.arch !== platformName(arch)) throw new Error(`${manifestPath} is for ${manifest.arch}, not ${platformName(arch)}: run \`npm run build\` again`);
+  const bundle = { dir, manifest, contents };
+  loaded.set(key, bundle);
+  return bundle;
 }
 
 if (require.main === module) {
   buildBundle().then(
-    (m) => console.log(`agent bundle ${m.version} (${m.id.slice(0, 16)}) in ${bundleDir()}`),
+    (ms) => ms.forEach((m) => console.log(`agent bundle ${m.version} ${m.arch} (${m.id.slice(0, 16)}) in ${bundleRoot()}`)),
     (e: unknown) => {
       console.error(e);
       process.exitCode = 1;

@@ -67,11 +67,35 @@ export function runtimeCommand(runtime: RuntimeOnHost, dir: string, bundle: Agen
   return ["sh", "-c", q(RUN_RUNTIME), "sh", runtime.file, runtime.sha256, ...bootArgs(dir, bundle)].join(" ");
 }
 
+
+/** One architecture's part of presumedCommandPerArch. */
+export interface PresumedArch {
+  /** Its `uname -m` spellings. */
+  unames: string[];
+  runtime: RuntimeOnHost;
+  dir: string;
+  bundle: AgentBundle;
+}
+
 /**
- * Without asking the host first: the uploaded runtime when its file is there (hash checked
- * as above), else `node` from the PATH of SSH sessions.
+ * Without asking the host first, not even its architecture: `uname -m` picks the
+ * runtime and bundle folder of that architecture (each an argument group of five: runtime
+ * file, its sha256, folder, JS and addon sha256); then the uploaded runtime runs when its
+ * file is there (hash checked as above), else `node` from the PATH of SSH sessions. Another
+ * architecture exits as a refused file does, so the caller deploys, and the probe names
+ * what is missing.
  */
-export function presumedCommand(runtime: RuntimeOnHost, dir: string, bundle: AgentBundle): string {
-  const script = `if [ -e "$1" ]; then ${RUN_RUNTIME}; fi; shift 2; exec node "$@"`;
-  return ["sh", "-c", q(script), "sh", runtime.file, runtime.sha256, ...bootArgs(dir, bundle)].join(" ");
+export function presumedCommandPerArch(arches: PresumedArch[]): string {
+  const cases = arches.map((a, i) => `${a.unames.map(q).join("|")}) i=${i};;`).join(" ");
+  const script = [
+    "b=$1; shift",
+    `case "$(uname -m)" in ${cases} *) echo "lockmem: no agent for this host's architecture ($(uname -m))" >&2; exit ${EXIT_HASH_MISMATCH};; esac`,
+    "n=0; while [ $n -lt $i ]; do shift 5; n=$((n+1)); done",
+    'r=$1 s=$2 d=$3 j=$4 a=$5; shift 5',
+    `n=$((i+1)); while [ $n -lt ${arches.length} ]; do shift 5; n=$((n+1)); done`,
+    'set -- "$r" "$s" -e "$b" "$d" "$j" "$a" "$@"',
+    `if [ -e "$1" ]; then ${RUN_RUNTIME}; fi; shift 2; exec node "$@"`,
+  ].join("\n");
+  const groups = arches.flatMap((a) => [a.runtime.file, a.runtime.sha256, a.dir, a.bundle.manifest.files[AGENT_JS], a.bundle.manifest.files[AGENT_ADDON]]);
+  return ["sh", "-c", q(script), "sh", q(BOOT), ...groups].join(" ");
 }

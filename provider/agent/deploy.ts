@@ -1,6 +1,7 @@
 // Agent deployment for `agent.install: "auto"`, the way Ansible pushes its modules: before
-// the first request to a host, make sure it holds exactly this package's agent bundle in a
-// content-addressed folder (<dir>/<version>-<id>), uploaded over SFTP into a temp folder
+// the first request to a host, make sure it holds exactly this package's agent bundle for the
+// host's architecture (`uname -m`, from the probe) in a content-addressed folder
+// (<dir>/<version>-<id>), uploaded over SFTP into a temp folder
 // and renamed into place, so that no run ever sees half a bundle. A host without Node.js
 // >= 18 also gets the pinned Node.js runtime (provider/agent/runtime.ts) into the same store,
 // uploaded compressed. The command that runs the agent is fixed and carries the expected
@@ -10,11 +11,11 @@ import * as crypto from "crypto";
 import * as path from "path";
 import { Client, SFTPWrapper } from "ssh2";
 import { AgentBundle, BUNDLE_FILES, MANIFEST, loadBundle } from "./bundle";
-import { EXIT_HASH_MISMATCH, hostNodeCommand, presumedCommand, q, runtimeCommand, shellDir } from "./command";
+import { EXIT_HASH_MISMATCH, hostNodeCommand, presumedCommandPerArch, q, runtimeCommand, shellDir } from "./command";
 import { DeployError, MIN_NODE_MAJOR, checkHost, checkRuntimeHost, exec, nodeFix, probe, usableHostNode } from "./host-probe";
 import { CachedRuntime, NODE_RUNTIMES, RUNTIME_BINARY, cacheDir, nodeRuntime, runtimeFolderName } from "./runtime";
 import { VersionResult } from "../../src/agent/protocol";
-import { archOfPlatform } from "../../src/arch";
+import { Arch, SHIPPED_ARCHES, unameNames } from "../../src/arch";
 import { SshConnection, withSshClient } from "../transport/ssh";
 import { trace } from "../trace";
 import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER } from "../transport/ssh/settings";
@@ -196,13 +197,15 @@ function cacheKey(conn: SshConnection, dir: string): string {
 async function deploy(conn: SshConnection, agentDir: string, timeoutMs: number): Promise<DeployedAgent> {
   const deadline = Date.now() + timeoutMs;
   const left = (): number => Math.max(1, deadline - Date.now());
-  const bundle = loadBundle();
-  const name = folderName(bundle);
+  const folders: Partial<Record<Arch, string>> = {};
+  for (const a of SHIPPED_ARCHES) folders[a] = `${shellDir(agentDir)}/${q(folderName(loadBundle(a)))}`;
   return withSshClient(conn, timeoutMs, async (client, where) => {
     trace("probe-start", where);
-    const p = await probe(client, where, shellDir(agentDir), `${shellDir(agentDir)}/${q(name)}`, left());
+    const p = await probe(client, where, shellDir(agentDir), folders, left());
     trace("probe-end", where);
-    checkHost(p, bundle, where);
+    const arch = checkHost(p, where);
+    const bundle = loadBundle(arch);
+    const name = folderName(bundle);
     const hostNode = usableHostNode(p);
     const runtime = hostNode ? undefined : checkRuntimeHost(p, conn, where);
     const base = agentDir.startsWith("~/") ? path.posix.join(p.home, agentDir.slice(2)) : agentDir;
@@ -229,7 +232,7 @@ async function deploy(conn: SshConnection, agentDir: string, timeoutMs: number):
       protocol: bundle.manifest.protocol,
       agent: bundle.manifest.version,
       node: nodeVersion,
-      arch: archOfPlatform(bundle.manifest.arch) ?? bundle.manifest.arch,
+      arch,
       uid: conn.sudo ? 0 : (p.uid ?? -1),
     };
     const command = runtime
@@ -270,11 +273,14 @@ export function ensureAgent(conn: SshConnection, opts: { dir?: string; timeoutMs
  */
 export function presumedAgentCommand(conn: SshConnection, agentDir = DEFAULT_AGENT_DIR): string | undefined {
   if (conn.sudo) return undefined;
-  const bundle = loadBundle();
-  const arch = archOfPlatform(bundle.manifest.arch);
-  if (!arch) return undefined;
-  const runtime = { file: shellDir(`${agentDir}/${runtimeFolderName(arch)}/${RUNTIME_BINARY}`), sha256: NODE_RUNTIMES[arch].nodeSha256 };
-  return presumedCommand(runtime, shellDir(`${agentDir}/${folderName(bundle)}`), bundle);
+  // The host's architecture is not known without asking: the command picks by `uname -m`.
+  return presumedCommandPerArch(
+    SHIPPED_ARCHES.map((arch) => {
+      const bundle = loadBundle(arch);
+      const runtime = { file: shellDir(`${agentDir}/${runtimeFolderName(arch)}/${RUNTIME_BINARY}`), sha256: NODE_RUNTIMES[arch].nodeSha256 };
+      return { unames: unameNames(arch), runtime, dir: shellDir(`${agentDir}/${folderName(bundle)}`), bundle };
+    }),
+  );
 }
 
 /** Whether ensureAgent has deployed (or is deploying) to this host in this process. */

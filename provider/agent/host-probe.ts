@@ -3,8 +3,8 @@
 // the host's own Node.js (preferred) or, without it, what the uploaded runtime needs. A
 // host below them is refused with a message naming it and what is missing.
 import { Client } from "ssh2";
-import { ARCHES, archOfPlatform } from "../../src/arch";
-import { AgentBundle, BUNDLE_FILES } from "./bundle";
+import { Arch, SHIPPED_ARCHES, shippedArchForUname, unameNames } from "../../src/arch";
+import { BUNDLE_FILES } from "./bundle";
 import { NODE_RUNTIMES, RUNTIME_BINARY, RUNTIME_GLIBC_FLOOR, RuntimeArch, runtimeArch, runtimeFolderName } from "./runtime";
 import { SshConnection } from "../transport/ssh";
 import { collectOutput } from "../transport/ssh/exec";
@@ -60,6 +60,7 @@ export interface Probe {
   libc: string;
   /** Tools the bootstrap needs that `command -v` did not find. */
   missing: string[];
+  /** The bundle folder of the host's architecture exists, and the sha256 of its files. */
   present: boolean;
   hashes: Map<string, string>;
   /** sha256 of the runtime binary per runtime folder name found in the store. */
@@ -69,7 +70,17 @@ export interface Probe {
 /** The tools the deployed agent's commands use on the host, besides sh. */
 const HOST_TOOLS = ["sha256sum", "gzip"];
 
-export async function probe(client: Client, where: string, store: string, folder: string, timeoutMs: number): Promise<Probe> {
+/**
+ * The shell lines that set $f to the bundle folder (a shell word) of the host's `uname -m`,
+ * empty for an architecture without one: the probe looks into that folder only.
+ */
+export function folderOfHostArch(folders: Partial<Record<Arch, string>>): string {
+  const cases = (Object.keys(folders) as Arch[]).map((a) => `${unameNames(a).join("|")}) f=${folders[a]};;`);
+  return `case "$(uname -m)" in ${cases.join(" ")} *) f=;; esac`;
+}
+
+/** `folders`: the bundle folder (a shell word) of each shipped architecture. */
+export async function probe(client: Client, where: string, store: string, folders: Partial<Record<Arch, string>>, timeoutMs: number): Promise<Probe> {
   const runtimeNames = (Object.keys(NODE_RUNTIMES) as RuntimeArch[]).map(runtimeFolderName);
   const script = [
     'printf "home=%s\\nuid=%s\\narch=%s\\n" "$HOME" "$(id -u)" "$(uname -m)"',
@@ -77,7 +88,8 @@ export async function probe(client: Client, where: string, store: string, folder
     `for t in ${HOST_TOOLS.join(" ")}; do command -v "$t" >/dev/null 2>&1 || echo "missing=$t"; done`,
     'if p=$(command -v node); then printf "node=%s\\nversion=%s\\n" "$p" "$("$p" -v 2>/dev/null)"; fi',
     `for r in ${runtimeNames.join(" ")}; do if [ -f ${store}/"$r"/${RUNTIME_BINARY} ]; then echo "runtime=$r $(sha256sum < ${store}/"$r"/${RUNTIME_BINARY})"; fi; done`,
-    `if cd ${folder} 2>/dev/null; then echo present=1; sha256sum ${BUNDLE_FILES.join(" ")} 2>/dev/null; fi`,
+    folderOfHostArch(folders),
+    `if [ -n "$f" ] && cd "$f" 2>/dev/null; then echo present=1; sha256sum ${BUNDLE_FILES.join(" ")} 2>/dev/null; fi`,
     "exit 0",
   ].join("\n");
   const r = await exec(client, script, where, "probing the host", timeoutMs);
@@ -126,18 +138,21 @@ function versionAtLeast(v: string, floor: string): boolean {
 /** The oldest glibc the prebuilt addon loads with (its highest GLIBC_ symbol version). */
 export const ADDON_GLIBC_FLOOR = "2.17";
 
-/** The host's architecture and C library against what the bundle's addon needs. */
-export function checkHost(p: Probe, bundle: AgentBundle, where: string): void {
-  const arch = runtimeArch(p.arch);
-  const bundleArch = archOfPlatform(bundle.manifest.arch);
-  if (!arch || arch !== bundleArch) {
-    const supported = bundleArch ? ARCHES[bundleArch].uname : bundle.manifest.arch;
-    throw new DeployError("EDEPLOY", where, `the lockmem agent has a native addon for ${bundle.manifest.arch} only, and this host is ${p.arch || "of an unknown architecture"}`, `lock processes on ${supported} hosts, or install lockmem there yourself and set agent: { install: "never", path: "/path/to/lockmem" }`);
+/**
+ * The host's architecture and C library against the addons the package ships; returns the
+ * architecture whose bundle the host gets.
+ */
+export function checkHost(p: Probe, where: string): Arch {
+  const arch = shippedArchForUname(p.arch);
+  if (!arch) {
+    const supported = SHIPPED_ARCHES.map((a) => unameNames(a)[0]).join(", ");
+    throw new DeployError("EDEPLOY", where, `the lockmem agent has native addons for ${supported} only, and this host is ${p.arch || "of an unknown architecture"}`, `lock processes on ${supported} hosts, or install lockmem there yourself and set agent: { install: "never", path: "/path/to/lockmem" }`);
   }
   const glibc = glibcVersion(p.libc);
   if (/musl/i.test(p.libc) || (glibc && !versionAtLeast(glibc, ADDON_GLIBC_FLOOR))) {
     throw new DeployError("EDEPLOY", where, `the lockmem agent's addon needs glibc >= ${ADDON_GLIBC_FLOOR}, and this host has ${p.libc || "no glibc"}`, "use a host with a glibc-based Linux distribution");
   }
+  return arch;
 }
 
 export const nodeFix = `install Node.js ${MIN_NODE_MAJOR} or later on the host (e.g. \`apt-get install nodejs\` or a NodeSource package) so that \`node\` is on the PATH of SSH sessions, or install lockmem there yourself and set agent: { install: "never", path: "/path/to/lockmem" }`;

@@ -36,7 +36,7 @@ afterAll(async () => {
 });
 
 function readManifest(): { version: string; id: string; files: Record<string, string> } {
-  return JSON.parse(fs.readFileSync(path.join(__dirname, "..", "..", "dist", "agent-bundle", "manifest.json"), "utf8"));
+  return JSON.parse(fs.readFileSync(path.join(__dirname, "..", "..", "dist", "agent-bundle", "linux-x64", "manifest.json"), "utf8"));
 }
 
 test("fleet: deploy, lock every host, tamper, drift, unreachable host, destroy", async () => {

@@ -45,7 +45,7 @@ export function lockmemCli(...args: string[]): string {
 export function ensureBuilt(): void {
   const impl = path.join(REPO, "dist", "provider", "impl", "index.js");
   if (!fs.existsSync(impl)) throw new Error(`${impl} is missing: run \`npm run build:ts\` first`);
-  const manifest = path.join(REPO, "dist", "agent-bundle", "manifest.json");
+  const manifest = path.join(REPO, "dist", "agent-bundle", "linux-x64", "manifest.json");
   const addon = path.join(REPO, "prebuilds", "linux-x64", "node.napi.glibc.node");
   const stale =
     !fs.existsSync(manifest) ||

@@ -147,9 +147,9 @@ test("the tarball holds the built package and nothing else, and installs without
     expect(spawnSync("/bin/sh", ["-c", `command -v ${tool}`], { env }).status).not.toBe(0);
   }
   const entries = execFileSync("tar", ["-tzf", tarball], { encoding: "utf8" }).trim().split("\n");
-  const allowed = /^package\/(package\.json|README\.md|LICENSE|bin\/lockmem|dist\/(src|provider)\/.+\.(js|d\.ts)|dist\/agent-bundle\/(lockmem-agent\.js|lockmem\.node|manifest\.json)|prebuilds\/linux-x64\/node\.napi\.glibc\.node)$/;
+  const allowed = /^package\/(package\.json|README\.md|LICENSE|bin\/lockmem|dist\/(src|provider)\/.+\.(js|d\.ts)|dist\/agent-bundle\/linux-(x64|arm64)\/(lockmem-agent\.js|lockmem\.node|manifest\.json)|prebuilds\/linux-(x64|arm64)\/node\.napi\.glibc\.node)$/;
   expect(entries.filter((e) => !allowed.test(e))).toEqual([]);
-  for (const needed of ["dist/provider/index.js", "dist/provider/impl/index.js", "dist/src/agent/main.js", "dist/agent-bundle/manifest.json", "prebuilds/linux-x64/node.napi.glibc.node", "bin/lockmem"]) {
+  for (const needed of ["dist/provider/index.js", "dist/provider/impl/index.js", "dist/src/agent/main.js", "dist/agent-bundle/linux-x64/manifest.json", "dist/agent-bundle/linux-arm64/manifest.json", "prebuilds/linux-x64/node.napi.glibc.node", "prebuilds/linux-arm64/node.napi.glibc.node", "bin/lockmem"]) {
     expect(entries).toContain(`package/${needed}`);
   }
   const installed = path.join(app, "node_modules", "pulumi-lockmem");
@@ -158,11 +158,15 @@ test("the tarball holds the built package and nothing else, and installs without
   expect(pkg.os).toBeUndefined();
   expect(pkg.dependencies["node-gyp-build"]).toBeDefined();
   expect(fs.existsSync(path.join(installed, "build"))).toBe(false);
-  // The agent bundle is exactly what its manifest says.
-  const bundle = path.join(installed, "dist", "agent-bundle");
-  const manifest = JSON.parse(fs.readFileSync(path.join(bundle, "manifest.json"), "utf8")) as { files: Record<string, string> };
-  expect(Object.keys(manifest.files).sort()).toEqual(["lockmem-agent.js", "lockmem.node"]);
-  for (const [f, sum] of Object.entries(manifest.files)) expect(sha256(path.join(bundle, f))).toBe(sum);
+  // Each architecture's agent bundle is exactly what its manifest says, with that architecture's addon.
+  for (const platform of ["linux-x64", "linux-arm64"]) {
+    const bundle = path.join(installed, "dist", "agent-bundle", platform);
+    const manifest = JSON.parse(fs.readFileSync(path.join(bundle, "manifest.json"), "utf8")) as { arch: string; files: Record<string, string> };
+    expect(manifest.arch).toBe(platform);
+    expect(Object.keys(manifest.files).sort()).toEqual(["lockmem-agent.js", "lockmem.node"]);
+    for (const [f, sum] of Object.entries(manifest.files)) expect(sha256(path.join(bundle, f))).toBe(sum);
+    expect(fs.readFileSync(path.join(bundle, "lockmem.node")).equals(fs.readFileSync(path.join(installed, "prebuilds", platform, "node.napi.glibc.node")))).toBe(true);
+  }
 });
 
 test("a host without Node.js gets the pinned runtime once; refresh shows no drift; a tampered runtime is replaced, never run; destroy unlocks", async () => {

@@ -7,9 +7,10 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { EXIT_HASH_MISMATCH, HASH_MISMATCH_TEXT, presumedCommand, q, runtimeCommand } from "../../provider/agent/command";
+import { EXIT_HASH_MISMATCH, HASH_MISMATCH_TEXT, PresumedArch, RuntimeOnHost, presumedCommandPerArch, q, runtimeCommand } from "../../provider/agent/command";
 import { AgentBundle } from "../../provider/agent/bundle";
 import { glibcVersion, isHashMismatch } from "../../provider/agent/deploy";
+import { checkHost, folderOfHostArch, Probe } from "../../provider/agent/host-probe";
 import { interpretAgentExit } from "../../provider/transport/agent-output";
 import { TransportError } from "../../provider/transport/types";
 import { fileFromTar, nodeRuntime, runtimeArch } from "../../provider/agent/runtime";
@@ -32,6 +33,11 @@ function fakeRuntime(name: string): { file: string; marker: string; sha256: stri
   const file = path.join(dir, name);
   fs.writeFileSync(file, text, { mode: 0o700 });
   return { file, marker, sha256: sha(text) };
+}
+
+/** The presumed command with one architecture: this machine's. */
+function presumedCommand(runtime: RuntimeOnHost, folder: string, b: AgentBundle): string {
+  return presumedCommandPerArch([{ unames: [os.machine()], runtime, dir: folder, bundle: b }]);
 }
 
 function sh(command: string, env: NodeJS.ProcessEnv = process.env): { status: number | null; stdout: string; stderr: string } {
@@ -82,6 +88,52 @@ test("the presumed command prefers the uploaded runtime, checked, and else runs 
   }
   expect(isHashMismatch(refused)).toBe(true);
   expect(isHashMismatch(new TransportError({ code: "EAGENT", where: "h", message: `${HASH_MISMATCH_TEXT} (quoted by someone)`, exitCode: 1 }))).toBe(false);
+});
+
+test("the presumed command picks the runtime and bundle folder of the host's uname -m, and refuses another architecture", () => {
+  const bin = path.join(dir, "bin");
+  fs.mkdirSync(bin);
+  fs.writeFileSync(path.join(bin, "node"), `#!/bin/sh\necho host-node "$3" "$4" "$5" "$6"\n`, { mode: 0o755 });
+  const x64 = fakeRuntime("runtime-x64");
+  const arm64 = fakeRuntime("runtime-arm64");
+  const bundleOf = (js: string, addon: string): AgentBundle => ({ manifest: { files: { "lockmem-agent.js": js, "lockmem.node": addon } } }) as unknown as AgentBundle;
+  const arches: PresumedArch[] = [
+    { unames: ["x86_64"], runtime: { file: q(x64.file), sha256: x64.sha256 }, dir: q(path.join(dir, "x64-bundle")), bundle: bundleOf("a".repeat(64), "b".repeat(64)) },
+    { unames: ["aarch64", "arm64"], runtime: { file: q(path.join(dir, "no-runtime")), sha256: arm64.sha256 }, dir: q(path.join(dir, "arm64-bundle")), bundle: bundleOf("c".repeat(64), "d".repeat(64)) },
+  ];
+  const command = presumedCommandPerArch(arches);
+  const as = (machine: string): ReturnType<typeof sh> => {
+    fs.writeFileSync(path.join(bin, "uname"), `#!/bin/sh\n[ "$1" = -m ] && echo ${machine}\n`, { mode: 0o755 });
+    return sh(command, { ...process.env, PATH: `${bin}:/usr/bin:/bin` });
+  };
+  // x86_64: its runtime is there, and runs (it prints its first argument).
+  expect(as("x86_64").stdout.trim()).toBe("-e");
+  expect(fs.existsSync(x64.marker)).toBe(true);
+  // aarch64 (either spelling): no runtime uploaded, so node from PATH, with the arm64 folder and hashes and the caller's argument.
+  for (const m of ["aarch64", "arm64"]) expect(as(m).stdout.trim()).toBe(`host-node ${path.join(dir, "arm64-bundle")} ${"c".repeat(64)} ${"d".repeat(64)} --serve`);
+  expect(fs.existsSync(arm64.marker)).toBe(false);
+  const other = as("riscv64");
+  expect(other.status).toBe(EXIT_HASH_MISMATCH);
+  expect(other.stderr).toMatch(/no agent for this host's architecture \(riscv64\)/);
+});
+
+test("the probe looks into the bundle folder of the host's architecture, and deploy refuses one without an addon", () => {
+  const folders = { x64: q(path.join(dir, "x")), arm64: `"$HOME"/${q("arm 64")}` };
+  const pick = (machine: string): string => {
+    const bin = path.join(dir, `bin-${machine}`);
+    fs.mkdirSync(bin);
+    fs.writeFileSync(path.join(bin, "uname"), `#!/bin/sh\necho ${machine}\n`, { mode: 0o755 });
+    return execFileSync("/bin/sh", ["-c", `${folderOfHostArch(folders)}; printf %s "$f"`], { encoding: "utf8", env: { ...process.env, HOME: "/h", PATH: `${bin}:/usr/bin:/bin` } });
+  };
+  expect(pick("x86_64")).toBe(path.join(dir, "x"));
+  expect(pick("aarch64")).toBe("/h/arm 64");
+  expect(pick("arm64")).toBe("/h/arm 64");
+  expect(pick("riscv64")).toBe("");
+  const probe = (arch: string): Probe => ({ home: "/h", arch, libc: "glibc 2.36", missing: [], present: false, hashes: new Map(), runtimes: new Map() });
+  expect(checkHost(probe("x86_64"), "ssh h")).toBe("x64");
+  expect(checkHost(probe("aarch64"), "ssh h")).toBe("arm64");
+  expect(() => checkHost(probe("riscv64"), "ssh h")).toThrow(/the lockmem agent has native addons for x86_64, aarch64 only, and this host is riscv64/);
+  expect(() => checkHost({ ...probe("aarch64"), libc: "musl libc (aarch64)" }, "ssh h")).toThrow(/needs glibc/);
 });
 
 test("a folder chain is trusted only when no other user can change it", () => {

@@ -34,6 +34,10 @@ bool setRegs(pid_t tid, const Regs& regs) {
   return ptrace(PTRACE_SETREGS, tid, nullptr, &regs.r) == 0;
 }
 
+// x86_64 keeps orig_rax (number) and every argument register through the stop.
+void rememberBlockedCall(pid_t, pid_t) {}
+void forgetBlockedCalls() {}
+
 bool isNativeAbi(const Regs& regs) { return regs.r.cs == kUserCs64; }
 
 long findSyscallInstruction(const uint8_t* code, size_t len) {

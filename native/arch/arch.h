@@ -1,6 +1,7 @@
 // Architecture-specific part of the injector: register layout, the system call
 // instruction, and the kernel's syscall-restart conventions. One implementation per
-// architecture (arch_x86_64.cc today; aarch64 would use `svc #0` and NT_PRSTATUS).
+// architecture in this folder (x86_64.cc, aarch64.cc); binding.gyp compiles the one of
+// target_arch.
 #pragma once
 
 #include <sys/types.h>
@@ -9,6 +10,8 @@
 
 #if defined(__x86_64__)
 #include <sys/user.h>
+#elif defined(__aarch64__)
+#include <asm/ptrace.h>
 #endif
 
 namespace lockmem {
@@ -18,8 +21,19 @@ namespace arch {
 struct Regs {
   user_regs_struct r;
 };
+#elif defined(__aarch64__)
+struct Regs {
+  user_pt_regs r;
+  // NT_ARM_SYSTEM_CALL: the kernel's syscallno, -1 (NO_SYSCALL) outside a syscall stop.
+  int64_t syscallno;
+  // A call that ended with EINTR at this stop, known from the thread's /proc syscall line
+  // read before the stop (rememberBlockedCall): its number and first argument (orig_x0),
+  // which the stop itself no longer shows. -1 when none. See aarch64.cc.
+  int64_t interruptedNr;
+  uint64_t origX0;
+};
 #else
-#error "lockmem's injector supports x86_64 only (aarch64 is planned: svc #0 + NT_PRSTATUS)"
+#error "lockmem's injector supports x86_64 and aarch64 only"
 #endif
 
 const char* name();
@@ -35,6 +49,12 @@ long nrMunlockall();
 // ptrace register access; return false with errno set.
 bool getRegs(pid_t tid, Regs* regs);
 bool setRegs(pid_t tid, const Regs& regs);
+
+// Before a seized thread is stopped: note the call it is blocked in (its /proc syscall
+// line), for architectures whose stop hides what a re-issue needs (aarch64: the first
+// argument). Per OS thread of the tracer; forgetBlockedCalls() starts a session afresh.
+void rememberBlockedCall(pid_t pid, pid_t tid);
+void forgetBlockedCalls();
 
 // True when the stopped thread runs the native 64-bit ABI (not a compat 32-bit task).
 bool isNativeAbi(const Regs& regs);

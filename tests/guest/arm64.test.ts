@@ -1,0 +1,284 @@
+// aarch64 (issue 19): Debian bookworm's arm64 kernel (6.1) under qemu's TCG
+// (tests/support/guest.ts), driven over SSH with the agent the provider deploys: the
+// linux-arm64 bundle, picked by the guest's `uname -m`, runs native/arch/aarch64.cc. In it:
+// - lock, status and unlock of a running target (tests/fixtures/target.c, static aarch64
+//   build): its own measurements show nothing harmed (no nanosleep ended early, no EINTR,
+//   every thread kept running) and every real-time signal sent during the cycles handled;
+// - the kernel's side first (a SIGSTOP/SIGCONT makes the EINTR-prone calls fail with EINTR
+//   on this kernel), then lock/unlock cycles: no EINTR in epoll_pwait, epoll_pwait2,
+//   io_uring_enter, sigtimedwait, semtimedop (the threads the agent re-arms), nor in read,
+//   nanosleep, futex, ppoll (the kernel restarts them);
+// - a single-threaded event loop whose only thread is in epoll_pwait: every session takes
+//   the re-arm path, where arm64 needs the call's first argument (orig_x0) that the stop no
+//   longer shows (native/arch/aarch64.cc).
+// Cycles are few: TCG runs the guest 10-50x slower than the host.
+import { DeployedAgent, ensureAgent } from "../../provider/agent/deploy";
+import { loadBundle } from "../../provider/agent/bundle";
+import { SshTransport, closeAll } from "../../provider/transport/ssh";
+import { resultOf } from "../../provider/transport/types";
+import { PROTOCOL_VERSION } from "../../src/agent/protocol";
+import { HostReport, ProcessReport, ProcessResult } from "../../src/ops/types";
+import { bootGuest, buildGuest, Guest, GuestImage } from "../support/guest";
+import { staticFixture } from "../support/guest-binaries";
+import { waitUntil } from "../support/target";
+
+jest.setTimeout(30 * 60_000);
+
+const CYCLES = Number(process.env.LOCKMEM_GUEST_CYCLES ?? 5);
+const OP_TIMEOUT_MS = 300_000;
+// glibc's epoll_wait is the epoll_pwait call on arm64 (no epoll_wait in the generic table).
+const EINTR_PRONE = ["epoll_wait", "epoll_pwait", "epoll_pwait2", "io_uring_enter", "sigtimedwait", "semtimedop"];
+const RESTARTED = ["read", "nanosleep", "futex", "ppoll"];
+// A real-time signal (glibc's SIGRTMIN is 34): they queue, so none may go missing.
+const SIGRT = 36;
+
+let image: GuestImage;
+let guest: Guest;
+let deployed: DeployedAgent;
+let agent: SshTransport;
+let testsStarted = 0;
+
+beforeAll(async () => {
+  image = await buildGuest("bookworm", "arm64");
+  guest = await bootGuest(image);
+  testsStarted = Date.now();
+  await guest.upload(staticFixture("target", "arm64"), "/tmp/target");
+  await guest.upload(staticFixture("waiters", "arm64"), "/tmp/waiters");
+  deployed = await ensureAgent(guest.connection(), { timeoutMs: OP_TIMEOUT_MS });
+  agent = new SshTransport(guest.connection(), { agentCommand: deployed.command, agentVersion: deployed.version, persistent: true });
+});
+
+afterAll(async () => {
+  await closeAll();
+  await guest?.stop();
+  if (guest) {
+    console.log(
+      `guest ${image.name} (${image.kernelRelease}): build ${image.cached ? `cached (${image.elapsedMs} ms; first build took ${image.buildSeconds} s)` : `cold ${image.buildSeconds} s`}, ` +
+        `boot to sshd ${(guest.bootMs / 1000).toFixed(1)} s, tests ${((Date.now() - testsStarted) / 1000).toFixed(1)} s`,
+    );
+  }
+});
+
+async function call<T>(op: "lock" | "unlock" | "status", args: object): Promise<T> {
+  const reply = await agent.run({ v: PROTOCOL_VERSION, op, args } as never, { timeoutMs: OP_TIMEOUT_MS });
+  return resultOf<T>(reply, agent.where);
+}
+
+const vmLckKb = async (pid: number): Promise<number> => Number(/VmLck:\s*(\d+) kB/.exec(await guest.check(`cat /proc/${pid}/status`))?.[1]);
+const stateOf = async (pid: number): Promise<string> => (await guest.check(`cut -d' ' -f3 /proc/${pid}/stat`)).trim();
+
+interface TargetStats {
+  main: { progress: number };
+  sleep: { done: number; violations: number; eintr: number };
+  threads: { progress: number; eintr: number }[];
+  control: { eintr: number };
+  signals: Record<string, number>;
+}
+
+/** One control command to the target in the guest (its Unix socket), through the guest's node. */
+async function targetCommand<T>(sock: string, command: string): Promise<T> {
+  const js = `const s=require("net").connect(process.argv[1]);let d="";s.on("data",(x)=>{d+=x;if(d.includes("\\n")){process.stdout.write(d);s.destroy();}});s.write(process.argv[2]+"\\n");`;
+  return JSON.parse(await guest.check(`node -e '${js}' ${sock} '${command}'`)) as T;
+}
+
+test("deploy picks the linux-arm64 bundle by the guest's uname -m", async () => {
+  const arm64 = loadBundle("arm64").manifest;
+  expect(deployed.version.arch).toBe("arm64");
+  expect(deployed.dir.endsWith(`${arm64.version}-${arm64.id.slice(0, 16)}`)).toBe(true);
+  const sums = await guest.check(`cd ${deployed.dir} && sha256sum lockmem.node lockmem-agent.js`);
+  expect(sums).toContain(arm64.files["lockmem.node"]);
+  expect(sums).toContain(arm64.files["lockmem-agent.js"]);
+});
+
+/** A target started in the guest with --daemonize; its pid. */
+async function startGuestTarget(flags: string): Promise<number> {
+  const ready = await guest.check(`/tmp/target ${flags} --daemonize`);
+  const pid = Number(/ready pid=(\d+)/.exec(ready)?.[1]);
+  expect(pid).toBeGreaterThan(0);
+  return pid;
+}
+
+async function lockCycles(pid: number, minLockedKb: number): Promise<{ lockedKb: number; threads: string[] }> {
+  let lockedKb = 0;
+  const threads: string[] = [];
+  for (let i = 0; i < CYCLES; i++) {
+    const locked = await call<HostReport<ProcessResult>>("lock", { target: { pid }, mappings: { all: true } });
+    expect(locked.processes[0]).toMatchObject({ pid, outcome: "done" });
+    threads.push(locked.processes[0].action?.thread?.reason ?? "?");
+    const status = await call<HostReport<ProcessReport>>("status", { target: { pid } });
+    lockedKb = await vmLckKb(pid);
+    expect(status.processes[0].vmLck).toBe(lockedKb * 1024);
+    expect(lockedKb).toBeGreaterThan(minLockedKb);
+    const unlocked = await call<HostReport<ProcessResult>>("unlock", { target: { pid }, mappings: { all: true } });
+    expect(unlocked.processes[0]).toMatchObject({ pid, outcome: "done" });
+    expect((await call<HostReport<ProcessReport>>("status", { target: { pid } })).processes[0].vmLck).toBe(0);
+    expect(await vmLckKb(pid)).toBe(0);
+  }
+  return { lockedKb, threads };
+}
+
+test(`lock, status, unlock a target whose main thread sleeps ${CYCLES} times: no nanosleep ended early, no EINTR`, async () => {
+  const sock = "/tmp/target-sleep.sock";
+  // The main thread in nanosleep is the one injected into (arm64 shows its call already
+  // rewound onto the svc at the stop: the registers put back re-issue it); the control
+  // thread waits in epoll_pwait (seized and re-armed with its remembered first argument).
+  const pid = await startGuestTarget(`--mode sleep --sleep-ms 50 --anon-mb 4 --control ${sock} --control-epoll`);
+  try {
+    const before = await targetCommand<TargetStats>(sock, "stats");
+    const { lockedKb, threads } = await lockCycles(pid, 4 * 1024);
+    // The main thread, found in its nanosleep (or, rarely, between two of them).
+    expect(threads.every((r) => r.startsWith("main thread"))).toBe(true);
+    expect(threads.some((r) => /blocked in (clock_)?nanosleep/.test(r))).toBe(true);
+    const after = await waitUntil(
+      async () => {
+        const s = await targetCommand<TargetStats>(sock, "stats");
+        return s.sleep.done > before.sleep.done + CYCLES ? s : undefined;
+      },
+      "the main thread to go on sleeping",
+      { timeoutMs: 120_000, intervalMs: 500 },
+    );
+    expect(after.sleep).toMatchObject({ violations: 0, eintr: 0 });
+    expect(after.control.eintr).toBe(0);
+    expect(await stateOf(pid)).not.toBe("T");
+    console.log(`${image.name}: sleeping target, ${CYCLES} cycles of ${lockedKb} kB, injected into: ${threads[0]}; ${after.sleep.done} sleeps, none early, no EINTR`);
+  } finally {
+    await guest.run(`kill -9 ${pid}`);
+  }
+});
+
+test(`signals sent all through ${CYCLES} lock/unlock cycles are all handled; spinning threads run on`, async () => {
+  const sock = "/tmp/target-spin.sock";
+  const pid = await startGuestTarget(`--mode spin --threads 2 --thread-mode spin --anon-mb 4 --control ${sock} --count-signals ${SIGRT}`);
+  const flag = `/tmp/signals-${pid}.on`;
+  const count = `/tmp/signals-${pid}.count`;
+  try {
+    const before = await targetCommand<TargetStats>(sock, "stats");
+    // Real-time signals queue: the target must count exactly as many as kill(1) delivered.
+    await guest.check(`touch ${flag}; (i=0; while [ -e ${flag} ]; do kill -${SIGRT} ${pid} && i=$((i+1)); sleep 0.01; done; echo $i > ${count}) </dev/null >/dev/null 2>&1 &`);
+    await lockCycles(pid, 4 * 1024);
+    await guest.check(`rm -f ${flag}`);
+    const sent = await waitUntil(async () => {
+      const text = (await guest.run(`cat ${count} 2>/dev/null`)).stdout.trim();
+      return text ? Number(text) : undefined;
+    }, "the signal sender to stop", { timeoutMs: 60_000, intervalMs: 200 });
+    expect(sent).toBeGreaterThan(0);
+    const after = await waitUntil(
+      async () => {
+        const s = await targetCommand<TargetStats>(sock, "stats");
+        return s.signals[String(SIGRT)] === sent ? s : undefined;
+      },
+      `all ${sent} signals to be handled`,
+      { timeoutMs: 60_000, intervalMs: 500 },
+    ).catch(async (e: Error) => {
+      throw new Error(`${e.message}: the target counted ${JSON.stringify((await targetCommand<TargetStats>(sock, "stats")).signals)}`);
+    });
+    expect(after.main.progress).toBeGreaterThan(before.main.progress);
+    after.threads.forEach((t, i) => expect(t.progress).toBeGreaterThan(before.threads[i].progress));
+    console.log(`${image.name}: ${sent} signals sent during ${CYCLES} lock/unlock cycles, ${after.signals[String(SIGRT)]} handled`);
+  } finally {
+    await guest.run(`rm -f ${flag} ${count}; kill -9 ${pid}`);
+  }
+});
+
+/** A waiters fixture running in the guest, its counts read over SSH (busybox od). */
+interface GuestWaiters {
+  pid: number;
+  eintrs(): Promise<Record<string, number>>;
+  stop(): Promise<void>;
+}
+
+async function startGuestWaiters(kinds: string[]): Promise<GuestWaiters> {
+  const counts = `/tmp/waiters-${Math.random().toString(36).slice(2)}.counts`;
+  const pid = Number((await guest.check(`/tmp/waiters ${counts} ${kinds.join(" ")} </dev/null >/dev/null 2>&1 & echo $!`)).trim());
+  const words = async (): Promise<number[]> =>
+    (await guest.run(`od -An -td8 -v ${counts}`)).stdout.split(/\s+/).filter(Boolean).map(Number);
+  await waitUntil(async () => (await words())[1] === 1, `waiters ${pid} in the guest to block in its calls`, { timeoutMs: 60_000, intervalMs: 200 });
+  const names: string[] = kinds.filter((k) => !k.startsWith("main="));
+  const hasMain = kinds[0]?.startsWith("main=") ?? false;
+  return {
+    pid,
+    async eintrs() {
+      const w = await words();
+      const out: Record<string, number> = {};
+      names.forEach((name, i) => (out[name] = (out[name] ?? 0) + w[2 + i]));
+      if (hasMain) out.main = w[2 + names.length];
+      return out;
+    },
+    async stop() {
+      await guest.run(`kill -9 ${pid}; rm -f ${counts}`);
+    },
+  };
+}
+
+function diff(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(after).map(([k, n]) => [k, n - (before[k] ?? 0)] as [string, number]).filter(([, n]) => n !== 0));
+}
+
+test(`a stop makes the EINTR-prone calls fail with EINTR; ${CYCLES} lock/unlock cycles through the agent make none`, async () => {
+  const w = await startGuestWaiters([...EINTR_PRONE, ...RESTARTED]);
+  try {
+    // The kernel's side first, so that "no EINTR" below means something on this kernel.
+    await guest.check(`kill -STOP ${w.pid}`);
+    await waitUntil(async () => /^T/.test(await stateOf(w.pid)), "the group stop", { timeoutMs: 60_000, intervalMs: 200 });
+    await guest.check(`kill -CONT ${w.pid}`);
+    const afterStop = await waitUntil(
+      async () => {
+        const c = await w.eintrs();
+        return EINTR_PRONE.every((k) => c[k] >= 1) ? c : undefined;
+      },
+      "every EINTR-prone call to see the stop",
+      { timeoutMs: 60_000, intervalMs: 200 },
+    );
+    expect(Object.fromEntries(RESTARTED.map((k) => [k, afterStop[k]]))).toEqual(Object.fromEntries(RESTARTED.map((k) => [k, 0])));
+    for (let i = 0; i < CYCLES; i++) {
+      for (const op of ["lock", "unlock"] as const) {
+        const r = await call<HostReport<ProcessResult>>(op, { target: { pid: w.pid } });
+        expect(r.processes[0].error).toBeUndefined();
+      }
+    }
+    expect(diff(await w.eintrs(), afterStop)).toEqual({});
+    expect(await stateOf(w.pid)).not.toBe("T");
+    console.log(`${image.name}: ${EINTR_PRONE.length} EINTR-prone and ${RESTARTED.length} restarted waiters, ${2 * CYCLES} sessions, no EINTR`);
+  } finally {
+    await w.stop();
+  }
+});
+
+test(`a single-threaded event loop (its only thread in epoll_pwait: the re-arm path with orig_x0): no EINTR over ${CYCLES} cycles`, async () => {
+  const w = await startGuestWaiters(["main=epoll_pwait"]);
+  try {
+    let rearmed = 0;
+    for (let i = 0; i < CYCLES; i++) {
+      for (const op of ["lock", "unlock"] as const) {
+        const r = await call<HostReport<ProcessResult>>(op, { target: { pid: w.pid } });
+        expect(r.processes[0].error).toBeUndefined();
+        if (r.processes[0].action?.rearmed) rearmed++;
+      }
+    }
+    expect(await w.eintrs()).toMatchObject({ main: 0 });
+    expect(rearmed).toBe(2 * CYCLES);
+    console.log(`${image.name}: event loop, ${rearmed} of ${2 * CYCLES} sessions re-armed epoll_pwait`);
+  } finally {
+    await w.stop();
+  }
+});
+
+test("the kernel fact behind the arm64 re-arm: at a group stop, a thread that was in epoll_pwait shows no call (/proc syscall \"-1\")", async () => {
+  const w = await startGuestWaiters(["main=epoll_pwait"]);
+  try {
+    const blocked = (await guest.check(`cat /proc/${w.pid}/syscall`)).trim();
+    // Number 22 (epoll_pwait in the generic table) and its six arguments: the first is orig_x0.
+    expect(blocked).toMatch(/^22( 0x[0-9a-f]+){8}$/);
+    await guest.check(`kill -STOP ${w.pid}`);
+    await waitUntil(async () => /^T/.test(await stateOf(w.pid)), "the group stop", { timeoutMs: 60_000, intervalMs: 200 });
+    // do_signal() forgot the call (syscallno = -1) before get_signal() stopped the thread.
+    const stopped = (await guest.check(`cat /proc/${w.pid}/syscall`)).trim();
+    await guest.check(`kill -CONT ${w.pid}`);
+    expect(stopped).toMatch(/^-1 0x[0-9a-f]+ 0x[0-9a-f]+$/);
+    // Same pc as while blocked (after the svc): only x0 (now -EINTR) and the call's identity are gone.
+    expect(stopped.split(" ")[2]).toBe(blocked.split(" ")[8]);
+    console.log(`${image.name}: blocked "${blocked}", stopped "${stopped}"`);
+  } finally {
+    await w.stop();
+  }
+});
