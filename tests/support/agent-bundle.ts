@@ -7,7 +7,8 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { buildBundle, loadBundle } from "../../provider/agent/bundle";
+import { buildBundle, bundleDir, loadBundle } from "../../provider/agent/bundle";
+import { hostArch } from "../../src/arch";
 import { hostNodeCommand, q } from "../../provider/agent/command";
 
 export interface AgentBundle {
@@ -26,8 +27,12 @@ export async function buildAgentBundle(): Promise<AgentBundle> {
   fs.chmodSync(root, 0o755);
   const binDir = path.join(root, "bin");
   fs.mkdirSync(binDir, { mode: 0o755 });
-  const dir = path.join(root, "agent");
-  await buildBundle(dir);
+  // Every shipped architecture's folder is built, as for the package; this machine's is used.
+  const bundles = path.join(root, "agent");
+  await buildBundle(bundles);
+  fs.chmodSync(bundles, 0o755);
+  const arch = hostArch()!;
+  const dir = bundleDir(arch, bundles);
   for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o644);
   // Sticky and writable by all, like /tmp: the agent of every test user writes its private
   // copy of the addon into the bundle folder (src/agent/verified-addon.ts), and none can
@@ -38,6 +43,6 @@ export async function buildAgentBundle(): Promise<AgentBundle> {
   // runs the agent, as on a real host; the test process itself may run on Node 24 from a
   // cache under /root that unprivileged test users cannot execute.
   const node = process.env.LOCKMEM_SYSTEM_NODE || process.execPath;
-  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ${hostNodeCommand(q(node), q(dir), loadBundle(dir))} "$@"\n`, { mode: 0o755 });
+  fs.writeFileSync(wrapper, `#!/bin/sh\nexec ${hostNodeCommand(q(node), q(dir), loadBundle(arch, dir))} "$@"\n`, { mode: 0o755 });
   return { binDir, wrapper, dir, remove: () => fs.rmSync(root, { recursive: true, force: true }) };
 }
