@@ -11,7 +11,9 @@
 namespace lockmem {
 
 OwnStop::OwnStop() {
-  if (getrandom(&cookie_, sizeof(cookie_), GRND_NONBLOCK) != static_cast<ssize_t>(sizeof(cookie_))) {
+  // The raw call, not glibc's getrandom() wrapper (glibc 2.25): the addon's glibc floor is
+  // 2.17 (provider/agent/host-probe.ts ADDON_GLIBC_FLOOR; tests/unit/glibc-floor.test.ts).
+  if (syscall(SYS_getrandom, &cookie_, sizeof(cookie_), GRND_NONBLOCK) != static_cast<long>(sizeof(cookie_))) {
     timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     cookie_ = static_cast<uint32_t>(ts.tv_nsec) ^ (static_cast<uint32_t>(getpid()) << 12);
