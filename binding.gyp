@@ -23,7 +23,8 @@
         "native/stopsig.cc",
         "native/waiters.cc",
         "native/group_stop.cc",
-        "native/undo_stop.cc"
+        "native/undo_stop.cc",
+        "native/arch/common.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native/arch"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],

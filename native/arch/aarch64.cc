@@ -203,21 +203,7 @@ Regs cancelSyscall(const Regs& regs) {
 
 bool inTemporarySigmask(const Regs& regs) {
   if (currentSyscall(regs) < 0 || returnValue(regs) >= 0) return false;
-  switch (currentSyscall(regs)) {
-    // A null sigmask argument installs nothing (ppoll's is the 4th, epoll_pwait's the 5th).
-    case SYS_ppoll:
-      return regs.r.regs[3] != 0;
-    case SYS_epoll_pwait:
-    case SYS_epoll_pwait2:
-      return regs.r.regs[4] != 0;
-    case SYS_pselect6:
-    case SYS_rt_sigsuspend:
-    case SYS_io_pgetevents:
-    case SYS_io_uring_enter:
-      return true;
-    default:
-      return false;
-  }
+  return installsTemporaryMask(currentSyscall(regs), regs.r.regs[3], regs.r.regs[4]);
 }
 
 // Only called when currentSyscall() >= 0: a remembered call (x0 from orig_x0) at a

@@ -89,6 +89,11 @@ Regs cancelSyscall(const Regs& regs);
 // the signal path (TIF_RESTORE_SIGMASK). Before Linux 5.2, PTRACE_GETSIGMASK read the
 // temporary mask then, not the real one.
 bool inTemporarySigmask(const Regs& regs);
+// Shared by the per-arch files (common.cc, compiled with the target's syscall numbers):
+// whether call `nr`, given its 4th and 5th arguments, installed a temporary mask. A null
+// sigmask argument installs nothing (ppoll's is the 4th, epoll_pwait's the 5th); for the
+// others the mask sits behind a pointer (or always, for rt_sigsuspend): assume one.
+bool installsTemporaryMask(long nr, uint64_t arg4, uint64_t arg5);
 // Re-issue the interrupted call on resume: pc back onto the syscall instruction and the
 // syscall number back into the number register.
 Regs rearmSyscall(const Regs& regs);

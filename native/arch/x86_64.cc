@@ -84,22 +84,7 @@ Regs cancelSyscall(const Regs& regs) {
 
 bool inTemporarySigmask(const Regs& regs) {
   if (static_cast<int64_t>(regs.r.rax) >= 0) return false;  // succeeded: the mask is back
-  switch (static_cast<long>(regs.r.orig_rax)) {
-    // A null sigmask argument installs nothing.
-    case SYS_ppoll:
-      return regs.r.r10 != 0;
-    case SYS_epoll_pwait:
-    case SYS_epoll_pwait2:
-      return regs.r.r8 != 0;
-    // The mask sits behind a pointer (or always, for rt_sigsuspend): assume one.
-    case SYS_pselect6:
-    case SYS_rt_sigsuspend:
-    case SYS_io_pgetevents:
-    case SYS_io_uring_enter:
-      return true;
-    default:
-      return false;
-  }
+  return installsTemporaryMask(static_cast<long>(regs.r.orig_rax), regs.r.r10, regs.r.r8);
 }
 
 Regs rearmSyscall(const Regs& regs) {
