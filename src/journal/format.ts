@@ -13,12 +13,19 @@ import { isDecimalName } from "../state-dir";
 /** The version of the `.json` header this side writes and reads. */
 export const HEADER_VERSION = 1;
 
+/** The version of the `.regs` file native/journal.cc writes. */
+export const REGS_VERSION = "2";
 /**
- * The versions of the addon's `.regs` file that can be recovered: v=2 is what
- * native/journal.cc writes; v=1 (an older run's) has neither the sigmask nor the
- * foreignStop line.
+ * The versions of the addon's `.regs` file that can be recovered: REGS_VERSION, and v=1
+ * (an older run's), which has neither the sigmask nor the foreignStop line.
  */
-const REGS_VERSIONS: readonly string[] = ["1", "2"];
+const REGS_VERSIONS: readonly string[] = ["1", REGS_VERSION];
+/**
+ * The `.regs` file's `key=value` lines in the order native/journal.cc writes them: the one
+ * description of the format on this side (tests/unit/journal-format.test.ts checks that
+ * the C++ writer writes exactly these, and this version).
+ */
+export const REGS_FIELDS = ["v", "pid", "tid", "wasStopped", "regs", "sigmask", "foreignStop", "restored"] as const;
 
 /** A journal's header file name: `<pid>-<startTime>-<tid>.json`. */
 export const JOURNAL_NAME = /^([0-9]{1,10})-([0-9]{1,20})-([0-9]{1,10})\.json$/;
@@ -149,7 +156,7 @@ export function parseRegsFile(text: string, header: Pick<JournalHeader, "pid" | 
   const fields = new Map<string, string>();
   for (const line of text.split("\n")) {
     const eq = line.indexOf("=");
-    if (eq > 0) fields.set(line.slice(0, eq), line.slice(eq + 1));
+    if (eq > 0 && (REGS_FIELDS as readonly string[]).includes(line.slice(0, eq))) fields.set(line.slice(0, eq), line.slice(eq + 1));
   }
   const v = fields.get("v");
   if (!REGS_VERSIONS.includes(v ?? "")) return `unknown version ${JSON.stringify(v)}`;
