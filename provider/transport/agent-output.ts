@@ -47,6 +47,22 @@ export function mismatchError(agentVersion: number, where: string): TransportErr
   return new TransportError({ code: "EPROTO", where, message: body.message, hint: body.hint });
 }
 
+/**
+ * The agent ran, but dlopen refused its addon: glibc says "cannot open shared object file:
+ * No such file or directory" (ENOENT) for an ELF of another machine too (seen: the x64 addon
+ * on an arm64 host), which the "not found" test of interpretAgentExit would otherwise take.
+ */
+function addonLoadFailure({ stderr, where, exitCode }: AgentExit): TransportError | undefined {
+  if (!/cannot open shared object file|wrong ELF class|invalid ELF header|ELF load command/.test(stderr)) return undefined;
+  return new TransportError({
+    code: "EAGENT",
+    where,
+    exitCode,
+    message: `the lockmem agent could not load its native addon (lockmem.node): ${lastLines(stderr, 300)}`,
+    hint: 'the addon must be the one for this host\'s architecture (uname -m) and glibc: use agent.install: "auto" (the provider uploads the matching bundle), or install the pulumi-lockmem package on the host itself',
+  });
+}
+
 export function interpretAgentExit(exit: AgentExit): AgentReply {
   const { where, command } = exit;
   const line = exit.stdout.split("\n").find((l) => l.trim() !== "");
@@ -79,6 +95,8 @@ export function interpretAgentExit(exit: AgentExit): AgentReply {
       hint: "allow the user to run the lockmem agent with sudo (NOPASSWD), or connect as root",
     });
   }
+  const addon = addonLoadFailure(exit);
+  if (addon) throw addon;
   if (exit.exitCode === 127 || /command not found|No such file or directory/.test(stderr)) {
     throw new TransportError({
       code: "ENOAGENT",

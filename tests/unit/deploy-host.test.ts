@@ -227,3 +227,23 @@ test("the runtime comes from the cache's package file when the registry cannot b
     }
   }
 });
+
+test("an addon that dlopen refuses (another architecture's) is said as such, not as an agent that is not there", () => {
+  // glibc's real text for an ELF of another machine ends in "No such file or directory".
+  const other = path.join(__dirname, "..", "..", "prebuilds", process.arch === "arm64" ? "linux-x64" : "linux-arm64", "node.napi.glibc.node");
+  const r = spawnSync(process.execPath, ["-e", "process.dlopen({ exports: {} }, process.argv[1])", other], { encoding: "utf8" });
+  expect(r.stderr).toContain("cannot open shared object file: No such file or directory");
+  const classify = (stderr: string, exitCode: number): TransportError => {
+    try {
+      interpretAgentExit({ stdout: "", stderr, exitCode, command: "agent", where: "ssh root@h:22", sudo: false });
+    } catch (e) {
+      return e as TransportError;
+    }
+    throw new Error("no error");
+  };
+  const refused = classify(r.stderr, r.status ?? 1);
+  expect(refused.code).toBe("EAGENT");
+  expect(refused.message).toContain("could not load its native addon");
+  expect(refused.hint).toMatch(/architecture \(uname -m\)/);
+  expect(classify("sh: 1: lockmem: not found\n", 127).code).toBe("ENOAGENT");
+});
