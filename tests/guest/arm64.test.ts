@@ -20,6 +20,7 @@ import { PROTOCOL_VERSION } from "../../src/agent/protocol";
 import { HostReport, ProcessReport, ProcessResult } from "../../src/ops/types";
 import { bootGuest, buildGuest, Guest, GuestImage } from "../support/guest";
 import { staticFixture } from "../support/guest-binaries";
+import { eintrDiff, startGuestWaiters } from "../support/guest-waiters";
 import { waitUntil } from "../support/target";
 
 jest.setTimeout(30 * 60_000);
@@ -180,42 +181,8 @@ test(`signals sent all through ${CYCLES} lock/unlock cycles are all handled; spi
   }
 });
 
-/** A waiters fixture running in the guest, its counts read over SSH (busybox od). */
-interface GuestWaiters {
-  pid: number;
-  eintrs(): Promise<Record<string, number>>;
-  stop(): Promise<void>;
-}
-
-async function startGuestWaiters(kinds: string[]): Promise<GuestWaiters> {
-  const counts = `/tmp/waiters-${Math.random().toString(36).slice(2)}.counts`;
-  const pid = Number((await guest.check(`/tmp/waiters ${counts} ${kinds.join(" ")} </dev/null >/dev/null 2>&1 & echo $!`)).trim());
-  const words = async (): Promise<number[]> =>
-    (await guest.run(`od -An -td8 -v ${counts}`)).stdout.split(/\s+/).filter(Boolean).map(Number);
-  await waitUntil(async () => (await words())[1] === 1, `waiters ${pid} in the guest to block in its calls`, { timeoutMs: 60_000, intervalMs: 200 });
-  const names: string[] = kinds.filter((k) => !k.startsWith("main="));
-  const hasMain = kinds[0]?.startsWith("main=") ?? false;
-  return {
-    pid,
-    async eintrs() {
-      const w = await words();
-      const out: Record<string, number> = {};
-      names.forEach((name, i) => (out[name] = (out[name] ?? 0) + w[2 + i]));
-      if (hasMain) out.main = w[2 + names.length];
-      return out;
-    },
-    async stop() {
-      await guest.run(`kill -9 ${pid}; rm -f ${counts}`);
-    },
-  };
-}
-
-function diff(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(after).map(([k, n]) => [k, n - (before[k] ?? 0)] as [string, number]).filter(([, n]) => n !== 0));
-}
-
 test(`a stop makes the EINTR-prone calls fail with EINTR; ${CYCLES} lock/unlock cycles through the agent make none`, async () => {
-  const w = await startGuestWaiters([...EINTR_PRONE, ...RESTARTED]);
+  const w = await startGuestWaiters(guest, [...EINTR_PRONE, ...RESTARTED]);
   try {
     // The kernel's side first, so that "no EINTR" below means something on this kernel.
     await guest.check(`kill -STOP ${w.pid}`);
@@ -236,7 +203,7 @@ test(`a stop makes the EINTR-prone calls fail with EINTR; ${CYCLES} lock/unlock 
         expect(r.processes[0].error).toBeUndefined();
       }
     }
-    expect(diff(await w.eintrs(), afterStop)).toEqual({});
+    expect(eintrDiff(await w.eintrs(), afterStop)).toEqual({});
     expect(await stateOf(w.pid)).not.toBe("T");
     console.log(`${image.name}: ${EINTR_PRONE.length} EINTR-prone and ${RESTARTED.length} restarted waiters, ${2 * CYCLES} sessions, no EINTR`);
   } finally {
@@ -245,7 +212,7 @@ test(`a stop makes the EINTR-prone calls fail with EINTR; ${CYCLES} lock/unlock 
 });
 
 test(`a single-threaded event loop (its only thread in epoll_pwait: the re-arm path with orig_x0): no EINTR over ${CYCLES} cycles`, async () => {
-  const w = await startGuestWaiters(["main=epoll_pwait"]);
+  const w = await startGuestWaiters(guest, ["main=epoll_pwait"]);
   try {
     let rearmed = 0;
     for (let i = 0; i < CYCLES; i++) {
@@ -264,7 +231,7 @@ test(`a single-threaded event loop (its only thread in epoll_pwait: the re-arm p
 });
 
 test("the kernel fact behind the arm64 re-arm: at a group stop, a thread that was in epoll_pwait shows no call (/proc syscall \"-1\")", async () => {
-  const w = await startGuestWaiters(["main=epoll_pwait"]);
+  const w = await startGuestWaiters(guest, ["main=epoll_pwait"]);
   try {
     const blocked = (await guest.check(`cat /proc/${w.pid}/syscall`)).trim();
     // Number 22 (epoll_pwait in the generic table) and its six arguments: the first is orig_x0.

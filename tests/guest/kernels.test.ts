@@ -18,6 +18,7 @@ import { HostReport, ProcessReport, ProcessResult } from "../../src/ops/types";
 import { bootGuest, buildGuest, Guest, GuestImage, GuestSuite } from "../support/guest";
 import * as path from "path";
 import { staticBinary, staticFixture } from "../support/guest-binaries";
+import { eintrDiff, startGuestWaiters } from "../support/guest-waiters";
 import { waitUntil } from "../support/target";
 
 jest.setTimeout(20 * 60_000);
@@ -50,40 +51,6 @@ afterAll(async () => {
 function kernelAtLeast(release: string, major: number, minor: number): boolean {
   const [a, b] = release.split(".").map(Number);
   return a > major || (a === major && b >= minor);
-}
-
-/** A waiters fixture running in the guest, its counts read over SSH (busybox od). */
-interface GuestWaiters {
-  pid: number;
-  eintrs(): Promise<Record<string, number>>;
-  stop(): Promise<void>;
-}
-
-async function startGuestWaiters(guest: Guest, kinds: string[]): Promise<GuestWaiters> {
-  const counts = `/tmp/waiters-${Math.random().toString(36).slice(2)}.counts`;
-  const pid = Number((await guest.check(`/tmp/waiters ${counts} ${kinds.join(" ")} </dev/null >/dev/null 2>&1 & echo $!`)).trim());
-  const words = async (): Promise<number[]> =>
-    (await guest.run(`od -An -td8 -v ${counts}`)).stdout.split(/\s+/).filter(Boolean).map(Number);
-  await waitUntil(async () => (await words())[1] === 1, `waiters ${pid} in the guest to block in its calls`, { timeoutMs: 60_000, intervalMs: 200 });
-  const names: string[] = kinds.filter((k) => !k.startsWith("main="));
-  const hasMain = kinds[0]?.startsWith("main=") ?? false;
-  return {
-    pid,
-    async eintrs() {
-      const w = await words();
-      const out: Record<string, number> = {};
-      names.forEach((name, i) => (out[name] = (out[name] ?? 0) + w[2 + i]));
-      if (hasMain) out.main = w[2 + names.length];
-      return out;
-    },
-    async stop() {
-      await guest.run(`kill -9 ${pid}; rm -f ${counts}`);
-    },
-  };
-}
-
-function diff(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(after).map(([k, n]) => [k, n - (before[k] ?? 0)] as [string, number]).filter(([, n]) => n !== 0));
 }
 
 describe.each(GUESTS)("$suite/amd64 guest (Linux $linux)", ({ suite, linux }) => {
@@ -216,7 +183,7 @@ describe.each(GUESTS)("$suite/amd64 guest (Linux $linux)", ({ suite, linux }) =>
           expect(r.processes[0].error).toBeUndefined();
         }
       }
-      expect(diff(await w.eintrs(), afterStop)).toEqual({});
+      expect(eintrDiff(await w.eintrs(), afterStop)).toEqual({});
       expect((await guest.check(`cut -d' ' -f3 /proc/${w.pid}/stat`)).trim()).not.toBe("T");
     } finally {
       await w.stop();
