@@ -91,7 +91,7 @@ test("lock, status and unlock of a target through the agent on the uploaded runt
   const call = async <T>(op: "lock" | "unlock" | "status", args: object): Promise<T> =>
     resultOf<T>(await agent.run({ v: PROTOCOL_VERSION, op, args } as never, { timeoutMs: OP_TIMEOUT_MS }), agent.where);
   const vmLckKb = async (pid: number): Promise<number> => Number(/VmLck:\s*(\d+) kB/.exec(await guest.check(`cat /proc/${pid}/status`))?.[1]);
-  const pid = Number(/ready pid=(\d+)/.exec(await guest.check("/tmp/target --mode sleep --sleep-ms 50 --anon-mb 4 --daemonize"))?.[1]);
+  const pid = Number(/ready pid=(\d+)/.exec(await guest.check("/tmp/target --mode sleep --sleep-ms 50 --anon-mb 4 --control /tmp/target-rt.sock --daemonize"))?.[1]);
   expect(pid).toBeGreaterThan(0);
   try {
     const locked = await call<HostReport<ProcessResult>>("lock", { target: { pid }, mappings: { all: true } });
