@@ -16,6 +16,14 @@ import { staticFixture } from "../support/guest-binaries";
 
 jest.setTimeout(20 * 60_000);
 
+// The deployment's own step marks (provider/trace.ts), kept in memory: when the runtime's
+// upload (SFTP, inflating and hashing it under TCG) began and ended. Everything else is real.
+jest.mock("../../provider/trace", () => {
+  const steps: Record<string, number> = {};
+  return { steps, trace: (event: string) => (steps[event] = Date.now()) };
+});
+const steps = (): Record<string, number> => jest.requireMock<{ steps: Record<string, number> }>("../../provider/trace").steps;
+
 const OP_TIMEOUT_MS = 300_000;
 // Where scripts/guest/build.sh puts the guest's own node.
 const GUEST_NODE = "/usr/bin/node";
@@ -27,6 +35,7 @@ let image: GuestImage;
 let guest: Guest;
 let first: DeployedAgent;
 let firstDeployMs = 0;
+let runtimeUploadMs = NaN;
 let agent: SshTransport;
 let firstStartMs = 0;
 let started: VersionResult;
@@ -48,6 +57,7 @@ beforeAll(async () => {
   const t0 = Date.now();
   first = await ensureAgent(guest.connection(), { timeoutMs: OP_TIMEOUT_MS });
   firstDeployMs = Date.now() - t0;
+  runtimeUploadMs = steps()["runtime-end"] - steps()["runtime-start"];
   // No agentVersion: the first request makes the agent answer the version handshake itself
   // (process.version, process.arch of what really runs), which is its first start.
   agent = new SshTransport(guest.connection(), { agentCommand: first.command, persistent: true });
@@ -61,7 +71,7 @@ afterAll(async () => {
   await guest?.stop();
   if (guest) {
     console.log(
-      `guest ${image.name}: boot to sshd ${(guest.bootMs / 1000).toFixed(1)} s; first deploy (bundle + ${NODE_RUNTIMES.arm64.pkg}, registry/cache included) ${(firstDeployMs / 1000).toFixed(1)} s; ` +
+      `guest ${image.name}: boot to sshd ${(guest.bootMs / 1000).toFixed(1)} s; first deploy ${(firstDeployMs / 1000).toFixed(1)} s, of it ${NODE_RUNTIMES.arm64.pkg} from the controller's cache or the registry, uploaded, inflated and checked ${(runtimeUploadMs / 1000).toFixed(1)} s; ` +
         `first agent start on it (hash check + version) ${(firstStartMs / 1000).toFixed(1)} s`,
     );
   }
