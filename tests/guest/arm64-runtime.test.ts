@@ -71,7 +71,7 @@ afterAll(async () => {
   await guest?.stop();
   if (guest) {
     console.log(
-      `guest ${image.name}: boot to sshd ${(guest.bootMs / 1000).toFixed(1)} s; first deploy ${(firstDeployMs / 1000).toFixed(1)} s, of it ${NODE_RUNTIMES.arm64.pkg} from the controller's cache or the registry, uploaded, inflated and checked ${(runtimeUploadMs / 1000).toFixed(1)} s; ` +
+      `guest ${image.name}: boot to sshd ${(guest.bootMs / 1000).toFixed(1)} s; first deploy ${(firstDeployMs / 1000).toFixed(1)} s, of it the runtime from the controller's cache or the registry, uploaded, inflated and checked ${(runtimeUploadMs / 1000).toFixed(1)} s; ` +
         `first agent start on it (hash check + version) ${(firstStartMs / 1000).toFixed(1)} s`,
     );
   }
