@@ -79,12 +79,24 @@ export function folderOfHostArch(folders: Partial<Record<Arch, string>>): string
   return `case "$(uname -m)" in ${cases.join(" ")} *) f=;; esac`;
 }
 
+/**
+ * The probe's line "libc=<first line of what names the C library>". getconf and ldd (libc-bin)
+ * may be missing on a glibc host (busybox systems: the arm64 guest has neither); glibc's
+ * libc.so.6 run as a program prints "GNU C Library (...) stable release version 2.36." then.
+ * A missing tool's "not found" must not become the line (it was: "sh: ldd: not found").
+ */
+export const LIBC_PROBE = [
+  'libc=$( { getconf GNU_LIBC_VERSION || { command -v ldd >/dev/null && ldd --version 2>&1; } ||',
+  '  for l in /lib/*-linux-gnu*/libc.so.6 /lib64/libc.so.6 /usr/lib64/libc.so.6 /usr/lib/*-linux-gnu*/libc.so.6 /usr/lib/libc.so.6; do [ -x "$l" ] && "$l" && break; done; } 2>/dev/null | head -n 1)',
+  'printf "libc=%s\\n" "$libc"',
+].join("\n");
+
 /** `folders`: the bundle folder (a shell word) of each shipped architecture. */
 export async function probe(client: Client, where: string, store: string, folders: Partial<Record<Arch, string>>, timeoutMs: number): Promise<Probe> {
   const runtimeNames = (Object.keys(NODE_RUNTIMES) as RuntimeArch[]).map(runtimeFolderName);
   const script = [
     'printf "home=%s\\nuid=%s\\narch=%s\\n" "$HOME" "$(id -u)" "$(uname -m)"',
-    'printf "libc=%s\\n" "$( { getconf GNU_LIBC_VERSION 2>/dev/null || ldd --version 2>&1; } | head -n 1)"',
+    LIBC_PROBE,
     `for t in ${HOST_TOOLS.join(" ")}; do command -v "$t" >/dev/null 2>&1 || echo "missing=$t"; done`,
     'if p=$(command -v node); then printf "node=%s\\nversion=%s\\n" "$p" "$("$p" -v 2>/dev/null)"; fi',
     `for r in ${runtimeNames.join(" ")}; do if [ -f ${store}/"$r"/${RUNTIME_BINARY} ]; then echo "runtime=$r $(sha256sum < ${store}/"$r"/${RUNTIME_BINARY})"; fi; done`,
@@ -176,7 +188,7 @@ export function checkRuntimeHost(p: Probe, conn: SshConnection, where: string): 
   const arch = runtimeArch(p.arch)!;
   const glibc = glibcVersion(p.libc);
   if (!glibc || !versionAtLeast(glibc, RUNTIME_GLIBC_FLOOR)) {
-    throw new DeployError("ENONODE", where, `the host has no Node.js >= ${MIN_NODE_MAJOR} (${has}) and the Node.js runtime lockmem brings needs glibc >= ${RUNTIME_GLIBC_FLOOR}, while this host has ${p.libc || "no glibc that getconf or ldd reports"}`, nodeFix);
+    throw new DeployError("ENONODE", where, `the host has no Node.js >= ${MIN_NODE_MAJOR} (${has}) and the Node.js runtime lockmem brings needs glibc >= ${RUNTIME_GLIBC_FLOOR}, while this host has ${p.libc || "no glibc that getconf, ldd or libc.so.6 reports"}`, nodeFix);
   }
   if (p.missing.length > 0) {
     throw new DeployError("ENONODE", where, `the host has no Node.js >= ${MIN_NODE_MAJOR} (${has}), and running the Node.js runtime lockmem brings needs ${p.missing.join(" and ")}, which the PATH of SSH sessions lacks`, `install ${p.missing.join(" and ")} (coreutils, gzip) on the host, or ${nodeFix}`);
