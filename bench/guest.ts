@@ -7,8 +7,9 @@
 //
 // What goes into the guest (/root/lockmem, laid out like a checkout, so that the bench's
 // repoRoot() and the addon loader find their files):
-//   dist/bench/core.js    bench/core.ts bundled by esbuild with its dependencies (one file:
-//                         no node_modules to upload, less to parse under emulation)
+//   dist/{bench,src,tests}   the compiled JS, as `npm run bench` runs it (not one bundle:
+//                         lockmem starts its guardian as `node dist/src/agent/main.js`)
+//   node_modules/...      only the packages those import (esbuild's import graph)
 //   prebuilds/linux-<arch>/node.napi.glibc.node   the shipped addon
 //   tests/.work/bin/target   tests/fixtures/target.c cross-compiled statically (the guest
 //                         has no compiler; a binary newer than target.c is not rebuilt)
@@ -92,18 +93,52 @@ function buildImage(script: string, opts: Options): Promise<GuestImage> {
   });
 }
 
-/** bench/core.ts and everything it imports, as one CommonJS file for the guest's node. */
-async function bundleBench(outFile: string): Promise<void> {
+/**
+ * The packages of node_modules that the bench and the agent (the guardian lockmem starts is
+ * `node dist/src/agent/main.js --guardian`) import, as paths under the repository root,
+ * nested ones included: esbuild's view of the import graph, nothing is written.
+ */
+async function runtimePackages(root: string): Promise<string[]> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const esbuild = require("esbuild") as typeof import("esbuild");
-  await esbuild.build({
-    entryPoints: [path.join(repoRoot(), "bench", "core.ts")],
+  const result = await esbuild.build({
+    absWorkingDir: root,
+    entryPoints: [path.join(root, "bench", "core.ts"), path.join(root, "src", "agent", "main.ts")],
     bundle: true,
     platform: "node",
-    target: "node18",
-    outfile: outFile,
+    write: false,
+    metafile: true,
+    outdir: path.join(root, "dist", ".unused"),
     logLevel: "error",
   });
+  const dirs = new Set<string>();
+  for (const input of Object.keys(result.metafile.inputs)) {
+    const at = input.indexOf("node_modules/");
+    if (at < 0) continue;
+    // node_modules/a/node_modules/@s/b/lib/x.js -> node_modules/a/node_modules/@s/b
+    const rel = input.slice(at);
+    const last = rel.lastIndexOf("node_modules/") + "node_modules/".length;
+    const parts = rel.slice(last).split("/");
+    dirs.add(rel.slice(0, last) + parts.slice(0, parts[0].startsWith("@") ? 2 : 1).join("/"));
+  }
+  return [...dirs].sort();
+}
+
+/**
+ * What `node dist/bench/core.js` needs, as one tar laid out like the checkout: the compiled
+ * bench, src and test helpers (dist/; `npm run build:ts` made them), package.json, the
+ * addon, target.c (repoRoot() looks for it) and the packages they import.
+ */
+async function packTree(root: string, addonRel: string, tarFile: string): Promise<void> {
+  for (const f of ["dist/bench/core.js", "dist/src/agent/main.js", "dist/tests/support/target.js"]) {
+    if (!fs.existsSync(path.join(root, f))) throw new Error(`${f} is missing: run \`npm run build:ts\` first`);
+  }
+  const paths = ["package.json", "dist/bench", "dist/src", "dist/tests", addonRel, "tests/fixtures/target.c", ...(await runtimePackages(root))];
+  // -h: node_modules may be a symlink (worktrees share one).
+  const args = ["-cf", tarFile, "-h", "--exclude=*.map", "--exclude=*.d.ts", "-C", root, ...paths];
+  await new Promise<void>((resolve, reject) =>
+    execFile("tar", args, { maxBuffer: 16 * 1024 * 1024 }, (err, _out, stderr) => (err ? reject(new Error(`tar ${args.join(" ")} failed: ${stderr || err.message}`)) : resolve())),
+  );
 }
 
 /** BENCH_* of this process as `K='V' ` assignments for the guest's shell (values checked by the bench itself). */
@@ -146,19 +181,17 @@ async function main(): Promise<void> {
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "lockmem-bench-guest-"));
   let guest: Guest | undefined;
   try {
-    const bundle = path.join(scratch, "core.js");
-    await bundleBench(bundle);
+    const addonRel = prebuiltAddonPath(NODE_ARCH[opts.arch]);
+    const tree = path.join(scratch, "lockmem.tar");
+    await packTree(root, addonRel, tree);
     const target = staticFixture("target", opts.arch);
     const image = await buildImage(opts.gdb ? "build-gdb.sh" : "build.sh", opts);
 
     guest = await bootGuest(image, { memoryMb, cpus: 2 });
     console.log(`guest ${image.name}: kernel ${image.kernelRelease}, ${memoryMb} MiB, 2 CPUs (qemu pid ${guest.pid}, sshd after ${(guest.bootMs / 1000).toFixed(1)} s)`);
-    const platform = path.dirname(prebuiltAddonPath(NODE_ARCH[opts.arch]));
-    await guest.check(`mkdir -p ${REMOTE}/dist/bench ${REMOTE}/${platform} ${REMOTE}/tests/fixtures ${REMOTE}/tests/.work/bin`);
-    await guest.upload(path.join(root, "package.json"), `${REMOTE}/package.json`, 0o644);
-    await guest.upload(bundle, `${REMOTE}/dist/bench/core.js`, 0o644);
-    await guest.upload(addon, `${REMOTE}/${prebuiltAddonPath(NODE_ARCH[opts.arch])}`, 0o755);
-    await guest.upload(path.join(root, "tests", "fixtures", "target.c"), `${REMOTE}/tests/fixtures/target.c`, 0o644);
+    await guest.check(`mkdir -p ${REMOTE}/tests/.work/bin`);
+    await guest.upload(tree, "/tmp/lockmem.tar", 0o644);
+    await guest.check(`tar -xf /tmp/lockmem.tar -C ${REMOTE} && rm /tmp/lockmem.tar`);
     await guest.upload(target, `${REMOTE}/tests/.work/bin/target`, 0o755);
     // targetBinary() rebuilds (with a gcc the guest lacks) unless the binary is newer than its source.
     await guest.check(`touch ${REMOTE}/tests/.work/bin/target`);
