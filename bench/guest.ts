@@ -16,6 +16,8 @@
 // gdb comes from the image: scripts/guest/build-gdb.sh adds Debian's gdb to the test
 // image; --no-gdb boots the plain test image and runs the bench with no gdb rows
 // (BENCH_GDB_REPS=0, BENCH_SIZE_GDB_REPS=0).
+// Afterwards bench/handoff.c (cross-compiled too) prints what one ptrace stop costs in the
+// guest, BENCH_HANDOFF_N (2000) round trips per placement.
 // BENCH_* variables set here are passed on to the bench in the guest (bench/core.ts lists
 // them); LOCKMEM_GUEST_MEMORY_MB sets the guest's memory (default 2048: the initramfs with
 // gdb takes ~300 MiB of RAM, the target locks 256 MiB).
@@ -27,7 +29,7 @@ import { Client } from "ssh2";
 import { Arch, prebuiltAddonPath } from "../src/arch";
 import { closeAll, withSshClient } from "../provider/transport/ssh";
 import { bootGuest, Guest, GuestArch, GuestImage, GuestSuite } from "../tests/support/guest";
-import { staticFixture } from "../tests/support/guest-binaries";
+import { staticBinary, staticFixture } from "../tests/support/guest-binaries";
 import { repoRoot } from "../tests/support/repo";
 import { envInt } from "./env";
 
@@ -185,6 +187,7 @@ async function main(): Promise<void> {
     const tree = path.join(scratch, "lockmem.tar");
     await packTree(root, addonRel, tree);
     const target = staticFixture("target", opts.arch);
+    const handoff = staticBinary(path.join(root, "bench", "handoff.c"), opts.arch);
     const image = await buildImage(opts.gdb ? "build-gdb.sh" : "build.sh", opts);
 
     guest = await bootGuest(image, { memoryMb, cpus: 2 });
@@ -193,6 +196,7 @@ async function main(): Promise<void> {
     await guest.upload(tree, "/tmp/lockmem.tar", 0o644);
     await guest.check(`tar -xf /tmp/lockmem.tar -C ${REMOTE} && rm /tmp/lockmem.tar`);
     await guest.upload(target, `${REMOTE}/tests/.work/bin/target`, 0o755);
+    await guest.upload(handoff, "/tmp/handoff", 0o755);
     // targetBinary() rebuilds (with a gcc the guest lacks) unless the binary is newer than its source.
     await guest.check(`touch ${REMOTE}/tests/.work/bin/target`);
     const about = await guest.check("uname -srm; node -v; nproc; if [ -x /usr/bin/gdb ]; then gdb --version | head -n 1; else echo 'no gdb'; fi");
@@ -202,6 +206,11 @@ async function main(): Promise<void> {
     console.log(`in the guest: ${command}`);
     const code = await stream(guest, command);
     if (code !== 0) throw new Error(`the bench exited ${code} in the ${image.name} guest`);
+    // What one ptrace stop costs in this guest (bench/handoff.c): every injected call takes
+    // two, and under emulation they, not the kernel's work, make most of lockmem's pause.
+    console.log("");
+    const handoffCode = await stream(guest, `/tmp/handoff ${envInt("BENCH_HANDOFF_N", 2000)} 3`);
+    if (handoffCode !== 0) throw new Error(`bench/handoff.c exited ${handoffCode} in the ${image.name} guest`);
   } finally {
     await closeAll();
     if (guest) await guest.stop();
