@@ -228,6 +228,15 @@ export async function bootGuest(image: GuestImage, opts: BootOptions = {}): Prom
     }
     if (failure) {
       if (attempt < 3 && /host forwarding/i.test(stderr)) continue;
+      // A guest kernel that crashed while booting (seen once in CI: trixie's 6.12 oopsed on
+      // an int3 in sched_clock_cpu while static keys were patched, a cross-vCPU code-patching
+      // race of multi-threaded TCG) says nothing about lockmem, and panic=-1 -no-reboot
+      // ends qemu: boot it again, and say so.
+      const crashed = /\b(Oops|Kernel panic|BUG):/.test(readConsole());
+      if (attempt < 3 && crashed && exitedOf(child)) {
+        process.stderr.write(`guest ${image.name}: the kernel crashed while booting (attempt ${attempt}); booting again\n${readConsole().slice(-1500)}\n`);
+        continue;
+      }
       fs.rmSync(scratch, { recursive: true, force: true });
       throw failure;
     }
