@@ -8,6 +8,7 @@
 
 #include "addon_convert.h"
 #include "addon_errors.h"
+#include "journal.h"
 
 namespace lockmem {
 namespace addon {
@@ -51,11 +52,15 @@ class SessionWorker : public Napi::AsyncWorker {
 
 class UndoStopWorker : public Napi::AsyncWorker {
  public:
-  UndoStopWorker(Napi::Env env, pid_t pid, std::vector<long> eintrSyscalls)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), pid_(pid), eintr_(std::move(eintrSyscalls)) {}
+  UndoStopWorker(Napi::Env env, pid_t pid, std::vector<long> eintrSyscalls, std::vector<procfs::ThreadCall> calls)
+      : Napi::AsyncWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        pid_(pid),
+        eintr_(std::move(eintrSyscalls)),
+        calls_(std::move(calls)) {}
 
   Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override { rearmed_ = undoStop(pid_, eintr_); }
+  void Execute() override { rearmed_ = undoStop(pid_, eintr_, calls_); }
 
   void OnOK() override {
     Napi::Object reply = Napi::Object::New(Env());
@@ -69,12 +74,24 @@ class UndoStopWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   pid_t pid_;
   std::vector<long> eintr_;
+  std::vector<procfs::ThreadCall> calls_;
   int rearmed_ = 0;
 };
 
 Napi::Object requestOf(const Napi::CallbackInfo& info, const char* usage) {
   if (info.Length() != 1 || !info[0].IsObject()) throw Napi::TypeError::New(info.Env(), usage);
   return info[0].As<Napi::Object>();
+}
+
+// The journal's calls= value (checked by the caller too: src/journal/format.ts).
+std::vector<procfs::ThreadCall> blockedCallsOf(const Napi::Object& req) {
+  Napi::Value v = req.Get("blockedCalls");
+  std::vector<procfs::ThreadCall> calls;
+  if (v.IsUndefined()) return calls;
+  if (!v.IsString() || !Journal::parseBlockedCalls(v.As<Napi::String>().Utf8Value(), &calls)) {
+    throw Napi::TypeError::New(req.Env(), "blockedCalls must be a journal's calls= value");
+  }
+  return calls;
 }
 
 Napi::Value queue(SessionWorker* worker) {
@@ -116,13 +133,14 @@ Napi::Value Recover(const Napi::CallbackInfo& info) {
     recovery.haveSigmask = true;
     recovery.sigmask = requireU64(mask, "sigmask");
   }
+  recovery.blockedCalls = blockedCallsOf(req);
   return queue(new SessionWorker(env, std::move(spec), std::move(recovery)));
 }
 
 Napi::Value UndoStop(const Napi::CallbackInfo& info) {
   Napi::Object req = requestOf(info, "undoStop(request) takes one object");
   pid_t pid = requirePid(req.Get("pid"), "pid");
-  UndoStopWorker* worker = new UndoStopWorker(info.Env(), pid, optionalNumbers(req, "eintrSyscalls"));
+  UndoStopWorker* worker = new UndoStopWorker(info.Env(), pid, optionalNumbers(req, "eintrSyscalls"), blockedCallsOf(req));
   Napi::Promise p = worker->promise();
   worker->Queue();
   return p;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "procfs.h"
 #include "stage.h"
 
 namespace lockmem {
@@ -81,6 +82,8 @@ struct Recovery {
   // The thread's own signal mask, when that run blocked its signals.
   bool haveSigmask = false;
   uint64_t sigmask = 0;
+  // The calls its threads were seen blocked in before its stop (the journal's calls= line).
+  std::vector<procfs::ThreadCall> blockedCalls;
 };
 
 // Where it failed (stage.h) and why.
@@ -103,7 +106,9 @@ bool recoverSession(const BatchSpec& spec, const Recovery& recovery, BatchOutcom
 
 // Recovery of a run that died before or after the thread's registers were changed: no
 // thread is held; the calls that run's SIGSTOP turned into EINTR are re-issued (every
-// thread) and the process is continued. Returns how many calls were re-armed.
-int undoStop(pid_t pid, const std::vector<long>& eintrSyscalls);
+// thread) and the process is continued. `blockedCalls`: what that run saw its threads
+// blocked in before its stop (the journal's calls= line; arm64 needs it to re-issue).
+// Returns how many calls were re-armed.
+int undoStop(pid_t pid, const std::vector<long>& eintrSyscalls, const std::vector<procfs::ThreadCall>& blockedCalls);
 
 }  // namespace lockmem

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include <cinttypes>
 #include <cstdio>
 #include <string>
 
@@ -57,6 +58,7 @@ bool Journal::begin(pid_t pid, pid_t tid, bool wasStopped) {
   text += "0\nrestored=";
   restoredAt_ = static_cast<off_t>(text.size());
   text += "0\n";
+  end_ = static_cast<off_t>(text.size());
   // Before the target is stopped: durable, so that a later run knows whether to SIGCONT it.
   return writeAll(fd_, text) && fsync(fd_) == 0 && rename(tmp.c_str(), path_.c_str()) == 0 && syncDirectoryOf(path_);
 }
@@ -90,6 +92,49 @@ bool Journal::openExisting() {
 bool Journal::writeAt(off_t offset, const std::string& text) {
   if (fd_ < 0 && !openExisting()) return false;
   return pwrite(fd_, text.data(), text.size(), offset) == static_cast<ssize_t>(text.size());
+}
+
+bool Journal::saveBlockedCalls(const std::vector<procfs::ThreadCall>& calls) {
+  if (!enabled() || calls.empty()) return true;
+  if (fd_ < 0 || end_ < 0) {
+    errno = EBADF;  // only the run that began the journal appends to it
+    return false;
+  }
+  std::string text = "calls=";
+  char field[32];
+  for (size_t i = 0; i < calls.size(); i++) {
+    const procfs::BlockedCall& c = calls[i].call;
+    snprintf(field, sizeof(field), "%s%d:%ld", i ? "," : "", calls[i].tid, c.nr);
+    text += field;
+    for (uint64_t v : {c.args[0], c.args[1], c.args[2], c.args[3], c.args[4], c.args[5], c.sp, c.pc}) {
+      snprintf(field, sizeof(field), ":%llx", static_cast<unsigned long long>(v));
+      text += field;
+    }
+  }
+  text += "\n";
+  if (!writeAt(end_, text)) return false;
+  end_ += static_cast<off_t>(text.size());
+  return true;
+}
+
+bool Journal::parseBlockedCalls(const std::string& text, std::vector<procfs::ThreadCall>* out) {
+  std::vector<procfs::ThreadCall> calls;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t comma = text.find(',', at);
+    std::string entry = text.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    procfs::ThreadCall tc;
+    procfs::BlockedCall& c = tc.call;
+    int used = 0;
+    int n = sscanf(entry.c_str(), "%d:%ld:%" SCNx64 ":%" SCNx64 ":%" SCNx64 ":%" SCNx64 ":%" SCNx64 ":%" SCNx64 ":%" SCNx64 ":%" SCNx64 "%n",
+                   &tc.tid, &c.nr, &c.args[0], &c.args[1], &c.args[2], &c.args[3], &c.args[4], &c.args[5], &c.sp, &c.pc, &used);
+    if (n != 10 || static_cast<size_t>(used) != entry.size() || tc.tid <= 0 || c.nr < 0) return false;
+    calls.push_back(tc);
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  *out = std::move(calls);
+  return true;
 }
 
 bool Journal::saveRegs(const arch::Regs& regs) {

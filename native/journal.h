@@ -9,13 +9,19 @@
 // to 1 once a stop signal from someone else was taken or seen pending during the session
 // (the process must then stay stopped), and restored=0, set to restored=1 once registers
 // and mask are back in place. v=1 journals have neither the sigmask nor the foreignStop line.
+// Optional last line, appended before the SIGSTOP when there is anything to say (arm64):
+// calls=<tid>:<nr>:<arg0>:...:<arg5>:<sp>:<pc>,... (tid and nr decimal, the rest hex), the
+// calls threads were seen blocked in, which the stop hides on arm64 (native/arch/aarch64.cc).
 #pragma once
 
 #include <sys/types.h>
 #include <cstdint>
 #include <string>
 
+#include <vector>
+
 #include "arch.h"
+#include "procfs.h"
 
 namespace lockmem {
 
@@ -28,6 +34,8 @@ class Journal {
   bool enabled() const { return !path_.empty(); }
   // False with errno set.
   bool begin(pid_t pid, pid_t tid, bool wasStopped);
+  // Before the stop (the file may still grow then); nothing written for no calls.
+  bool saveBlockedCalls(const std::vector<procfs::ThreadCall>& calls);
   bool saveRegs(const arch::Regs& regs);
   // False with errno = ENOTSUP for a journal without a sigmask line (an older run's).
   bool saveSigmask(uint64_t mask);
@@ -38,6 +46,8 @@ class Journal {
   // the process. False with errno = ENOTSUP for a journal without the line.
   bool markForeignStop();
   void remove();
+  // A calls= value as saveBlockedCalls() writes it; false (and nothing in out) when it is not.
+  static bool parseBlockedCalls(const std::string& text, std::vector<procfs::ThreadCall>* out);
 
  private:
   bool openExisting();
@@ -50,6 +60,7 @@ class Journal {
   off_t sigmaskAt_ = -1;
   off_t foreignStopAt_ = -1;
   off_t restoredAt_ = -1;
+  off_t end_ = -1;
 };
 
 }  // namespace lockmem

@@ -42,6 +42,11 @@ struct BlockedCall {
 };
 // False when the thread is not blocked in a call (running, "-1 ...", or unreadable).
 bool blockedCall(pid_t pid, pid_t tid, BlockedCall* out);
+// One thread's call as it was seen blocked.
+struct ThreadCall {
+  pid_t tid = 0;
+  BlockedCall call;
+};
 
 struct SignalState {
   bool known = false;

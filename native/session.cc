@@ -39,8 +39,10 @@ Session::Session(const BatchSpec& spec, const Recovery* recovery, BatchOutcome* 
       others_(spec.pid, spec.tid, spec.eintrSyscalls, [this](const siginfo_t& info) { classifyStop(info); }) {}
 
 bool Session::run() {
-  // What an earlier session on this thread saw blocked is no evidence for this one.
+  // What an earlier session on this thread saw blocked is no evidence for this one; what
+  // the run being recovered saw before its stop is.
   arch::forgetBlockedCalls();
+  if (recovery_) arch::seedBlockedCalls(recovery_->blockedCalls);
   bool ok = hold() && inject();
   if (ok) {
     faultPoint("before-restore");
@@ -69,11 +71,13 @@ bool Session::hold() {
   // Before the stop hides it (arm64: the call and its first argument; native/arch/aarch64.cc).
   arch::rememberBlockedCall(spec_.pid, tid_);
   faultPoint("seized");
-  if (spec_.stopProcess && !stoppedNow) {
-    // Before the stop wakes them: the threads whose call it would turn into EINTR.
-    others_.seizeWaiters();
-    if (!ownStop_.send(spec_.pid)) return cleanup(failErrno(Stage::Interrupt, "SIGSTOP"));
+  // Before the stop wakes them: the threads whose call it would turn into EINTR.
+  if (spec_.stopProcess && !stoppedNow) others_.seizeWaiters();
+  // And before the stop hides them (arm64), for a later run if we die: the calls seen blocked.
+  if (!recovery_ && !journal_.saveBlockedCalls(arch::rememberedCalls())) {
+    return cleanup(failErrno(Stage::Journal, "journaling the blocked calls"));
   }
+  if (spec_.stopProcess && !stoppedNow && !ownStop_.send(spec_.pid)) return cleanup(failErrno(Stage::Interrupt, "SIGSTOP"));
   faultPoint("sigstop-sent");
   // Only now interrupt the thread (which makes a blocking call return): from here on a
   // death of ours leaves the process stopped, where recovery can re-issue that call.

@@ -23,14 +23,14 @@ constexpr uint64_t kStopSettleNs = 200 * 1000000ull;
 
 }  // namespace
 
-int undoStop(pid_t pid, const std::vector<long>& eintrSyscalls) {
+int undoStop(pid_t pid, const std::vector<long>& eintrSyscalls, const std::vector<procfs::ThreadCall>& blockedCalls) {
   // Every thread is a candidate (none of them is held by us); no SIGSTOP of ours is in
   // flight, so a stop signal one of them takes is not ours to judge: the caller only
   // calls this when the process is to be continued.
   OtherThreads others(pid, 0, eintrSyscalls, [](const siginfo_t&) {});
-  // A call remembered by an earlier session in this process is no evidence for this one
-  // (arm64: without one, an EINTR'd call is left as the kernel made it; native/arch/aarch64.cc).
-  arch::forgetBlockedCalls();
+  // Only what the dead run saw blocked is evidence here, not an earlier session of ours
+  // (arm64: without it, an EINTR'd call is left as the kernel made it; native/arch/aarch64.cc).
+  arch::seedBlockedCalls(blockedCalls);
   // Only a process that is actually stopped has calls to re-issue. The dead run's SIGSTOP
   // may still be taking effect: give the group stop a moment to complete, but only while
   // that SIGSTOP is still pending or the group stop under way (a thread already stopped):

@@ -212,8 +212,9 @@ void OtherThreads::checkUnseized(const std::vector<pid_t>& skip) {
       if (st == '?' || st == 'Z' || st == 'X') continue;  // exited
       if (st == 'T' || st == 't') {
         // Stopped for good: its syscall file now tells where it was.
+        // (arm64 shows "-1" for a call the stop turned into EINTR: a remembered one counts.)
         long nr = procfs::threadSyscall(pid_, t);
-        if (eintrProne(nr) || nr == procfs::kUnknown) seizeAndRearm(t);
+        if (eintrProne(nr) || nr == procfs::kUnknown || arch::remembersCall(t)) seizeAndRearm(t);
         continue;
       }
       if (!late) {

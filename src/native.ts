@@ -61,6 +61,8 @@ export interface RecoverRequest extends SessionRequest {
   stayStopped: boolean;
   /** The thread's own signal mask, journaled by a run that blocked its signals. */
   sigmask?: bigint;
+  /** The journal's calls= line: what that run saw blocked before its stop (arm64 re-arms from it). */
+  blockedCalls?: string;
 }
 
 /**
@@ -71,6 +73,8 @@ export interface RecoverRequest extends SessionRequest {
 export interface UndoStopRequest {
   pid: number;
   eintrSyscalls?: number[];
+  /** The journal's calls= line: what that run saw blocked before its stop (arm64 re-arms from it). */
+  blockedCalls?: string;
 }
 
 export interface SyscallResult {

@@ -38,8 +38,10 @@
 //     between that read and the stop would be re-armed with the old x0; every other case
 //     (another call, another stack, other arguments) is refused and the EINTR reaches the
 //     program as it would without us. A thread that entered its call after we looked
-//     (not remembered) is not re-armed, nor are the calls of a process a later run
-//     recovers (it never saw them blocked).
+//     (not remembered) is not re-armed. A run that dies after its SIGSTOP leaves
+//     the calls to a later run, which never saw them blocked: the remembered lines go into
+//     the crash journal before the SIGSTOP (the optional calls= line, native/journal.h),
+//     and the recovery seeds them back (seedBlockedCalls()) under the same matching rule.
 //   Seen in Debian bookworm's 6.1 arm64 kernel (tests/guest/arm64.test.ts): blocked,
 //   "22 0x5 0xffffc1e083d0 0x1 0xffffffffffffffff 0x0 0x8 0xffffc1e08380 0x427714"; at the
 //   group stop, "-1 0xffffc1e08380 0x427714". An event loop in epoll_pwait saw EINTR in 10
@@ -79,15 +81,11 @@ constexpr int64_t kERestartRestartBlock = -516;
 // ptrace.c: x7 at a syscall stop.
 constexpr uint64_t kSyscallEnter = 0;
 
-struct Remembered {
-  pid_t tid;
-  procfs::BlockedCall call;
-};
 // The tracer's sessions run on one OS thread each (ptrace is per thread).
-thread_local std::vector<Remembered> remembered;
+thread_local std::vector<procfs::ThreadCall> remembered;
 
 const procfs::BlockedCall* rememberedFor(pid_t tid) {
-  for (const Remembered& r : remembered) {
+  for (const procfs::ThreadCall& r : remembered) {
     if (r.tid == tid) return &r.call;
   }
   return nullptr;
@@ -118,7 +116,7 @@ long nrMunlockall() { return SYS_munlockall; }
 void rememberBlockedCall(pid_t pid, pid_t tid) {
   procfs::BlockedCall c;
   if (!procfs::blockedCall(pid, tid, &c)) return;
-  for (Remembered& r : remembered) {
+  for (procfs::ThreadCall& r : remembered) {
     if (r.tid == tid) {
       r.call = c;
       return;
@@ -128,6 +126,14 @@ void rememberBlockedCall(pid_t pid, pid_t tid) {
 }
 
 void forgetBlockedCalls() { remembered.clear(); }
+
+std::vector<procfs::ThreadCall> rememberedCalls() { return remembered; }
+
+// From a dead run's journal: the same evidence it had, read before its stop. getRegs()
+// still accepts one only when the stop matches it exactly (endedWithEintr()).
+void seedBlockedCalls(const std::vector<procfs::ThreadCall>& calls) { remembered = calls; }
+
+bool remembersCall(pid_t tid) { return rememberedFor(tid) != nullptr; }
 
 bool getRegs(pid_t tid, Regs* regs) {
   Regs out{};

@@ -7,6 +7,9 @@
 #include <sys/types.h>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
+
+#include "../procfs.h"
 
 #if defined(__x86_64__)
 #include <sys/user.h>
@@ -55,6 +58,12 @@ bool setRegs(pid_t tid, const Regs& regs);
 // argument). Per OS thread of the tracer; forgetBlockedCalls() starts a session afresh.
 void rememberBlockedCall(pid_t pid, pid_t tid);
 void forgetBlockedCalls();
+// What was remembered, for the crash journal (written before the stop), and what a later
+// run (recovery of a dead one, which never saw the calls blocked) puts back from it.
+std::vector<procfs::ThreadCall> rememberedCalls();
+void seedBlockedCalls(const std::vector<procfs::ThreadCall>& calls);
+// A call is remembered for this thread: its stop may hide an EINTR to re-issue.
+bool remembersCall(pid_t tid);
 
 // True when the stopped thread runs the native 64-bit ABI (not a compat 32-bit task).
 bool isNativeAbi(const Regs& regs);

@@ -35,8 +35,12 @@ bool setRegs(pid_t tid, const Regs& regs) {
 }
 
 // x86_64 keeps orig_rax (number) and every argument register through the stop.
+// The stop shows orig_rax and the arguments: nothing to remember.
 void rememberBlockedCall(pid_t, pid_t) {}
 void forgetBlockedCalls() {}
+std::vector<procfs::ThreadCall> rememberedCalls() { return {}; }
+void seedBlockedCalls(const std::vector<procfs::ThreadCall>&) {}
+bool remembersCall(pid_t) { return false; }
 
 bool isNativeAbi(const Regs& regs) { return regs.r.cs == kUserCs64; }
 

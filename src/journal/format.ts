@@ -26,6 +26,16 @@ const REGS_VERSIONS: readonly string[] = ["1", REGS_VERSION];
  * the C++ writer writes exactly these, and this version).
  */
 export const REGS_FIELDS = ["v", "pid", "tid", "wasStopped", "regs", "sigmask", "foreignStop", "restored"] as const;
+/**
+ * The optional line appended after them (native/journal.cc saveBlockedCalls, before the
+ * SIGSTOP, only when there is one): `calls=<tid>:<nr>:<arg0>:...:<arg5>:<sp>:<pc>,...`, the
+ * calls threads were seen blocked in, which an arm64 stop hides (native/arch/aarch64.cc).
+ */
+export const REGS_OPTIONAL_FIELDS = ["calls"] as const;
+/** One entry of the calls= line: tid and syscall number in decimal, then 8 hex words. */
+const BLOCKED_CALL = /^[0-9]{1,10}:[0-9]{1,4}(?::[0-9a-f]{1,16}){8}$/;
+/** A journal is a few lines and one entry per blocked thread (at most ~150 bytes each). */
+const REGS_FILE_MAX = 16 * 1024 * 1024;
 
 /** A journal's header file name: `<pid>-<startTime>-<tid>.json`. */
 export const JOURNAL_NAME = /^([0-9]{1,10})-([0-9]{1,20})-([0-9]{1,10})\.json$/;
@@ -55,6 +65,8 @@ export interface RegsFile {
   /** Someone else's stop signal arrived during the run: the process must stay stopped. */
   foreignStop: boolean;
   restored: boolean;
+  /** The calls= line's value, checked entry by entry (the addon checks it again). */
+  blockedCalls?: string;
 }
 
 /** The header of a session this process runs now, as it goes into the `.json` file. */
@@ -152,11 +164,12 @@ export function validateJournalHeader(raw: unknown, name: string): JournalHeader
 
 /** The addon's half, checked against the header; a string says why it is not usable. */
 export function parseRegsFile(text: string, header: Pick<JournalHeader, "pid" | "tid">): RegsFile | string {
-  if (text.length > 64 * 1024) return "too large";
+  if (text.length > REGS_FILE_MAX) return "too large";
+  const known: readonly string[] = [...REGS_FIELDS, ...REGS_OPTIONAL_FIELDS];
   const fields = new Map<string, string>();
   for (const line of text.split("\n")) {
     const eq = line.indexOf("=");
-    if (eq > 0 && (REGS_FIELDS as readonly string[]).includes(line.slice(0, eq))) fields.set(line.slice(0, eq), line.slice(eq + 1));
+    if (eq > 0 && known.includes(line.slice(0, eq))) fields.set(line.slice(0, eq), line.slice(eq + 1));
   }
   const v = fields.get("v");
   if (!REGS_VERSIONS.includes(v ?? "")) return `unknown version ${JSON.stringify(v)}`;
@@ -171,6 +184,8 @@ export function parseRegsFile(text: string, header: Pick<JournalHeader, "pid" | 
   if (maskHex !== undefined && !/^[0-9a-f]{16}$/.test(maskHex) && !dashes(maskHex, 16)) return "its signal mask is not 16 hex digits";
   const foreign = fields.get("foreignStop");
   if (foreign !== undefined && foreign !== "0" && foreign !== "1") return "its foreignStop flag is not 0 or 1";
+  const calls = fields.get("calls");
+  if (calls !== undefined && !validBlockedCalls(calls)) return "its calls line is not one lockmem writes";
   return {
     wasStopped: flag("wasStopped") === "1",
     // Dashes until the addon saved them.
@@ -178,5 +193,10 @@ export function parseRegsFile(text: string, header: Pick<JournalHeader, "pid" | 
     sigmask: maskHex && /^[0-9a-f]{16}$/.test(maskHex) ? BigInt("0x" + maskHex) : undefined,
     foreignStop: foreign === "1",
     restored: flag("restored") === "1",
+    ...(calls !== undefined ? { blockedCalls: calls } : {}),
   };
+}
+
+function validBlockedCalls(value: string): boolean {
+  return value.split(",").every((entry) => BLOCKED_CALL.test(entry) && isPid(Number(entry.slice(0, entry.indexOf(":")))));
 }

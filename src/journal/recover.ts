@@ -99,7 +99,11 @@ async function undoStop({ header, files, regs, stayStopped }: Interrupted): Prom
   // Whatever the state reads now: our SIGSTOP may still be on its way (the group stop
   // completes after the kill), and the SIGCONT that follows also discards a pending one.
   if (!stayStopped) {
-    await native().undoStop({ pid: header.pid, eintrSyscalls: syscallsReturningEintrOnStop() });
+    await native().undoStop({
+      pid: header.pid,
+      eintrSyscalls: syscallsReturningEintrOnStop(),
+      ...(regs.blockedCalls !== undefined ? { blockedCalls: regs.blockedCalls } : {}),
+    });
   }
   await removeJournal(files);
   const then = stayStopped ? `left the process stopped (${regs.wasStopped ? "as it was" : "someone else stopped it meanwhile"})` : "continued the process";
@@ -128,6 +132,7 @@ async function restoreRegisters({ header, files, regs, stayStopped }: Interrupte
     regs: savedRegs,
     stayStopped,
     ...(regs.sigmask !== undefined ? { sigmask: regs.sigmask } : {}),
+    ...(regs.blockedCalls !== undefined ? { blockedCalls: regs.blockedCalls } : {}),
   });
   await removeJournal(files);
   return resultOf(header, "restored", `registers put back, ${header.ops.length} call(s) completed, process ${regs.wasStopped ? "left stopped as it was" : regs.foreignStop ? "left stopped (someone else stopped it meanwhile)" : "continued"}`);

@@ -250,14 +250,11 @@ test("a main thread in read() taking RT signals, workers in nanosleep: killed at
   }
 });
 
-// Known gap (native/arch/aarch64.cc, top comment): killed after its SIGSTOP and before the
-// registers were journaled, a run leaves the epoll_pwait it interrupted returned with EINTR,
-// and the recovery (a later run, which never saw the call blocked) cannot re-issue it on
-// arm64: the call's first argument (orig_x0) is in no register set and the stop hides it.
-// x86_64 re-arms there (orig_rax is visible). Everywhere else the re-arm must hold.
-const ARM64_UNRECOVERABLE_EINTR = new Set<string>(["sigstop-sent", "stopped"]);
-
-test("a single-threaded event loop in epoll_pwait: killed at every fault point, recovered, no EINTR but the known arm64 gap", async () => {
+// On arm64 the stop hides what re-issuing an EINTR'd call needs (its first argument,
+// orig_x0): the run remembers the call before its SIGSTOP and journals it then (the calls=
+// line), so a run killed between its SIGSTOP and journaling its registers (sigstop-sent,
+// stopped) leaves the recovery what it needs too (native/arch/aarch64.cc).
+test("a single-threaded event loop in epoll_pwait: killed at every fault point, recovered, never an EINTR", async () => {
   const w: GuestWaiters = await startGuestWaiters(guest, ["main=epoll_pwait"]);
   try {
     let last = await w.eintrs();
@@ -272,9 +269,8 @@ test("a single-threaded event loop in epoll_pwait: killed at every fault point, 
       },
     };
     const runs = await allPoints(subject);
-    const known = runs.filter((r) => ARM64_UNRECOVERABLE_EINTR.has(r.point) && r.failures.length === 1 && /: EINTR \{"main":1\}$/.test(r.failures[0]));
-    console.log(`${image.name}: event loop, ${runs.length} killed sessions; EINTR from the known arm64 gap at: ${known.map((r) => r.point).join(", ") || "none"}`);
-    expect(runs.filter((r) => !known.includes(r)).flatMap((r) => r.failures)).toEqual([]);
+    console.log(`${image.name}: event loop, ${runs.length} killed sessions`);
+    expect(runs.flatMap((r) => r.failures)).toEqual([]);
   } finally {
     await w.stop();
   }
