@@ -11,10 +11,16 @@ export interface GuestWaiters {
   stop(): Promise<void>;
 }
 
-/** Starts /tmp/waiters (uploaded by the suite) with one thread per kind; resolves once all block. */
-export async function startGuestWaiters(guest: Guest, kinds: string[]): Promise<GuestWaiters> {
+/**
+ * Starts /tmp/waiters (uploaded by the suite) with one thread per kind; resolves once all
+ * block. `pidNamespace`: as pid 1 of a child pid namespace (busybox `unshare -p -f`), as in
+ * a container; `pid` is then its pid in the guest's own namespace.
+ */
+export async function startGuestWaiters(guest: Guest, kinds: string[], opts: { pidNamespace?: boolean } = {}): Promise<GuestWaiters> {
   const counts = `/tmp/waiters-${Math.random().toString(36).slice(2)}.counts`;
-  const pid = Number((await guest.check(`/tmp/waiters ${counts} ${kinds.join(" ")} </dev/null >/dev/null 2>&1 & echo $!`)).trim());
+  const prefix = opts.pidNamespace ? "unshare -p -f " : "";
+  const started = Number((await guest.check(`${prefix}/tmp/waiters ${counts} ${kinds.join(" ")} </dev/null >/dev/null 2>&1 & echo $!`)).trim());
+  const pid = opts.pidNamespace ? await onlyChild(guest, started) : started;
   const words = async (): Promise<number[]> =>
     (await guest.run(`od -An -td8 -v ${counts}`)).stdout.split(/\s+/).filter(Boolean).map(Number);
   await waitUntil(async () => (await words())[1] === 1, `waiters ${pid} in the guest to block in its calls`, { timeoutMs: 60_000, intervalMs: 200 });
@@ -33,6 +39,18 @@ export async function startGuestWaiters(guest: Guest, kinds: string[]): Promise<
       await guest.run(`kill -9 ${pid}; rm -f ${counts}`);
     },
   };
+}
+
+/** The one child of `parent` in the guest (unshare -f forks the namespace's init). */
+async function onlyChild(guest: Guest, parent: number): Promise<number> {
+  return waitUntil(
+    async () => {
+      const kids = (await guest.run(`cat /proc/${parent}/task/${parent}/children`)).stdout.trim();
+      return /^\d+$/.test(kids) ? Number(kids) : undefined;
+    },
+    `the child of unshare ${parent} in the guest`,
+    { timeoutMs: 60_000, intervalMs: 200 },
+  );
 }
 
 /** The counts that changed between two readings of eintrs(). */
