@@ -19,11 +19,15 @@
 //   * a call the kernel restarts already reads as "about to be re-issued": pc on the svc,
 //     x0..x5 and x8 its arguments and number, syscallno -1. Putting these registers back
 //     re-issues it; nothing to apply (restartSyscall() is not reached from such a stop).
-//     One difference: a RESTARTBLOCK call (clock_nanosleep, futex wait with a timeout,
-//     ppoll/poll timeouts) resumes by re-issuing the original call, not restart_syscall,
-//     because our injection resumed the thread with another pc and the kernel's check
-//     "pc still the restart address" failed then; a relative timeout starts again in full
-//     (no EINTR, the call simply sleeps longer), as for a re-armed call on x86_64.
+//     Except for a RESTARTBLOCK call: the kernel would set x8 = __NR_restart_syscall only
+//     after the stop, and only while pc is still the restart address, which our injection
+//     changes; put back as they were, the registers re-issue the original call, whose
+//     relative timeout then starts again in full. Which calls those are follows from the
+//     call and its arguments alone (restartsThroughBlock()), and the stop shows whether
+//     the kernel rewound that very call (rewoundForRestart(): the remembered call, pc one
+//     svc back, x0..x5 its arguments): then the saved x8 is __NR_restart_syscall, as the
+//     kernel would have made it, and the call resumes with the time it had left (its
+//     restart_block is the thread's own; our mlock calls do not touch it).
 //   * a call that returned -EINTR (epoll_pwait and the others of signal(7)) shows x0 =
 //     -EINTR, pc after the svc, syscallno -1, and /proc/TID/syscall prints "-1 sp pc"
 //     (lib/syscall.c prints the arguments only while syscallno != -1). Neither the call nor
@@ -101,6 +105,39 @@ bool endedWithEintr(const Regs& regs, const procfs::BlockedCall& c) {
   return true;
 }
 
+// The stop shows the remembered call rewound by do_signal() for a restart: pc back on its
+// svc, x0 = orig_x0 again, and nothing else moved.
+bool rewoundForRestart(const Regs& regs, const procfs::BlockedCall& c) {
+  if (regs.syscallno != -1 || regs.r.pc != c.pc - kInsnLen || regs.r.sp != c.sp) return false;
+  if (static_cast<long>(regs.r.regs[8]) != c.nr) return false;
+  for (int i = 0; i < 6; i++) {
+    if (regs.r.regs[i] != c.args[i]) return false;
+  }
+  return true;
+}
+
+// Calls that, interrupted by a signal with no handler, always return -ERESTART_RESTARTBLOCK
+// with current->restart_block set (kernel/time/hrtimer.c hrtimer_nanosleep() and the
+// posix clocks' nsleep for relative sleeps; kernel/futex futex_wait() with a timeout).
+// Absolute sleeps return -ERESTARTNOHAND: re-issuing them is exact already.
+bool restartsThroughBlock(const procfs::BlockedCall& c) {
+  constexpr uint64_t kTimerAbstime = 1;  // TIMER_ABSTIME
+  constexpr uint64_t kFutexCmdMask = ~static_cast<uint64_t>(128 | 256);  // ~(PRIVATE | CLOCK_REALTIME)
+  constexpr uint64_t kFutexWait = 0, kFutexWaitBitset = 9;
+  switch (c.nr) {
+    case SYS_nanosleep:
+      return true;
+    case SYS_clock_nanosleep:
+      return (c.args[1] & kTimerAbstime) == 0;
+    case SYS_futex: {
+      uint64_t cmd = c.args[1] & kFutexCmdMask;
+      return (cmd == kFutexWait || cmd == kFutexWaitBitset) && c.args[3] != 0;
+    }
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 const char* name() { return "aarch64"; }
@@ -149,6 +186,8 @@ bool getRegs(pid_t tid, Regs* regs) {
     out.interruptedNr = c->nr;
     out.origX0 = c->args[0];
   }
+  // What the kernel would have resumed it with (see the top): restart_syscall.
+  if (c && rewoundForRestart(out, *c) && restartsThroughBlock(*c)) out.r.regs[8] = SYS_restart_syscall;
   *regs = out;
   return true;
 }

@@ -105,6 +105,8 @@ const SYSCALLS: Record<SyscallArch, SyscallTable> = {
       read: 0, write: 1, poll: 7, pread64: 17, pwrite64: 18, readv: 19, writev: 20, select: 23,
       pause: 34, nanosleep: 35, wait4: 61, rt_sigsuspend: 130, futex: 202, clock_nanosleep: 230,
       waitid: 247, pselect6: 270, ppoll: 271, futex_waitv: 449,
+      // Where a thread is after a stop interrupted a relative sleep or timed futex wait.
+      restart_syscall: 219,
     },
     eintrOnStop: {
       semop: 65, rt_sigtimedwait: 128, io_getevents: 208, semtimedop: 220, epoll_wait: 232,
@@ -120,6 +122,8 @@ const SYSCALLS: Record<SyscallArch, SyscallTable> = {
       read: 63, write: 64, readv: 65, writev: 66, pread64: 67, pwrite64: 68, pselect6: 72, ppoll: 73,
       waitid: 95, futex: 98, nanosleep: 101, clock_nanosleep: 115, rt_sigsuspend: 133, wait4: 260,
       futex_waitv: 449,
+      // Where a thread is after a stop interrupted a relative sleep or timed futex wait.
+      restart_syscall: 128,
     },
     eintrOnStop: {
       io_getevents: 4, epoll_pwait: 22, rt_sigtimedwait: 137, semtimedop: 192, semop: 193,

@@ -20,6 +20,7 @@ import { PROTOCOL_VERSION } from "../../src/agent/protocol";
 import { HostReport, ProcessReport, ProcessResult } from "../../src/ops/types";
 import { bootGuest, buildGuest, Guest, GuestImage } from "../support/guest";
 import { staticFixture } from "../support/guest-binaries";
+import { startGuestTarget as startControlledTarget } from "../support/guest-target";
 import { eintrDiff, startGuestWaiters } from "../support/guest-waiters";
 import { waitUntil } from "../support/target";
 
@@ -144,6 +145,41 @@ test(`lock, status, unlock a target whose main thread sleeps ${CYCLES} times: no
     console.log(`${image.name}: sleeping target, ${CYCLES} cycles of ${lockedKb} kB, injected into: ${threads[0]}; ${after.sleep.done} sleeps, none early, no EINTR`);
   } finally {
     await guest.run(`kill -9 ${pid}`);
+  }
+});
+
+test("a long relative nanosleep the lock interrupts resumes with the time it had left (restart_syscall), not a new full sleep", async () => {
+  // 4 s sleeps, each session started at least 1.5 s into one: re-issued as the original
+  // call, the sleep would end >= 1.5 s late; resumed through restart_syscall, as the
+  // kernel resumes it by itself, it ends late by the pause alone (native/arch/aarch64.cc).
+  const SLEEP_MS = 4000;
+  const t = await startControlledTarget(guest, `--mode sleep --sleep-ms ${SLEEP_MS} --anon-mb 4 --control-epoll`);
+  try {
+    let seen = (await t.stats()).sleep.done;
+    const reasons: string[] = [];
+    for (const op of ["lock", "unlock", "lock", "unlock"] as const) {
+      // A sleep has just begun (within one stats round trip): let 1.5 s of it pass.
+      seen = await waitUntil(async () => {
+        const done = (await t.stats()).sleep.done;
+        return done > seen ? done : undefined;
+      }, "the next sleep to begin", { timeoutMs: 60_000, intervalMs: 50 });
+      await new Promise((r) => setTimeout(r, 1500));
+      const r = await call<HostReport<ProcessResult>>(op, { target: { pid: t.pid }, mappings: { all: true } });
+      expect(r.processes[0].error).toBeUndefined();
+      reasons.push(r.processes[0].action?.thread?.reason ?? "?");
+    }
+    const after = await waitUntil(async () => {
+      const s = await t.stats();
+      return s.sleep.done > seen ? s : undefined;
+    }, "the last interrupted sleep to end", { timeoutMs: 60_000, intervalMs: 200 });
+    console.log(`${image.name}: ${SLEEP_MS} ms sleeps interrupted 4 times (${reasons.join(" / ")}): longest oversleep ${after.sleep.max_oversleep_us} us`);
+    // After the first, the thread sleeps on in restart_syscall, which the next one interrupts.
+    expect(reasons.every((x) => /blocked in ((clock_)?nanosleep|restart_syscall)/.test(x))).toBe(true);
+    expect(reasons.some((x) => /blocked in (clock_)?nanosleep/.test(x))).toBe(true);
+    expect(after.sleep).toMatchObject({ violations: 0, eintr: 0 });
+    expect(after.sleep.max_oversleep_us).toBeLessThan(1_000_000);
+  } finally {
+    await t.stop();
   }
 });
 
