@@ -93,6 +93,8 @@ bool Session::hold() {
   }
   if (!deferSignals()) return cleanup();
   faultPoint("regs-journaled");
+  // Tests: a signal that arrives while the thread is held (LOCKMEM_TEST_SIGNAL_AT=held:...).
+  signalPoint("held", spec_.pid, [] { return true; });
   return true;
 }
 

@@ -153,6 +153,9 @@ class Session {
   // session_calls.cc: what our calls run from, whether they are allowed, and running them.
   bool findSyscallInstruction();
   bool checkSeccomp();
+  // Whether the target's seccomp filters allow this call (false when they cannot be read).
+  bool seccompAllowsCall(const Syscall& call);
+  bool undoRestartFixup(arch::Regs* final, bool* viaSignalPath);
   bool runCall(const Syscall& call, SyscallOutcome* res);
   bool finishCall(const Syscall& call, SyscallOutcome* res);
   bool recordResult(const arch::Regs& after, uint64_t ns, SyscallOutcome* res);

@@ -7,6 +7,9 @@
 #include <sys/ptrace.h>
 #include <sys/uio.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <sstream>
 #include <string>
 
@@ -66,6 +69,20 @@ bool Session::checkSeccomp() {
     if (op.hasUndo && !check(op.undo)) return false;
   }
   return true;
+}
+
+bool Session::seccompAllowsCall(const Syscall& call) {
+  // "Seccomp:" of the thread's status: 0 none, 1 strict (read, write, exit only), 2 filters.
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/task/%d/status", spec_.pid, tid_);
+  std::string status = procfs::readFile(path);
+  size_t at = status.find("\nSeccomp:");
+  if (at == std::string::npos) return false;
+  int mode = atoi(status.c_str() + at + 9);
+  if (mode != 2) return mode == 0;
+  SeccompFilters filters;
+  if (!readSeccompFilters(tid_, &filters)) return false;
+  return seccompAllows(evaluateSeccomp(filters, arch::auditArch(), static_cast<int>(call.nr), insnAddr_, call.args));
 }
 
 // Runs one call; false only when the session itself failed.

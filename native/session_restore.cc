@@ -2,6 +2,7 @@
 // into EINTR, restarting one the kernel would restart), its signal mask back, the detach.
 #include "session.h"
 
+#include <errno.h>
 #include <sys/ptrace.h>
 
 namespace lockmem {
@@ -43,6 +44,8 @@ bool Session::restoreAndDetach() {
   if (needsKernelRestart && !caughtSignalPending()) {
     final = arch::restartSyscall(final);
     needsKernelRestart = false;
+  } else if (where_ == Where::SyscallExit && !needsKernelRestart && !undoRestartFixup(&final, &needsKernelRestart)) {
+    return false;
   }
   if (!setRegs(final, Stage::Restore)) return false;
   if (!restoreSignalMask()) return false;
@@ -55,6 +58,29 @@ bool Session::restoreAndDetach() {
     if (!waitForSignalPathStop(Stage::Restore)) return false;
   }
   return detach();
+}
+
+// arm64 (native/arch/aarch64.cc): the registers saved at our stop show the thread's call
+// already rewound for a restart, as if no handler would run. With a caught signal pending
+// one will: hand the kernel the state from before that fixup, so that its signal path
+// decides EINTR or restart as it would have without us. Its fixup takes x0 from orig_x0,
+// the x0 of the thread's last svc: one more call of ours first, with the call's first
+// argument in x0 and nothing done (mlock2 with a flag it rejects: EINVAL before it looks
+// at the range).
+bool Session::undoRestartFixup(arch::Regs* final, bool* viaSignalPath) {
+  arch::Regs before;
+  uint64_t firstArg = 0;
+  if (!arch::beforeRestartFixup(tid_, *final, &before, &firstArg) || !caughtSignalPending()) return true;
+  constexpr uint64_t kNotAnMlockFlag = 2;  // MLOCK_ONFAULT is 1
+  Syscall setOrigX0{arch::nrMlock2(), {firstArg, 0, kNotAnMlockFlag, 0, 0, 0}};
+  // Under a seccomp filter that would not allow it, leave the restart as it is.
+  if (!spec_.suspendSeccomp && !seccompAllowsCall(setOrigX0)) return true;
+  SyscallOutcome res;
+  if (!runCall(setOrigX0, &res)) return false;
+  if (res.err != EINVAL) return true;  // not the call we know: keep the rewound registers
+  *final = before;
+  *viaSignalPath = true;
+  return true;
 }
 
 // A signal the thread catches is pending (and not blocked by its own mask).

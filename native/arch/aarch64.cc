@@ -23,11 +23,21 @@
 //     after the stop, and only while pc is still the restart address, which our injection
 //     changes; put back as they were, the registers re-issue the original call, whose
 //     relative timeout then starts again in full. Which calls those are follows from the
-//     call and its arguments alone (restartsThroughBlock()), and the stop shows whether
+//     call and its arguments alone (restartCode()), and the stop shows whether
 //     the kernel rewound that very call (rewoundForRestart(): the remembered call, pc one
 //     svc back, x0..x5 its arguments): then the saved x8 is __NR_restart_syscall, as the
 //     kernel would have made it, and the call resumes with the time it had left (its
 //     restart_block is the thread's own; our mlock calls do not touch it).
+//     The fixup also assumed that no handler runs. When one is to run (a caught signal
+//     pending as we let the thread go), the kernel would have decided again after the
+//     stop: EINTR for ERESTARTNOHAND and RESTARTBLOCK, and for ERESTARTSYS without
+//     SA_RESTART. Put back rewound, the call is restarted after the handler instead, and a
+//     program that relies on a signal to break a blocking read never sees its EINTR.
+//     beforeRestartFixup() recreates the state before the fixup (pc after the svc, x0 =
+//     the call's ERESTART* code, syscallno = the call) for the calls whose code is known
+//     (restartCode()), and the session sends the thread through the signal path with it
+//     (Session::undoRestartFixup()); the fixup restores x0 from the kernel's orig_x0, the
+//     x0 of the thread's last svc, which the session makes the call's first argument.
 //   * a call that returned -EINTR (epoll_pwait and the others of signal(7)) shows x0 =
 //     -EINTR, pc after the svc, syscallno -1, and /proc/TID/syscall prints "-1 sp pc"
 //     (lib/syscall.c prints the arguments only while syscallno != -1). Neither the call nor
@@ -81,6 +91,8 @@ constexpr size_t kInsnLen = 4;
 // PSR_MODE32_BIT: set in pstate for a 32-bit (compat) task.
 constexpr uint64_t kPsrMode32 = 0x10;
 // include/linux/errno.h, kernel-internal.
+constexpr int64_t kERestartSys = -512;
+constexpr int64_t kERestartNoHand = -514;
 constexpr int64_t kERestartRestartBlock = -516;
 // ptrace.c: x7 at a syscall stop.
 constexpr uint64_t kSyscallEnter = 0;
@@ -116,25 +128,47 @@ bool rewoundForRestart(const Regs& regs, const procfs::BlockedCall& c) {
   return true;
 }
 
-// Calls that, interrupted by a signal with no handler, always return -ERESTART_RESTARTBLOCK
-// with current->restart_block set (kernel/time/hrtimer.c hrtimer_nanosleep() and the
-// posix clocks' nsleep for relative sleeps; kernel/futex futex_wait() with a timeout).
-// Absolute sleeps return -ERESTARTNOHAND: re-issuing them is exact already.
-bool restartsThroughBlock(const procfs::BlockedCall& c) {
+// The ERESTART* code call `c` returns when a signal interrupts it, for the calls where
+// the call and its arguments alone decide it; 0 for the others. RESTARTBLOCK sets
+// current->restart_block: kernel/time/hrtimer.c hrtimer_nanosleep() and the posix clocks'
+// nsleep for relative sleeps (absolute ones: ERESTARTNOHAND), kernel/futex futex_wait()
+// with a timeout (without: ERESTARTSYS), and restart_syscall itself for all of those.
+// read/write and the waits of a pipe, tty, socket without a timeout, eventfd or child
+// return ERESTARTSYS. Left out (0): ppoll, pselect6 and rt_sigsuspend (ERESTARTNOHAND with
+// a temporary signal mask in play) and everything else.
+int64_t restartCode(const procfs::BlockedCall& c) {
   constexpr uint64_t kTimerAbstime = 1;  // TIMER_ABSTIME
   constexpr uint64_t kFutexCmdMask = ~static_cast<uint64_t>(128 | 256);  // ~(PRIVATE | CLOCK_REALTIME)
   constexpr uint64_t kFutexWait = 0, kFutexWaitBitset = 9;
   switch (c.nr) {
     case SYS_nanosleep:
-      return true;
+    case SYS_restart_syscall:
+      return kERestartRestartBlock;
     case SYS_clock_nanosleep:
-      return (c.args[1] & kTimerAbstime) == 0;
+      return (c.args[1] & kTimerAbstime) ? kERestartNoHand : kERestartRestartBlock;
     case SYS_futex: {
       uint64_t cmd = c.args[1] & kFutexCmdMask;
-      return (cmd == kFutexWait || cmd == kFutexWaitBitset) && c.args[3] != 0;
+      if (cmd != kFutexWait && cmd != kFutexWaitBitset) return 0;
+      return c.args[3] != 0 ? kERestartRestartBlock : kERestartSys;
     }
+    case SYS_read:
+    case SYS_write:
+    case SYS_readv:
+    case SYS_writev:
+    case SYS_pread64:
+    case SYS_pwrite64:
+    case SYS_wait4:
+    case SYS_waitid:
+    case SYS_accept:
+    case SYS_accept4:
+    case SYS_connect:
+    case SYS_recvfrom:
+    case SYS_recvmsg:
+    case SYS_sendto:
+    case SYS_sendmsg:
+      return kERestartSys;
     default:
-      return false;
+      return 0;
   }
 }
 
@@ -187,7 +221,7 @@ bool getRegs(pid_t tid, Regs* regs) {
     out.origX0 = c->args[0];
   }
   // What the kernel would have resumed it with (see the top): restart_syscall.
-  if (c && rewoundForRestart(out, *c) && restartsThroughBlock(*c)) out.r.regs[8] = SYS_restart_syscall;
+  if (c && rewoundForRestart(out, *c) && restartCode(*c) == kERestartRestartBlock) out.r.regs[8] = SYS_restart_syscall;
   *regs = out;
   return true;
 }
@@ -261,6 +295,25 @@ Regs rearmSyscall(const Regs& regs) {
   out.syscallno = -1;
   out.interruptedNr = -1;
   return out;
+}
+
+// Saved registers that show `tid`'s remembered call rewound for a restart, turned back into
+// what the kernel had before its fixup (see the top), for the signal path to decide again
+// with a handler to run.
+bool beforeRestartFixup(pid_t tid, const Regs& saved, Regs* out, uint64_t* firstArg) {
+  const procfs::BlockedCall* c = rememberedFor(tid);
+  if (!c) return false;
+  Regs rewound = saved;
+  rewound.r.regs[8] = static_cast<uint64_t>(c->nr);  // getRegs() may have made it restart_syscall
+  int64_t code = restartCode(*c);
+  if (!rewoundForRestart(rewound, *c) || code == 0) return false;
+  Regs before = rewound;
+  before.r.pc = c->pc;
+  before.r.regs[0] = static_cast<uint64_t>(code);
+  before.syscallno = c->nr;
+  *out = before;
+  *firstArg = c->args[0];
+  return true;
 }
 
 // The restart rule as do_signal() applies it with no handler. Reached only from a

@@ -106,6 +106,15 @@ bool installsTemporaryMask(long nr, uint64_t arg4, uint64_t arg5);
 // Re-issue the interrupted call on resume: pc back onto the syscall instruction and the
 // syscall number back into the number register.
 Regs rearmSyscall(const Regs& regs);
+// aarch64: when `saved` (the registers of `tid` at our stop) shows its remembered call
+// already rewound by the kernel's restart fixup, which assumed no handler would run: the
+// registers from before that fixup (pc after the svc, x0 = the call's ERESTART* code,
+// syscallno = the call), so that the signal path can decide again, as it would have, when a
+// caught signal is to be delivered (EINTR, or the restart SA_RESTART asks for). The fixup
+// puts orig_x0 back into x0 on a restart: `firstArg` is the value orig_x0 must hold then.
+// False when there is nothing to undo or the call's code is not known (x86_64: always; its
+// stop shows the code itself).
+bool beforeRestartFixup(pid_t tid, const Regs& saved, Regs* out, uint64_t* firstArg);
 // What the kernel's signal path does to a call that returned an ERESTART* code when no
 // handler runs: the same call again, or restart_syscall(2) for ERESTART_RESTARTBLOCK.
 Regs restartSyscall(const Regs& regs);

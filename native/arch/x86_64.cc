@@ -41,6 +41,8 @@ void forgetBlockedCalls() {}
 std::vector<procfs::ThreadCall> rememberedCalls() { return {}; }
 void seedBlockedCalls(const std::vector<procfs::ThreadCall>&) {}
 bool remembersCall(pid_t) { return false; }
+// The stop shows rax = -ERESTART* and orig_rax itself: the signal path decides on them.
+bool beforeRestartFixup(pid_t, const Regs&, Regs*, uint64_t*) { return false; }
 
 bool isNativeAbi(const Regs& regs) { return regs.r.cs == kUserCs64; }
 

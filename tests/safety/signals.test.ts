@@ -351,3 +351,36 @@ test("a SIGSTOP sent by someone else during a hold, then lockmem killed: recover
   await expectSleepsUnharmed(t);
   await t.stop();
 });
+
+test.each([
+  ["without SA_RESTART: the read ends with EINTR, as the signal alone would have ended it", false, 1],
+  ["with SA_RESTART: the read goes on", true, 0],
+])("a caught signal that arrives while the thread is held in read(), %s", async (_what, saRestart, eintrPerRun) => {
+  // The signal reaches the target while its main thread, blocked in read() of an empty
+  // pipe, is held with its signals blocked (the `held` hook sends it); it is handled once
+  // the thread is let go. Without us it would have interrupted the read: the kernel's
+  // signal path must decide as it would have (signal(7): EINTR unless SA_RESTART).
+  const RUNS = 4;
+  const t = await startTarget({ mode: "pipe", saRestart, countSignals: [RT_A] });
+  const marker = path.join(workDir(), `held-signal-${process.pid}-${saRestart}`);
+  fs.rmSync(marker, { force: true });
+  const stateDir = process.env.LOCKMEM_STATE_DIR as string;
+  try {
+    const before = await t.stats();
+    for (let i = 0; i < RUNS; i++) {
+      const r = await runLockmem(stateDir, [i % 2 === 0 ? "lock" : "unlock", "--pid", String(t.pid), "--kind", "anon"], { LOCKMEM_TEST_SIGNAL_AT: `held:${RT_A}:1:${marker}` }, 90_000);
+      expect(r).toMatchObject({ code: 0 });
+    }
+    const sent = fs.readFileSync(marker, "utf8").split("\n").filter(Boolean).length;
+    const after = await t.waitForStats((x) => (x.signals[String(RT_A)] ?? 0) >= (before.signals[String(RT_A)] ?? 0) + sent, "every signal handled");
+    expect(sent).toBe(RUNS);
+    expect({ handled: (after.signals[String(RT_A)] ?? 0) - (before.signals[String(RT_A)] ?? 0), readEintr: after.pipe.eintr - before.pipe.eintr }).toEqual({
+      handled: RUNS,
+      readEintr: RUNS * eintrPerRun,
+    });
+    expect(isTraced(t.pid)).toBe(false);
+    expect(threadsAll(t, (x) => !stopped(x))).toBe(true);
+  } finally {
+    fs.rmSync(marker, { force: true });
+  }
+});
