@@ -8,13 +8,15 @@ import { packageRoot } from "../../provider/agent/bundle";
 import { startSshFixture } from "../../tests/support/sshd";
 import { startTarget, stopAllTargets } from "../../tests/support/target";
 import { ANON_MB, HEARTBEAT_US, TargetMode } from "./config";
-import { installToolWrappers } from "./host-cpu";
+import { buildSubreaper, installToolWrappers } from "./host-cpu";
 import { Fleet } from "./recipes";
 import { RunContext } from "./run";
 
 export interface Scratch {
   ctx: RunContext;
   binDir: string;
+  /** Starts each sshd as a child subreaper (subreaper.c). */
+  launcher: string[];
   remove(): void;
 }
 
@@ -31,6 +33,7 @@ export function makeScratch(envVars: Record<string, string>): Scratch {
   return {
     ctx: { workDir, toolLogDir, envVars },
     binDir,
+    launcher: buildSubreaper(dir),
     remove: () => {
       fs.rmSync(workDir, { recursive: true, force: true });
       fs.rmSync(dir, { recursive: true, force: true });
@@ -40,7 +43,7 @@ export function makeScratch(envVars: Record<string, string>): Scratch {
 
 /** `hosts` sshd on 127.0.0.200 and up, each with `perHost` targets in `mode`. */
 export async function startFleet(scratch: Scratch, hosts: number, perHost: number, mode: TargetMode): Promise<Fleet> {
-  const fx = await startSshFixture({ hosts, firstOctet: 200, agentBinDir: scratch.binDir, agentWrapper: "/nonexistent/lockmem" });
+  const fx = await startSshFixture({ hosts, firstOctet: 200, agentBinDir: scratch.binDir, agentWrapper: "/nonexistent/lockmem", launcher: scratch.launcher });
   try {
     return { fx, targets: await startTargets(hosts, perHost, mode) };
   } catch (e) {

@@ -1,8 +1,9 @@
 // Host-side CPU of one Pulumi operation, two ways, both exact for what they cover:
 // - per host, everything its sshd ran for us: the listener's own CPU plus cutime+cstime,
-//   which the kernel adds up as each finished session (sshd-session, the shell, our agent
-//   or the recipe's gdb, and their children) is reaped. Read once every session of the
-//   operation has ended, so nothing is still running and nothing is missed;
+//   which the kernel adds up as each finished session (sshd's session processes, the
+//   shell, our agent or the recipe's gdb, and their children) is reaped. The listener runs
+//   as a child subreaper (subreaper.c), so a process that outlives its session is reaped by
+//   it too; read once the listener has no descendant left, so nothing is missed;
 // - the tool alone (our agent's node, the recipe's gdb): the sessions' PATH starts with a
 //   folder holding a `node` and a `gdb` wrapper that run the real binary as a child and
 //   then write bash's `times` (CPU of its finished children) into a log folder. The
@@ -12,6 +13,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { SshFixture } from "../../tests/support/sshd";
 import { waitUntil } from "../../tests/support/target";
+import { packageRoot } from "../../provider/agent/bundle";
 
 /** Clock ticks per second of the /proc/PID/stat CPU fields. */
 export const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
@@ -43,11 +45,8 @@ function realBinary(name: string): string {
 /**
  * Writes the `node` and `gdb` wrappers into `binDir` (first on the sessions' PATH). A
  * node started with `-e` is our agent (the fixed bootstrap command line); any other node
- * run (the probe's `node -v`) is logged as node-other. Each log holds `times`, the host
- * (the server address of SSH_CONNECTION) and whether the wrapper was orphaned: a tool that
- * outlives its session (sshd-session exits when the client closes the connection, and our
- * agent ends only on the EOF that follows) is reaped by init, so its CPU never reaches
- * sshd's cutime and has to be added. Only builtins run between the tool's end and `times`.
+ * run (the probe's `node -v`) is logged as node-other. Only builtins run between the
+ * tool's end and `times`, so the log holds the tool's CPU and nothing else.
  */
 export function installToolWrappers(binDir: string, logDir: string): void {
   fs.mkdirSync(logDir, { recursive: true });
@@ -59,20 +58,23 @@ export function installToolWrappers(binDir: string, logDir: string): void {
       kind,
       `out=${JSON.stringify(logDir)}/${tool}-$kind.$$`,
       ': >"$out.running"',
-      // Builtins only (no subshell: its CPU would count as the tool's); a function's
-      // positional parameters are its own, so the tool's "$@" stays intact.
-      "ppid() { local s; read -r s </proc/$$/stat; s=${s##*) }; set -- $s; pp=$2; }",
-      "ppid; parent=$pp",
       `${JSON.stringify(realBinary(tool))} "$@"`,
       "rc=$?",
-      // Reparented (to init or a subreaper) while the tool ran?
-      'ppid; { times; echo "host ${SSH_CONNECTION:-? ? local ?}"; [ "$pp" = "$parent" ] && echo "orphan 0" || echo "orphan 1"; } >"$out.tmp"',
+      'times >"$out.tmp"',
       'mv -f "$out.tmp" "$out"; rm -f "$out.running"',
       "exit $rc",
       "",
     ].join("\n");
     fs.writeFileSync(path.join(binDir, tool), script, { mode: 0o755 });
   }
+}
+
+/** Compiles subreaper.c into `dir`; returns the launcher for startSshFixture. */
+export function buildSubreaper(dir: string): string[] {
+  const source = path.join(packageRoot(), "bench", "fleet", "subreaper.c");
+  const binary = path.join(dir, "subreaper");
+  execFileSync("gcc", ["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", binary, source], { stdio: ["ignore", "pipe", "inherit"] });
+  return [binary];
 }
 
 /** `times`' "0m0.120s" as ms. */
@@ -87,48 +89,39 @@ export interface ToolRuns {
   ms: number;
 }
 
-export interface ToolCpu {
-  /** By kind ("node-agent", "node-other", "gdb-run"). */
-  kinds: Record<string, ToolRuns>;
-  /** By host address: CPU of tools that outlived their session (not in sshd's cutime). */
-  orphanedMs: Record<string, number>;
-}
+/** By kind ("node-agent", "node-other", "gdb-run"). */
+export type ToolCpu = Record<string, { runs: number; ms: number }>;
 
-function parseLog(file: string): { ms: number; host: string; orphan: boolean } {
-  const lines = fs.readFileSync(file, "utf8").trim().split("\n");
-  const children = lines[1]?.split(/\s+/) ?? [];
-  const host = /^host \S+ \S+ (\S+) /.exec(lines[2] ?? "")?.[1];
-  const orphan = /^orphan ([01])$/.exec(lines[3] ?? "")?.[1];
-  if (children.length !== 2 || !host || !orphan) throw new Error(`${file}: unexpected wrapper log ${JSON.stringify(lines)}`);
-  return { ms: timesMs(children[0]) + timesMs(children[1]), host, orphan: orphan === "1" };
+function parseLog(file: string): number {
+  const children = fs.readFileSync(file, "utf8").trim().split("\n")[1]?.split(/\s+/) ?? [];
+  if (children.length !== 2) throw new Error(`${file}: unexpected \`times\` output`);
+  return timesMs(children[0]) + timesMs(children[1]);
 }
 
 /** Waits for every wrapped tool to end, then sums and removes their logs. */
 export async function takeToolCpu(logDir: string, what: string): Promise<ToolCpu> {
   await waitUntil(() => !fs.readdirSync(logDir).some((n) => n.endsWith(".running")), `every agent / gdb on the hosts to end after ${what}`, { timeoutMs: 60_000 });
-  const out: ToolCpu = { kinds: {}, orphanedMs: {} };
+  const out: ToolCpu = {};
   for (const name of fs.readdirSync(logDir)) {
-    if (name.endsWith(".tmp")) continue;
+    if (name.endsWith(".tmp") || name.endsWith(".running")) continue;
     const file = path.join(logDir, name);
-    const log = parseLog(file);
-    const t = (out.kinds[name.slice(0, name.lastIndexOf("."))] ??= { runs: 0, ms: 0 });
+    const t = (out[name.slice(0, name.lastIndexOf("."))] ??= { runs: 0, ms: 0 });
     t.runs++;
-    t.ms += log.ms;
-    if (log.orphan) out.orphanedMs[log.host] = (out.orphanedMs[log.host] ?? 0) + log.ms;
+    t.ms += parseLog(file);
     fs.rmSync(file);
   }
   return out;
 }
 
-/** Waits until no host has a session left (the operation's plugins closed their connections). */
+/**
+ * Waits until no host has a descendant left: the operation's plugins closed their
+ * connections and every session and orphan has been reaped (zombies are still listed).
+ */
 export async function sessionsEnded(fx: SshFixture, what: string): Promise<void> {
   await waitUntil(() => fx.hosts.every((h) => h.sessionPids().length === 0), `every sshd session to end after ${what}`, { timeoutMs: 60_000 });
 }
 
-/**
- * Per host: the listener's CPU plus that of every session it reaped so far, in ms (add
- * ToolCpu.orphanedMs for the tools that outlived their sessions).
- */
+/** Per host: the listener's CPU plus that of every process it reaped so far, in ms. */
 export function sshdCpu(fx: SshFixture): number[] {
   return fx.hosts.map((h) => {
     const c = procCpuMs(h.pid);

@@ -33,15 +33,15 @@ function cpuLine(rs: CycleResult[], ph: Phase, hosts: number): string {
   const part = (k: ControllerPart): number => med(rs, ph, (p) => p.controller[k]) / hosts;
   const total = med(rs, ph, (p) => controllerTotal(p.controller)) / hosts;
   const host = med(rs, ph, (p) => sum(p.sshd)) / hosts;
-  const kinds = [...new Set(rs.flatMap((r) => Object.keys(r.phases[ph].tools.kinds)))].sort();
-  const tool = (k: string, f: "ms" | "runs"): number => med(rs, ph, (p) => p.tools.kinds[k]?.[f] ?? 0);
+  const kinds = [...new Set(rs.flatMap((r) => Object.keys(r.phases[ph].tools)))].sort();
+  const tool = (k: string, f: "ms" | "runs"): number => med(rs, ph, (p) => p.tools[k]?.[f] ?? 0);
   const toolText = kinds.map((k) => `${k} ${ms0(tool(k, "ms") / hosts)} (${ms0(tool(k, "runs"))} runs)`).join(", ") || "-";
   return `${pad(ms0(total), 10)} = ${PARTS.map((k) => pad(ms0(part(k)), 4)).join(" + ")}   ${pad(ms0(host), 9)}   ${toolText}`;
 }
 
 /** CPU per host: the controller's (split by part) and the hosts' (all of sshd; the tool alone). */
 export function cpuTable(results: Results, hosts: number): void {
-  console.log(`CPU ms per host (median over rounds): controller = program + engine + dynamic-provider host + command plugin; host = everything its sshd ran (sshd, shells, the tool, also after its session ended); tool = our agent's node / the recipe's gdb alone`);
+  console.log(`CPU ms per host (median over rounds): controller = program + engine + dynamic-provider host + command plugin; host = everything its sshd ran (sshd, shells, the tool, also after its session ended: sshd is a subreaper); tool = our agent's node / the recipe's gdb alone`);
   console.log("phase     approach                          controller ms per host             host ms   tool ms per host");
   for (const ph of PHASES) {
     for (const a of Object.keys(results) as Approach[]) {

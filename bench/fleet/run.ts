@@ -17,7 +17,7 @@ export interface PhaseResult {
   /** Until the CLI printed its last output (its summary, just before it exits). */
   cliMs: number;
   controller: ControllerCpu;
-  /** Per host: everything its sshd ran for this phase, orphaned tools included (ms). */
+  /** Per host: everything its sshd ran for this phase (ms). */
   sshd: number[];
   /** The tools on the hosts (our agent, the recipe's gdb). */
   tools: ToolCpu;
@@ -49,9 +49,8 @@ async function measured(label: string, fleet: Fleet, ctx: RunContext, fn: (onOut
   trace("bench-end", label);
   const controller = meter.stop();
   await sessionsEnded(fleet.fx, label);
-  const tools = await takeToolCpu(ctx.toolLogDir, label);
-  const sshd = sshdCpu(fleet.fx).map((v, i) => v - sshd0[i] + (tools.orphanedMs[fleet.fx.hosts[i].address] ?? 0));
-  return { ms: Number(end - t0) / 1e6, cliMs: Number(last - t0) / 1e6, controller, sshd, tools };
+  const sshd = sshdCpu(fleet.fx).map((v, i) => v - sshd0[i]);
+  return { ms: Number(end - t0) / 1e6, cliMs: Number(last - t0) / 1e6, controller, sshd, tools: await takeToolCpu(ctx.toolLogDir, label) };
 }
 
 async function resetStalls(fleet: Fleet): Promise<void> {
