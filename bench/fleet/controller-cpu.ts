@@ -5,8 +5,10 @@
 //   reaped: the engine and every plugin it started and reaped (dynamic-provider host,
 //   the command plugin);
 // - a split of the children by sampling their tree every SAMPLE_MS: a plugin's CPU is
-//   its last sample (so its final < SAMPLE_MS slice is missed), and the engine is the
-//   exact children total minus the sampled plugins (so it gets those slices).
+//   its last sample (so its final < SAMPLE_MS slice is missed, and a plugin that lived
+//   less than SAMPLE_MS shows 0), and the engine is the exact children total minus the
+//   sampled plugins (so it gets those slices). The sampling itself costs this process
+//   a little (a few /proc reads per sample), counted in "program".
 import * as fs from "fs";
 import * as path from "path";
 import { descendants } from "../../tests/support/sshd";

@@ -50,7 +50,10 @@ async function measured(label: string, fleet: Fleet, ctx: RunContext, fn: (onOut
   const controller = meter.stop();
   await sessionsEnded(fleet.fx, label);
   const sshd = sshdCpu(fleet.fx).map((v, i) => v - sshd0[i]);
-  return { ms: Number(end - t0) / 1e6, cliMs: Number(last - t0) / 1e6, controller, sshd, tools: await takeToolCpu(ctx.toolLogDir, label) };
+  const tools = await takeToolCpu(ctx.toolLogDir, label);
+  const c = controller;
+  trace("bench-cpu", `${label} controller ms: program ${c.program.toFixed(0)} engine ${c.engine.toFixed(0)} dynamic-provider-host ${c.dynamicHost.toFixed(0)} command-plugin ${c.commandPlugin.toFixed(0)}; hosts ms: ${sshd.map((v) => v.toFixed(0)).join(" ")}`);
+  return { ms: Number(end - t0) / 1e6, cliMs: Number(last - t0) / 1e6, controller, sshd, tools };
 }
 
 async function resetStalls(fleet: Fleet): Promise<void> {
