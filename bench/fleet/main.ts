@@ -32,7 +32,9 @@ import { measureScale } from "./scale";
 function recipeText(plugin: CommandPlugin | undefined): string {
   return plugin
     ? `recipe: the REAL @pulumi/command ${COMMAND_VERSION} plugin ${plugin.file} (found via ${plugin.source}), remote.Command + gdb`
-    : "recipe: EMULATION (a dynamic resource running the recipe's gdb line over a fresh SSH connection); no pulumi-resource-command found: run `bash scripts/command-plugin.sh` or set BENCH_COMMAND_PLUGIN to measure the real one";
+    : `recipe: EMULATION (a dynamic resource running the recipe's gdb line over a fresh SSH connection); ${
+        process.env.BENCH_COMMAND_PLUGIN === "emulation" ? "chosen by BENCH_COMMAND_PLUGIN=emulation" : "no pulumi-resource-command found: run `bash scripts/command-plugin.sh` or set BENCH_COMMAND_PLUGIN to measure the real one"
+      }`;
 }
 
 async function measureMode(mode: TargetMode, scratch: Scratch, recipe: Approach, deploy: boolean): Promise<void> {
