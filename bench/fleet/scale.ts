@@ -33,7 +33,9 @@ function printScale(rows: Row[], approaches: Approach[]): void {
     const upGrowth = med(last.results[a]!, "up", (p) => p.ms) / med(first.results[a]!, "up", (p) => p.ms);
     const perHost = (r: Row): number => med(r.results[a]!, "up", (p) => controllerTotal(p.controller)) / r.hosts;
     const cpuGrowth = perHost(last) / perHost(first);
-    console.log(`${approachLabel(a)}: from ${first.hosts} to ${last.hosts} hosts (${(last.hosts / first.hosts).toFixed(1)}x), up took ${upGrowth.toFixed(2)}x as long, controller CPU per host of up changed ${cpuGrowth.toFixed(2)}x (goal: roughly 1x)`);
+    // The slope: what one more host costs, without the per-operation fixed part (CLI, engine start).
+    const marginal = (perHost(last) * last.hosts - perHost(first) * first.hosts) / (last.hosts - first.hosts);
+    console.log(`${approachLabel(a)}: from ${first.hosts} to ${last.hosts} hosts (${(last.hosts / first.hosts).toFixed(1)}x), up took ${upGrowth.toFixed(2)}x as long, controller CPU per host of up changed ${cpuGrowth.toFixed(2)}x (goal: roughly 1x); each added host cost ${marginal.toFixed(0)} ms of controller CPU (${first.hosts} hosts: ${perHost(first).toFixed(0)} ms per host on average)`);
   }
 }
 
