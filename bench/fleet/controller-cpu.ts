@@ -9,10 +9,12 @@
 //   less than SAMPLE_MS shows 0), and the engine is the exact children total minus the
 //   sampled plugins (so it gets those slices). The sampling itself costs this process
 //   a little (a few /proc reads per sample), counted in "program".
+// It also notes when each plugin process started, relative to the meter's start (field 22
+// of /proc/PID/stat against /proc/uptime, both time since boot, in clock ticks of 10 ms).
 import * as fs from "fs";
 import * as path from "path";
 import { descendants } from "../../tests/support/sshd";
-import { procCpuMs } from "./host-cpu";
+import { CLK_TCK, procCpuMs } from "./host-cpu";
 
 const SAMPLE_MS = 100;
 
@@ -34,18 +36,33 @@ function classify(pid: number): ControllerPart | undefined {
 export interface ControllerMeter {
   /** Stops sampling and returns the CPU (ms) used since start. */
   stop(): ControllerCpu;
+  /** ms after the meter's start at which the first process of each plugin kind started. */
+  starts(): Partial<Record<ControllerPart, number>>;
+}
+
+const uptimeMs = (): number => Number(fs.readFileSync("/proc/uptime", "utf8").split(" ")[0]) * 1000;
+
+/** Field 22 of /proc/PID/stat: start time since boot, in ms. */
+function startedMs(pid: number): number | undefined {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return (Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[19]) * 1000) / CLK_TCK;
+  } catch {
+    return undefined;
+  }
 }
 
 export function startControllerMeter(): ControllerMeter {
   const self0 = process.cpuUsage();
   const children0 = procCpuMs("self")!.children;
-  const plugins = new Map<number, { part: ControllerPart; ms: number }>();
+  const up0 = uptimeMs();
+  const plugins = new Map<number, { part: ControllerPart; ms: number; started?: number }>();
   const sample = (): void => {
     for (const pid of descendants(process.pid)) {
       const known = plugins.get(pid);
       const part = known?.part ?? classify(pid);
       const cpu = part && procCpuMs(pid);
-      if (part && cpu) plugins.set(pid, { part, ms: cpu.own + cpu.children });
+      if (part && cpu) plugins.set(pid, { part, ms: cpu.own + cpu.children, started: known ? known.started : startedMs(pid) });
     }
   };
   const timer = setInterval(sample, SAMPLE_MS);
@@ -57,6 +74,13 @@ export function startControllerMeter(): ControllerMeter {
       const out: ControllerCpu = { program: (self.user + self.system) / 1000, engine: 0, dynamicHost: 0, commandPlugin: 0 };
       for (const p of plugins.values()) out[p.part] += p.ms;
       out.engine = Math.max(0, children - out.dynamicHost - out.commandPlugin);
+      return out;
+    },
+    starts() {
+      const out: Partial<Record<ControllerPart, number>> = {};
+      for (const p of plugins.values()) {
+        if (p.started !== undefined) out[p.part] = Math.min(out[p.part] ?? Infinity, p.started - up0);
+      }
       return out;
     },
   };

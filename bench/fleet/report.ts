@@ -39,6 +39,22 @@ function cpuLine(rs: CycleResult[], ph: Phase, hosts: number): string {
   return `${pad(ms0(total), 10)} = ${PARTS.map((k) => pad(ms0(part(k)), 4)).join(" + ")}   ${pad(ms0(host), 9)}   ${toolText}`;
 }
 
+/** When each approach's plugin process started, from the phase's start (median over rounds). */
+function pluginStarts(results: Results): void {
+  const cells: string[] = [];
+  for (const a of Object.keys(results) as Approach[]) {
+    const rs = results[a]!;
+    const part = a === "command" ? "commandPlugin" : "dynamicHost";
+    const at = (ph: Phase): string => {
+      const seen = rs.map((r) => r.phases[ph].pluginStarts[part]).filter((v): v is number => v !== undefined);
+      return seen.length ? `+${ms0(median(seen))}` : "- (not sampled)";
+    };
+    const text = PHASES.map((ph) => `${ph} ${at(ph)}`).join(" ");
+    cells.push(`${approachLabel(a)} ${text}`);
+  }
+  console.log(`plugin process started, ms after the phase's start: ${cells.join("; ")}`);
+}
+
 /** CPU per host: the controller's (split by part) and the hosts' (all of sshd; the tool alone). */
 export function cpuTable(results: Results, hosts: number): void {
   console.log(`CPU ms per host (median over rounds): controller = program + engine + dynamic-provider host + command plugin; host = everything its sshd ran (sshd, shells, the tool, also after its session ended: sshd is a subreaper); tool = our agent's node / the recipe's gdb alone`);
@@ -61,6 +77,9 @@ export function report(mode: TargetMode, results: Results, recipe: Approach, hos
   console.log("the same, until the CLI printed its summary (without the Automation API's reading of outputs and history afterwards):");
   wallTable(results, recipe, "cliMs");
   cpuTable(results, hosts);
+  pluginStarts(results);
+  const lastRound = results.lockmem![results.lockmem!.length - 1];
+  for (const ph of PHASES) if (lastRound.phases[ph].timeline) console.log(`timeline (LOCKMEM_TRACE, last round) ${lastRound.phases[ph].timeline}`);
   const stalls = (a: Approach): number[] => results[a]!.flatMap((r) => r.stalls);
   const [lm, rc] = [stalls("lockmem"), stalls(recipe)];
   console.log(`target stall (us, over every target, up and destroy): lockmem median ${ms0(median(lm))} max ${Math.max(...lm)}; ${recipe} median ${ms0(median(rc))} max ${Math.max(...rc)}`);

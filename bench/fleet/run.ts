@@ -4,9 +4,10 @@ import * as fs from "fs";
 import { TestStack, withStack } from "../../tests/support/stack";
 import { trace } from "../../provider/trace";
 import { ANON_MB, PARALLEL } from "./config";
-import { ControllerCpu, startControllerMeter } from "./controller-cpu";
+import { ControllerCpu, ControllerPart, startControllerMeter } from "./controller-cpu";
 import { ToolCpu, sessionsEnded, sshdCpu, takeToolCpu } from "./host-cpu";
 import { Approach, Fleet, program } from "./recipes";
+import { phaseTimeline } from "./timeline";
 
 export type Phase = "up" | "preview" | "destroy";
 export const PHASES: Phase[] = ["up", "preview", "destroy"];
@@ -17,10 +18,14 @@ export interface PhaseResult {
   /** Until the CLI printed its last output (its summary, just before it exits). */
   cliMs: number;
   controller: ControllerCpu;
+  /** ms after the phase's start at which the dynamic-provider host / command plugin started. */
+  pluginStarts: Partial<Record<ControllerPart, number>>;
   /** Per host: everything its sshd ran for this phase (ms). */
   sshd: number[];
   /** The tools on the hosts (our agent, the recipe's gdb). */
   tools: ToolCpu;
+  /** From LOCKMEM_TRACE, for lockmem: when the provider's calls came within the phase. */
+  timeline?: string;
 }
 
 export interface CycleResult {
@@ -53,7 +58,8 @@ async function measured(label: string, fleet: Fleet, ctx: RunContext, fn: (onOut
   const tools = await takeToolCpu(ctx.toolLogDir, label);
   const c = controller;
   trace("bench-cpu", `${label} controller ms: program ${c.program.toFixed(0)} engine ${c.engine.toFixed(0)} dynamic-provider-host ${c.dynamicHost.toFixed(0)} command-plugin ${c.commandPlugin.toFixed(0)}; hosts ms: ${sshd.map((v) => v.toFixed(0)).join(" ")}`);
-  return { ms: Number(end - t0) / 1e6, cliMs: Number(last - t0) / 1e6, controller, sshd, tools };
+  const pluginStarts = meter.starts();
+  return { ms: Number(end - t0) / 1e6, cliMs: Number(last - t0) / 1e6, controller, pluginStarts, sshd, tools, timeline: phaseTimeline(label) };
 }
 
 async function resetStalls(fleet: Fleet): Promise<void> {
