@@ -51,13 +51,13 @@ mkdir -p "$root" "$bin" || exit 1
   # Another caller may have finished the build while we waited for the lock.
   if built; then exit 0; fi
   if ! [ -f "$src/provider/go.mod" ]; then
-    if ! git --git-dir="$git_dir" rev-parse --verify -q "$tag^{commit}" >/dev/null; then
-      say "no tag $tag in $git_dir: fetch a snapshot of github.com/pulumi/pulumi-command there (or set LOCKMEM_COMMAND_GIT_DIR)"
-      exit 1
+    if ! git --git-dir="$git_dir" rev-parse --verify -q "$tag^{commit}" >/dev/null 2>&1; then
+      say "no tag $tag in $git_dir: put a snapshot (bare git directory) of github.com/pulumi/pulumi-command there, or set LOCKMEM_COMMAND_GIT_DIR to one"
+      exit 2
     fi
     rm -rf "$src.tmp" && mkdir -p "$src.tmp" &&
       git --git-dir="$git_dir" archive "$tag" | tar -x -C "$src.tmp" &&
-      mv -f "$src.tmp" "$src" || { say "cannot extract $tag from $git_dir into $src"; exit 1; }
+      mv -f "$src.tmp" "$src" || { say "cannot extract $tag from $git_dir into $src"; exit 2; }
   fi
   say "building pulumi-resource-command $tag (minutes; log: $log)"
   cd "$src/provider" || exit 1
@@ -68,6 +68,8 @@ mkdir -p "$root" "$bin" || exit 1
     echo "$tag $(sha256sum <"$plugin" | cut -d' ' -f1)" >"$stamp"
 ) 9>"$root/.build.lock"
 rc=$?
+# 2: the source was missing, already said; anything else: the build failed.
+[ $rc -eq 2 ] && exit 1
 if [ $rc -ne 0 ] || ! built; then
   tail -n 30 "$log" >&2 2>/dev/null
   say "building pulumi-resource-command $tag failed (log: $log)"
