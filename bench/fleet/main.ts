@@ -20,7 +20,7 @@
 // Knobs: BENCH_HOSTS (10), BENCH_TARGETS_PER_HOST (2), BENCH_ANON_MB (64), BENCH_ROUNDS (1),
 // BENCH_HEARTBEAT_US (1000, sleeping targets), BENCH_TARGET_MODES (sleep,spin),
 // BENCH_PARALLEL (unset: the CLI's default, 4 per CPU), BENCH_COMMAND_PLUGIN (a
-// pulumi-resource-command binary), BENCH_SCALE (0), BENCH_SCALE_HOSTS (10,40).
+// pulumi-resource-command binary, or "emulation"), BENCH_SCALE (0), BENCH_SCALE_HOSTS (10,40).
 import { ANON_MB, HEARTBEAT_US, HOSTS, PARALLEL_TEXT, PER_HOST, ROUNDS, SCALE, TARGET_MODES, TargetMode } from "./config";
 import { Scratch, makeScratch, startFleet, stopFleet } from "./fleet";
 import { COMMAND_VERSION, CommandPlugin, findCommandPlugin, pluginEnv } from "./plugin";
