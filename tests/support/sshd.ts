@@ -72,6 +72,11 @@ export interface SshFixtureOptions {
    * non-executable file (a host without Node.js, on this machine).
    */
   noNodeHosts?: number[];
+  /**
+   * A command that execs its arguments, put before sshd's own command line (bench:fleet
+   * makes each sshd a child subreaper this way, to account for every process of a host).
+   */
+  launcher?: string[];
 }
 
 function sh(cmd: string, args: string[]): string {
@@ -254,7 +259,7 @@ export async function startSshFixture(opts: SshFixtureOptions): Promise<SshFixtu
       const configFile = path.join(hostDir, "sshd_config");
       fs.writeFileSync(configFile, config);
       sh(SSHD, ["-t", "-f", configFile]);
-      const sshdArgs = [SSHD, "-D", "-e", "-f", configFile];
+      const sshdArgs = [...(opts.launcher ?? []), SSHD, "-D", "-e", "-f", configFile];
       const child = opts.noNodeHosts?.includes(i)
         ? spawn("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", `${hideNode(hostDir, opts.agentBinDir)} && exec "$@"`, "sh", ...sshdArgs], { stdio: ["ignore", "ignore", "pipe"] })
         : spawn(sshdArgs[0], sshdArgs.slice(1), { stdio: ["ignore", "ignore", "pipe"] });
