@@ -24,6 +24,7 @@
         "native/waiters.cc",
         "native/group_stop.cc",
         "native/undo_stop.cc",
+        "native/guardian_stub.cc",
         "native/arch/common.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native/arch"],

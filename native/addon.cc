@@ -11,11 +11,13 @@
 #include <napi.h>
 
 #include <string>
+#include <vector>
 
 #include "addon_convert.h"
 #include "addon_errors.h"
 #include "addon_session.h"
 #include "arch.h"
+#include "guardian_stub.h"
 #include "rlimit.h"
 
 namespace {
@@ -72,6 +74,37 @@ Napi::Value TryFlock(const Napi::CallbackInfo& info) {
   throwError(env, Failure{err, Stage::Flock, std::string("flock: ") + strerror(err), 0, 0});
 }
 
+// startGuardianStub({ argv, env }): forks the guardian's stub (native/guardian_stub.h).
+Napi::Value StartGuardianStub(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "startGuardianStub({ argv, env }) takes one object");
+  Napi::Object req = info[0].As<Napi::Object>();
+  auto strings = [&](const char* key) {
+    Napi::Value v = req.Get(key);
+    if (!v.IsArray()) throw Napi::TypeError::New(env, std::string(key) + " must be an array of strings");
+    Napi::Array a = v.As<Napi::Array>();
+    std::vector<std::string> out;
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value s = a.Get(i);
+      if (!s.IsString()) throw Napi::TypeError::New(env, std::string(key) + " must be an array of strings");
+      out.push_back(s.As<Napi::String>().Utf8Value());
+    }
+    return out;
+  };
+  std::vector<std::string> argv = strings("argv");
+  std::vector<std::string> environ = strings("env");
+  if (argv.empty()) throw Napi::TypeError::New(env, "argv must name the program first");
+  lockmem::GuardianStub stub;
+  if (!lockmem::startGuardianStub(argv, environ, &stub)) {
+    int err = errno;
+    throwError(env, Failure{err, Stage::Guardian, std::string("starting the guardian: ") + strerror(err), 0, 0});
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("pid", Napi::Number::New(env, stub.pid));
+  out.Set("fd", Napi::Number::New(env, stub.writeFd));
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("arch", Napi::String::New(env, lockmem::arch::name()));
   Napi::Object nrs = Napi::Object::New(env);
@@ -87,6 +120,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("undoStop", Napi::Function::New(env, lockmem::addon::UndoStop, "undoStop"));
   exports.Set("setMemlockLimit", Napi::Function::New(env, SetMemlockLimit, "setMemlockLimit"));
   exports.Set("tryFlock", Napi::Function::New(env, TryFlock, "tryFlock"));
+  exports.Set("startGuardianStub", Napi::Function::New(env, StartGuardianStub, "startGuardianStub"));
   return exports;
 }
 

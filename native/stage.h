@@ -19,7 +19,8 @@ namespace lockmem {
   X(Restore, "restore")     /* putting the thread's registers and mask back */     \
   X(Detach, "detach")       /* PTRACE_DETACH */                                    \
   X(Prlimit, "prlimit")     /* prlimit(2) on the target */                         \
-  X(Flock, "flock")         /* flock(2) for the per-target lock */
+  X(Flock, "flock")         /* flock(2) for the per-target lock */              \
+  X(Guardian, "guardian")   /* starting the guardian's stub (fork) */
 
 enum class Stage {
 #define LOCKMEM_STAGE_ENUM(name, text) name,

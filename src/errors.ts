@@ -84,7 +84,7 @@ export function usageError(field: string, message: string, hint?: string): LockE
  * Where in the addon a NativeError happened: native/stage.h lists the same strings in the
  * same order (tests/unit/native-stages.test.ts keeps the two in step).
  */
-export const NATIVE_STAGES = ["attach", "interrupt", "wait", "getregs", "arch", "journal", "seccomp", "inject", "restore", "detach", "prlimit", "flock"] as const;
+export const NATIVE_STAGES = ["attach", "interrupt", "wait", "getregs", "arch", "journal", "seccomp", "inject", "restore", "detach", "prlimit", "flock", "guardian"] as const;
 export type NativeStage = (typeof NATIVE_STAGES)[number];
 
 /** What the addon hands to NativeError's constructor (native/addon_errors.cc). */

@@ -127,6 +127,12 @@ export interface NativeAddon {
   setMemlockLimit(pid: number, limit: Rlimit): Rlimit;
   /** flock(2) with LOCK_NB: true when taken, false when someone holds a conflicting lock. */
   tryFlock(fd: number, mode: "exclusive" | "shared" | "unlock"): boolean;
+  /**
+   * Forks the guardian's stub (native/guardian_stub.h): it waits on a pipe and executes
+   * `argv` (this process's own executable, with `env`) only if this process dies without
+   * writing "D" to `fd` first. `fd` is the pipe's write end (close-on-exec).
+   */
+  startGuardianStub(req: { argv: string[]; env: string[] }): { pid: number; fd: number };
 }
 
 export const RLIM_INFINITY = (1n << 64n) - 1n;
