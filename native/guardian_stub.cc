@@ -48,8 +48,9 @@ std::vector<char*> cStrings(const std::vector<std::string>& v) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   // Out of the way of 0-4 first, then into place.
-  int r = fcntl(readFd, F_DUPFD, highest + 1);
-  int x = fcntl(exeFd, F_DUPFD, highest + 2);
+  // (dup2, not fcntl(F_DUPFD): glibc >= 2.28 binds fcntl to fcntl64, above the addon's glibc floor.)
+  int r = dup2(readFd, highest + 1);
+  int x = dup2(exeFd, highest + 2);
   int null = open("/dev/null", O_RDWR);
   if (r < 0 || x < 0 || null < 0) _exit(127);
   for (int fd = 0; fd < 3; fd++) dup2(null, fd);
