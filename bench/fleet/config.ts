@@ -8,9 +8,19 @@ export const ANON_MB = envInt("BENCH_ANON_MB", 64);
 export const ROUNDS = envInt("BENCH_ROUNDS", 1);
 /** Sleep between heartbeats: 20 targets beating every 100 us would starve 2 cores by themselves. */
 export const HEARTBEAT_US = envInt("BENCH_HEARTBEAT_US", 1000);
-/** `--parallel` for every approach alike; unset: the CLI's default (4 per CPU). */
-export const PARALLEL = process.env.BENCH_PARALLEL ? envInt("BENCH_PARALLEL", 1) : undefined;
-export const PARALLEL_TEXT = `${PARALLEL ?? `default: ${4 * os.cpus().length}`}`;
+/**
+ * BENCH_PIN (1 by default on a machine with 2 CPUs or more): the controller (the bench, the
+ * engine and its plugins) on CPU 0, the hosts (each sshd and everything its sessions run)
+ * and their targets on the others. In production the hosts are other machines: busy targets
+ * load them, not the controller. 0: everything shares every CPU.
+ */
+export const PIN = os.cpus().length >= 2 && envInt("BENCH_PIN", 1, 0) > 0;
+/**
+ * `--parallel` for every approach alike; unset: the CLI's default (4 per CPU), which a
+ * pinned CLI would compute from its one CPU: then the default of the whole machine, given.
+ */
+export const PARALLEL = process.env.BENCH_PARALLEL ? envInt("BENCH_PARALLEL", 1) : PIN ? 4 * os.cpus().length : undefined;
+export const PARALLEL_TEXT = `${process.env.BENCH_PARALLEL ? PARALLEL : `default: ${4 * os.cpus().length}`}`;
 
 /**
  * How the targets spend the time between heartbeats: "sleep" (nanosleep HEARTBEAT_US, an

@@ -9,6 +9,7 @@ import { startSshFixture } from "../../tests/support/sshd";
 import { startTarget, stopAllTargets } from "../../tests/support/target";
 import { ANON_MB, HEARTBEAT_US, TargetMode } from "./config";
 import { buildSubreaper, installToolWrappers } from "./host-cpu";
+import { pinHostSide } from "./pin";
 import { Fleet } from "./recipes";
 import { RunContext } from "./run";
 
@@ -45,6 +46,7 @@ export function makeScratch(envVars: Record<string, string>): Scratch {
 export async function startFleet(scratch: Scratch, hosts: number, perHost: number, mode: TargetMode): Promise<Fleet> {
   const fx = await startSshFixture({ hosts, firstOctet: 200, agentBinDir: scratch.binDir, agentWrapper: "/nonexistent/lockmem", launcher: scratch.launcher });
   try {
+    for (const h of fx.hosts) pinHostSide(h.pid);
     return { fx, targets: await startTargets(hosts, perHost, mode) };
   } catch (e) {
     await fx.stop();
@@ -57,7 +59,11 @@ export async function startTargets(hosts: number, perHost: number, mode: TargetM
   // heartbeatUs 0: the target's heartbeat loop never pauses (tests/fixtures/target.c).
   const heartbeatUs = mode === "sleep" ? HEARTBEAT_US : 0;
   for (let h = 0; h < hosts; h++) {
-    for (let k = 0; k < perHost; k++) targets.push({ host: h, target: await startTarget({ mode: "heartbeat", heartbeatUs, anonMb: ANON_MB, readyTimeoutMs: 60_000 }) });
+    for (let k = 0; k < perHost; k++) {
+      const target = await startTarget({ mode: "heartbeat", heartbeatUs, anonMb: ANON_MB, readyTimeoutMs: 60_000 });
+      pinHostSide(target.pid);
+      targets.push({ host: h, target });
+    }
   }
   return targets;
 }

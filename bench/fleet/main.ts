@@ -19,7 +19,8 @@
 // Needs root, openssh-server, gdb and `source scripts/toolchain.sh` (Node >= 22, pulumi).
 // Knobs: BENCH_HOSTS (10), BENCH_TARGETS_PER_HOST (2), BENCH_ANON_MB (64), BENCH_ROUNDS (1),
 // BENCH_HEARTBEAT_US (1000, sleeping targets), BENCH_TARGET_MODES (sleep,spin),
-// BENCH_PARALLEL (unset: the CLI's default, 4 per CPU), BENCH_COMMAND_PLUGIN (a
+// BENCH_PARALLEL (unset: the CLI's default, 4 per CPU), BENCH_PIN (1: controller on CPU 0,
+// hosts and targets on the others; 0: all share), BENCH_COMMAND_PLUGIN (a
 // pulumi-resource-command binary, or "emulation"), BENCH_SCALE (0), BENCH_SCALE_HOSTS (10,40).
 import { ANON_MB, HEARTBEAT_US, HOSTS, PARALLEL_TEXT, PER_HOST, ROUNDS, SCALE, TARGET_MODES, TargetMode } from "./config";
 import { Scratch, makeScratch, startFleet, stopFleet } from "./fleet";
@@ -28,6 +29,7 @@ import { Approach } from "./recipes";
 import { report } from "./report";
 import { measureRounds, runCycle } from "./run";
 import { measureScale } from "./scale";
+import { pinController, pinText } from "./pin";
 
 function recipeText(plugin: CommandPlugin | undefined): string {
   return plugin
@@ -62,6 +64,8 @@ async function main(): Promise<void> {
   const plugin = findCommandPlugin();
   const recipe: Approach = plugin ? "command" : "gdb";
   console.log(recipeText(plugin));
+  pinController();
+  console.log(pinText());
   const scratch = makeScratch(pluginEnv(plugin));
   try {
     for (const [i, mode] of TARGET_MODES.entries()) await measureMode(mode, scratch, recipe, i === 0);
