@@ -153,7 +153,7 @@ class Session {
   // session_calls.cc: what our calls run from, whether they are allowed, and running them.
   bool findSyscallInstruction();
   bool checkSeccomp();
-  // Whether the target's seccomp filters allow this call (false when they cannot be read).
+  // Whether the thread's seccomp filters allow this call (true without filters, false when they cannot be read).
   bool seccompAllowsCall(const Syscall& call);
   bool undoRestartFixup(arch::Regs* final, bool* viaSignalPath);
   bool runCall(const Syscall& call, SyscallOutcome* res);
