@@ -14,13 +14,11 @@
 // hides; native/arch/aarch64.cc).
 // One trial per fault point and target (the ops and recoveries alternating): TCG runs the
 // guest 10-50x slower than the host.
-import { DeployedAgent, ensureAgent } from "../../provider/agent/deploy";
-import { SshTransport, closeAll } from "../../provider/transport/ssh";
-import { resultOf } from "../../provider/transport/types";
+import { DeployedAgent } from "../../provider/agent/deploy";
 import { PROTOCOL_VERSION } from "../../src/agent/protocol";
 import { HostReport, ProcessResult } from "../../src/ops/types";
-import { bootGuest, buildGuest, Guest, GuestImage } from "../support/guest";
-import { staticFixture } from "../support/guest-binaries";
+import { Guest } from "../support/guest";
+import { AgentGuest, bootArm64WithAgent } from "../support/guest-agent";
 import { GuestTarget, startGuestTarget } from "../support/guest-target";
 import { eintrDiff, GuestWaiters, startGuestWaiters } from "../support/guest-waiters";
 import { FAULT_POINTS } from "../support/safety";
@@ -40,39 +38,22 @@ const CODE = { permissions: ["r-x"] };
 type Op = "lock" | "unlock";
 type Recovery = "guardian" | "next-op";
 
-let image: GuestImage;
+let g: AgentGuest;
 let guest: Guest;
 let deployed: DeployedAgent;
-let agent: SshTransport;
-let testsStarted = 0;
 const results: string[] = [];
 
 beforeAll(async () => {
-  image = await buildGuest("bookworm", "arm64");
-  guest = await bootGuest(image);
-  testsStarted = Date.now();
-  await guest.upload(staticFixture("target", "arm64"), "/tmp/target");
-  await guest.upload(staticFixture("waiters", "arm64"), "/tmp/waiters");
-  deployed = await ensureAgent(guest.connection(), { timeoutMs: OP_TIMEOUT_MS });
-  agent = new SshTransport(guest.connection(), { agentCommand: deployed.command, agentVersion: deployed.version, persistent: true });
+  g = await bootArm64WithAgent(["target", "waiters"], OP_TIMEOUT_MS);
+  ({ guest, deployed } = g);
 });
 
 afterAll(async () => {
-  await closeAll();
-  await guest?.stop();
   if (results.length) console.log(`arm64 fault trials:\n${results.join("\n")}`);
-  if (guest) {
-    console.log(
-      `guest ${image.name} (${image.kernelRelease}): build ${image.cached ? `cached (${image.elapsedMs} ms)` : `cold ${image.buildSeconds} s`}, ` +
-        `boot to sshd ${(guest.bootMs / 1000).toFixed(1)} s, tests ${((Date.now() - testsStarted) / 1000).toFixed(1)} s`,
-    );
-  }
+  await g?.stop();
 });
 
-async function call<T>(op: Op, args: object): Promise<T> {
-  const reply = await agent.run({ v: PROTOCOL_VERSION, op, args } as never, { timeoutMs: OP_TIMEOUT_MS });
-  return resultOf<T>(reply, agent.where);
-}
+const call = <T>(op: Op, args: object): Promise<T> => g.call<T>(op, args);
 
 /** One run of the deployed agent killed at `point`: the shell's exit status (137 for SIGKILL). */
 async function killedRun(op: Op, pid: number, point: string, how: Recovery): Promise<number | null> {
@@ -235,7 +216,7 @@ test("a main thread in read() taking RT signals, workers in nanosleep: killed at
       { timeoutMs: 60_000, intervalMs: 500 },
     ).catch(async () => t.stats());
     const handled = after.signals[String(SIGRT)] ?? 0;
-    console.log(`${image.name}: reader, ${FAULT_POINTS.length} killed sessions; ${sent} RT signals sent, ${handled} handled`);
+    console.log(`${g.image.name}: reader, ${FAULT_POINTS.length} killed sessions; ${sent} RT signals sent, ${handled} handled`);
     expect(sent).toBeGreaterThan(0);
     expect({
       failed,
@@ -269,7 +250,7 @@ test("a single-threaded event loop in epoll_pwait: killed at every fault point, 
       },
     };
     const runs = await allPoints(subject);
-    console.log(`${image.name}: event loop, ${runs.length} killed sessions`);
+    console.log(`${g.image.name}: event loop, ${runs.length} killed sessions`);
     expect(runs.flatMap((r) => r.failures)).toEqual([]);
   } finally {
     await w.stop();

@@ -8,13 +8,12 @@
 //   EBUSY, never a target stopped, traced, or an EINTR.
 // Targets are the waiters fixture with the EINTR-prone calls of arm64, whose re-arm needs
 // the call's first argument the stop hides (native/arch/aarch64.cc).
-import { DeployedAgent, ensureAgent } from "../../provider/agent/deploy";
-import { SshTransport, closeAll } from "../../provider/transport/ssh";
+import { DeployedAgent } from "../../provider/agent/deploy";
 import { resultOf } from "../../provider/transport/types";
 import { PROTOCOL_VERSION } from "../../src/agent/protocol";
 import { HostReport, ProcessResult } from "../../src/ops/types";
-import { bootGuest, buildGuest, Guest, GuestImage } from "../support/guest";
-import { staticFixture } from "../support/guest-binaries";
+import { Guest } from "../support/guest";
+import { AgentGuest, bootArm64WithAgent } from "../support/guest-agent";
 import { eintrDiff, GuestWaiters, startGuestWaiters } from "../support/guest-waiters";
 import { waitUntil } from "../support/target";
 
@@ -25,29 +24,23 @@ const OP_TIMEOUT_MS = 300_000;
 const EINTR_PRONE = ["epoll_pwait", "epoll_pwait2", "io_uring_enter", "sigtimedwait", "semtimedop"];
 const RESTARTED = ["read", "nanosleep", "futex"];
 
-let image: GuestImage;
+let g: AgentGuest;
 let guest: Guest;
 let deployed: DeployedAgent;
-let agent: SshTransport;
 
 beforeAll(async () => {
-  image = await buildGuest("bookworm", "arm64");
-  guest = await bootGuest(image);
-  await guest.upload(staticFixture("waiters", "arm64"), "/tmp/waiters");
-  deployed = await ensureAgent(guest.connection(), { timeoutMs: OP_TIMEOUT_MS });
-  agent = new SshTransport(guest.connection(), { agentCommand: deployed.command, agentVersion: deployed.version, persistent: true });
+  g = await bootArm64WithAgent(["waiters"], OP_TIMEOUT_MS);
+  ({ guest, deployed } = g);
 });
 
 afterAll(async () => {
-  await closeAll();
-  await guest?.stop();
+  await g?.stop();
 });
 
 type Op = "lock" | "unlock";
 
 async function viaPersistent(op: Op, pid: number): Promise<ProcessResult> {
-  const reply = await agent.run({ v: PROTOCOL_VERSION, op, args: { target: { pid } } } as never, { timeoutMs: OP_TIMEOUT_MS });
-  return resultOf<HostReport<ProcessResult>>(reply, agent.where).processes[0];
+  return (await g.call<HostReport<ProcessResult>>(op, { target: { pid } })).processes[0];
 }
 
 /** A one-shot run of the deployed agent (what a second operator's or cron's run is). */
@@ -88,7 +81,7 @@ test(`a target that is pid 1 of a child pid namespace: ${CYCLES} lock/unlock cyc
     }
     expect(errors).toEqual([]);
     expect(eintrDiff(await w.eintrs(), before)).toEqual({});
-    console.log(`${image.name}: pid-namespace init target (NSpid ${nspid.join(" ")}), ${2 * CYCLES} sessions, no EINTR`);
+    console.log(`${g.image.name}: pid-namespace init target (NSpid ${nspid.join(" ")}), ${2 * CYCLES} sessions, no EINTR`);
   } finally {
     await w.stop();
   }
@@ -119,7 +112,7 @@ test(`two agents at once on one target, both guest CPUs busy: ${CYCLES} rounds, 
       intervalMs: 500,
     });
     expect(eintrDiff(after, before)).toEqual({});
-    console.log(`${image.name}: two agents at once under load, ${CYCLES} rounds: ${outcomes.join(" ")}; no EINTR`);
+    console.log(`${g.image.name}: two agents at once under load, ${CYCLES} rounds: ${outcomes.join(" ")}; no EINTR`);
   } finally {
     await guest.run(`kill -9 ${spinners.join(" ")}`);
     await w.stop();

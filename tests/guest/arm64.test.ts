@@ -12,15 +12,13 @@
 //   the re-arm path, where arm64 needs the call's first argument (orig_x0) that the stop no
 //   longer shows (native/arch/aarch64.cc).
 // Cycles are few: TCG runs the guest 10-50x slower than the host.
-import { DeployedAgent, ensureAgent } from "../../provider/agent/deploy";
+import { DeployedAgent } from "../../provider/agent/deploy";
 import { loadBundle } from "../../provider/agent/bundle";
-import { SshTransport, closeAll } from "../../provider/transport/ssh";
-import { resultOf } from "../../provider/transport/types";
 import { PROTOCOL_VERSION } from "../../src/agent/protocol";
 import { HostReport, ProcessReport, ProcessResult } from "../../src/ops/types";
-import { bootGuest, buildGuest, Guest, GuestImage } from "../support/guest";
-import { staticFixture } from "../support/guest-binaries";
-import { startGuestTarget as startControlledTarget } from "../support/guest-target";
+import { Guest } from "../support/guest";
+import { AgentGuest, bootArm64WithAgent } from "../support/guest-agent";
+import { GuestTarget, startGuestTarget } from "../support/guest-target";
 import { eintrDiff, startGuestWaiters } from "../support/guest-waiters";
 import { waitUntil } from "../support/target";
 
@@ -34,54 +32,23 @@ const RESTARTED = ["read", "nanosleep", "futex", "ppoll"];
 // A real-time signal (glibc's SIGRTMIN is 34): they queue, so none may go missing.
 const SIGRT = 36;
 
-let image: GuestImage;
+let g: AgentGuest;
 let guest: Guest;
 let deployed: DeployedAgent;
-let agent: SshTransport;
-let testsStarted = 0;
 
 beforeAll(async () => {
-  image = await buildGuest("bookworm", "arm64");
-  guest = await bootGuest(image);
-  testsStarted = Date.now();
-  await guest.upload(staticFixture("target", "arm64"), "/tmp/target");
-  await guest.upload(staticFixture("waiters", "arm64"), "/tmp/waiters");
-  deployed = await ensureAgent(guest.connection(), { timeoutMs: OP_TIMEOUT_MS });
-  agent = new SshTransport(guest.connection(), { agentCommand: deployed.command, agentVersion: deployed.version, persistent: true });
+  g = await bootArm64WithAgent(["target", "waiters"], OP_TIMEOUT_MS);
+  ({ guest, deployed } = g);
 });
 
 afterAll(async () => {
-  await closeAll();
-  await guest?.stop();
-  if (guest) {
-    console.log(
-      `guest ${image.name} (${image.kernelRelease}): build ${image.cached ? `cached (${image.elapsedMs} ms; first build took ${image.buildSeconds} s)` : `cold ${image.buildSeconds} s`}, ` +
-        `boot to sshd ${(guest.bootMs / 1000).toFixed(1)} s, tests ${((Date.now() - testsStarted) / 1000).toFixed(1)} s`,
-    );
-  }
+  await g?.stop();
 });
 
-async function call<T>(op: "lock" | "unlock" | "status", args: object): Promise<T> {
-  const reply = await agent.run({ v: PROTOCOL_VERSION, op, args } as never, { timeoutMs: OP_TIMEOUT_MS });
-  return resultOf<T>(reply, agent.where);
-}
+const call = <T>(op: "lock" | "unlock" | "status", args: object): Promise<T> => g.call<T>(op, args);
 
 const vmLckKb = async (pid: number): Promise<number> => Number(/VmLck:\s*(\d+) kB/.exec(await guest.check(`cat /proc/${pid}/status`))?.[1]);
 const stateOf = async (pid: number): Promise<string> => (await guest.check(`cut -d' ' -f3 /proc/${pid}/stat`)).trim();
-
-interface TargetStats {
-  main: { progress: number };
-  sleep: { done: number; violations: number; eintr: number };
-  threads: { progress: number; eintr: number }[];
-  control: { eintr: number };
-  signals: Record<string, number>;
-}
-
-/** One control command to the target in the guest (its Unix socket), through the guest's node. */
-async function targetCommand<T>(sock: string, command: string): Promise<T> {
-  const js = `const s=require("net").connect(process.argv[1]);let d="";s.on("data",(x)=>{d+=x;if(d.includes("\\n")){process.stdout.write(d);s.destroy();}});s.write(process.argv[2]+"\\n");`;
-  return JSON.parse(await guest.check(`node -e '${js}' ${sock} '${command}'`)) as T;
-}
 
 test("deploy picks the linux-arm64 bundle by the guest's uname -m", async () => {
   const arm64 = loadBundle("arm64").manifest;
@@ -91,14 +58,6 @@ test("deploy picks the linux-arm64 bundle by the guest's uname -m", async () => 
   expect(sums).toContain(arm64.files["lockmem.node"]);
   expect(sums).toContain(arm64.files["lockmem-agent.js"]);
 });
-
-/** A target started in the guest with --daemonize; its pid. */
-async function startGuestTarget(flags: string): Promise<number> {
-  const ready = await guest.check(`/tmp/target ${flags} --daemonize`);
-  const pid = Number(/ready pid=(\d+)/.exec(ready)?.[1]);
-  expect(pid).toBeGreaterThan(0);
-  return pid;
-}
 
 async function lockCycles(pid: number, minLockedKb: number): Promise<{ lockedKb: number; threads: string[] }> {
   let lockedKb = 0;
@@ -120,20 +79,20 @@ async function lockCycles(pid: number, minLockedKb: number): Promise<{ lockedKb:
 }
 
 test(`lock, status, unlock a target whose main thread sleeps ${CYCLES} times: no nanosleep ended early, no EINTR`, async () => {
-  const sock = "/tmp/target-sleep.sock";
   // The main thread in nanosleep is the one injected into (arm64 shows its call already
   // rewound onto the svc at the stop: the registers put back re-issue it); the control
   // thread waits in epoll_pwait (seized and re-armed with its remembered first argument).
-  const pid = await startGuestTarget(`--mode sleep --sleep-ms 50 --anon-mb 4 --control ${sock} --control-epoll`);
+  const t: GuestTarget = await startGuestTarget(guest, "--mode sleep --sleep-ms 50 --anon-mb 4 --control-epoll");
+  const pid = t.pid;
   try {
-    const before = await targetCommand<TargetStats>(sock, "stats");
+    const before = await t.stats();
     const { lockedKb, threads } = await lockCycles(pid, 4 * 1024);
     // The main thread, found in its nanosleep (or, rarely, between two of them).
     expect(threads.every((r) => r.startsWith("main thread"))).toBe(true);
     expect(threads.some((r) => /blocked in (clock_)?nanosleep/.test(r))).toBe(true);
     const after = await waitUntil(
       async () => {
-        const s = await targetCommand<TargetStats>(sock, "stats");
+        const s = await t.stats();
         return s.sleep.done > before.sleep.done + CYCLES ? s : undefined;
       },
       "the main thread to go on sleeping",
@@ -142,9 +101,9 @@ test(`lock, status, unlock a target whose main thread sleeps ${CYCLES} times: no
     expect(after.sleep).toMatchObject({ violations: 0, eintr: 0 });
     expect(after.control.eintr).toBe(0);
     expect(await stateOf(pid)).not.toBe("T");
-    console.log(`${image.name}: sleeping target, ${CYCLES} cycles of ${lockedKb} kB, injected into: ${threads[0]}; ${after.sleep.done} sleeps, none early, no EINTR`);
+    console.log(`${g.image.name}: sleeping target, ${CYCLES} cycles of ${lockedKb} kB, injected into: ${threads[0]}; ${after.sleep.done} sleeps, none early, no EINTR`);
   } finally {
-    await guest.run(`kill -9 ${pid}`);
+    await t.stop();
   }
 });
 
@@ -153,7 +112,7 @@ test("a long relative nanosleep the lock interrupts resumes with the time it had
   // call, the sleep would end >= 1.5 s late; resumed through restart_syscall, as the
   // kernel resumes it by itself, it ends late by the pause alone (native/arch/aarch64.cc).
   const SLEEP_MS = 4000;
-  const t = await startControlledTarget(guest, `--mode sleep --sleep-ms ${SLEEP_MS} --anon-mb 4 --control-epoll`);
+  const t = await startGuestTarget(guest, `--mode sleep --sleep-ms ${SLEEP_MS} --anon-mb 4 --control-epoll`);
   try {
     let seen = (await t.stats()).sleep.done;
     const reasons: string[] = [];
@@ -172,7 +131,7 @@ test("a long relative nanosleep the lock interrupts resumes with the time it had
       const s = await t.stats();
       return s.sleep.done > seen ? s : undefined;
     }, "the last interrupted sleep to end", { timeoutMs: 60_000, intervalMs: 200 });
-    console.log(`${image.name}: ${SLEEP_MS} ms sleeps interrupted 4 times (${reasons.join(" / ")}): longest oversleep ${after.sleep.max_oversleep_us} us`);
+    console.log(`${g.image.name}: ${SLEEP_MS} ms sleeps interrupted 4 times (${reasons.join(" / ")}): longest oversleep ${after.sleep.max_oversleep_us} us`);
     // After the first, the thread sleeps on in restart_syscall, which the next one interrupts.
     expect(reasons.every((x) => /blocked in ((clock_)?nanosleep|restart_syscall)/.test(x))).toBe(true);
     expect(reasons.some((x) => /blocked in (clock_)?nanosleep/.test(x))).toBe(true);
@@ -192,7 +151,7 @@ test.each([
   // again (native/arch/aarch64.cc, Session::undoRestartFixup). The `held` hook of the
   // deployed agent sends the signal while the thread is held with its signals blocked.
   const RUNS = 4;
-  const t = await startControlledTarget(guest, `--mode pipe --anon-mb 4 --count-signals ${SIGRT}${saRestart ? "" : " --no-sa-restart"}`);
+  const t = await startGuestTarget(guest, `--mode pipe --anon-mb 4 --count-signals ${SIGRT}${saRestart ? "" : " --no-sa-restart"}`);
   const marker = `/tmp/held-signal-${t.pid}`;
   try {
     const before = await t.stats();
@@ -206,7 +165,7 @@ test.each([
       const s = await t.stats();
       return (s.signals[String(SIGRT)] ?? 0) >= (before.signals[String(SIGRT)] ?? 0) + sent ? s : undefined;
     }, "every signal handled", { timeoutMs: 60_000, intervalMs: 300 });
-    console.log(`${image.name}: ${sent} signals sent while held in read() (SA_RESTART ${saRestart}), read EINTR ${after.pipe.eintr - before.pipe.eintr}`);
+    console.log(`${g.image.name}: ${sent} signals sent while held in read() (SA_RESTART ${saRestart}), read EINTR ${after.pipe.eintr - before.pipe.eintr}`);
     expect(sent).toBe(RUNS);
     expect({ handled: (after.signals[String(SIGRT)] ?? 0) - (before.signals[String(SIGRT)] ?? 0), readEintr: after.pipe.eintr - before.pipe.eintr }).toEqual({
       handled: RUNS,
@@ -220,12 +179,12 @@ test.each([
 });
 
 test(`signals sent all through ${CYCLES} lock/unlock cycles are all handled; spinning threads run on`, async () => {
-  const sock = "/tmp/target-spin.sock";
-  const pid = await startGuestTarget(`--mode spin --threads 2 --thread-mode spin --anon-mb 4 --control ${sock} --count-signals ${SIGRT}`);
+  const t: GuestTarget = await startGuestTarget(guest, `--mode spin --threads 2 --thread-mode spin --anon-mb 4 --count-signals ${SIGRT}`);
+  const pid = t.pid;
   const flag = `/tmp/signals-${pid}.on`;
   const count = `/tmp/signals-${pid}.count`;
   try {
-    const before = await targetCommand<TargetStats>(sock, "stats");
+    const before = await t.stats();
     // Real-time signals queue: the target must count exactly as many as kill(1) delivered.
     await guest.check(`touch ${flag}; (i=0; while [ -e ${flag} ]; do kill -${SIGRT} ${pid} && i=$((i+1)); sleep 0.01; done; echo $i > ${count}) </dev/null >/dev/null 2>&1 &`);
     await lockCycles(pid, 4 * 1024);
@@ -237,19 +196,20 @@ test(`signals sent all through ${CYCLES} lock/unlock cycles are all handled; spi
     expect(sent).toBeGreaterThan(0);
     const after = await waitUntil(
       async () => {
-        const s = await targetCommand<TargetStats>(sock, "stats");
+        const s = await t.stats();
         return s.signals[String(SIGRT)] === sent ? s : undefined;
       },
       `all ${sent} signals to be handled`,
       { timeoutMs: 60_000, intervalMs: 500 },
     ).catch(async (e: Error) => {
-      throw new Error(`${e.message}: the target counted ${JSON.stringify((await targetCommand<TargetStats>(sock, "stats")).signals)}`);
+      throw new Error(`${e.message}: the target counted ${JSON.stringify((await t.stats()).signals)}`);
     });
     expect(after.main.progress).toBeGreaterThan(before.main.progress);
-    after.threads.forEach((t, i) => expect(t.progress).toBeGreaterThan(before.threads[i].progress));
-    console.log(`${image.name}: ${sent} signals sent during ${CYCLES} lock/unlock cycles, ${after.signals[String(SIGRT)]} handled`);
+    after.threads.forEach((th, i) => expect(th.progress).toBeGreaterThan(before.threads[i].progress));
+    console.log(`${g.image.name}: ${sent} signals sent during ${CYCLES} lock/unlock cycles, ${after.signals[String(SIGRT)]} handled`);
   } finally {
-    await guest.run(`rm -f ${flag} ${count}; kill -9 ${pid}`);
+    await guest.run(`rm -f ${flag} ${count}`);
+    await t.stop();
   }
 });
 
@@ -277,7 +237,7 @@ test(`a stop makes the EINTR-prone calls fail with EINTR; ${CYCLES} lock/unlock 
     }
     expect(eintrDiff(await w.eintrs(), afterStop)).toEqual({});
     expect(await stateOf(w.pid)).not.toBe("T");
-    console.log(`${image.name}: ${EINTR_PRONE.length} EINTR-prone and ${RESTARTED.length} restarted waiters, ${2 * CYCLES} sessions, no EINTR`);
+    console.log(`${g.image.name}: ${EINTR_PRONE.length} EINTR-prone and ${RESTARTED.length} restarted waiters, ${2 * CYCLES} sessions, no EINTR`);
   } finally {
     await w.stop();
   }
@@ -296,7 +256,7 @@ test(`a single-threaded event loop (its only thread in epoll_pwait: the re-arm p
     }
     expect(await w.eintrs()).toMatchObject({ main: 0 });
     expect(rearmed).toBe(2 * CYCLES);
-    console.log(`${image.name}: event loop, ${rearmed} of ${2 * CYCLES} sessions re-armed epoll_pwait`);
+    console.log(`${g.image.name}: event loop, ${rearmed} of ${2 * CYCLES} sessions re-armed epoll_pwait`);
   } finally {
     await w.stop();
   }
@@ -316,7 +276,7 @@ test("the kernel fact behind the arm64 re-arm: at a group stop, a thread that wa
     expect(stopped).toMatch(/^-1 0x[0-9a-f]+ 0x[0-9a-f]+$/);
     // Same pc as while blocked (after the svc): only x0 (now -EINTR) and the call's identity are gone.
     expect(stopped.split(" ")[2]).toBe(blocked.split(" ")[8]);
-    console.log(`${image.name}: blocked "${blocked}", stopped "${stopped}"`);
+    console.log(`${g.image.name}: blocked "${blocked}", stopped "${stopped}"`);
   } finally {
     await w.stop();
   }
