@@ -26,6 +26,14 @@ export interface AgentArgs {
   path?: pulumi.Input<string>;
   /** With install "auto": where deployed agents live on the host (default ~/.lockmem/agent). */
   dir?: pulumi.Input<string>;
+  /**
+   * With install "auto": keep the agent running on the host this many seconds (up to 3600)
+   * after its last request, listening on a socket only the SSH user can open, so that the
+   * next runs (preview, up, refresh, destroy) reach it through sshd without starting Node
+   * there. Default 0: nothing of lockmem stays on the host after the SSH session. Not with
+   * connection.sudo.
+   */
+  lingerSeconds?: pulumi.Input<number>;
 }
 
 /** How to find the process: exactly one of pid, pidFile, systemdUnit, name, cmdline. */

@@ -9,6 +9,7 @@
 //   path). A file that does not match is never run: the provider sees the refusal (exit 86),
 //   uploads again and retries once.
 import { AGENT_ADDON, AGENT_JS, AgentBundle } from "./bundle";
+import { RESIDENT_LINE, SOCKET_NAME } from "../../src/agent/protocol";
 
 /** Exit status of the bootstrap when a file does not match its hash. */
 export const EXIT_HASH_MISMATCH = 86;
@@ -93,6 +94,10 @@ export function presumedCommandPerArch(arches: PresumedArch[]): string {
     "n=0; while [ $n -lt $i ]; do shift 5; n=$((n+1)); done",
     'r=$1 s=$2 d=$3 j=$4 a=$5; shift 5',
     `n=$((i+1)); while [ $n -lt ${arches.length} ]; do shift 5; n=$((n+1)); done`,
+    // A resident agent of this bundle (agent.lingerSeconds, src/agent/resident.ts): name its
+    // socket instead of starting Node; the provider connects to it through sshd. --bind:
+    // the provider found that socket dead, start the agent (which takes the path over).
+    `case " $* " in *" --bind "*) ;; *" --linger="*) [ -S "$d/${SOCKET_NAME}" ] && { printf '%s %s\\n' ${RESIDENT_LINE} "$d/${SOCKET_NAME}"; exit 0; };; esac`,
     'set -- "$r" "$s" -e "$b" "$d" "$j" "$a" "$@"',
     `if [ -e "$1" ]; then ${RUN_RUNTIME}; fi; shift 2; exec node "$@"`,
   ].join("\n");

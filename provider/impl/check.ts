@@ -7,6 +7,7 @@ import { validateSelection } from "../../src/select";
 import { transportFor } from "../transport";
 import { SshConnection } from "../transport/ssh/settings";
 import { AgentSettings, OperationTimeouts, ProviderInputs } from "./state";
+import { MAX_LINGER_SECONDS } from "../../src/agent/protocol";
 
 export interface CheckFailure {
   property: string;
@@ -27,10 +28,15 @@ const BOOLEAN_INPUTS = ["future", "onFault", "raiseMemlockLimit"] as const;
 const SAFE_PATH = /^[A-Za-z0-9_./+~-]+$/;
 
 function checkAgent(agent: unknown): string | undefined {
-  if (typeof agent !== "object" || agent === null || Array.isArray(agent)) return "must be an object { install, path, dir }";
+  if (typeof agent !== "object" || agent === null || Array.isArray(agent)) return "must be an object { install, path, dir, lingerSeconds }";
   const a = agent as Record<string, unknown>;
-  const unknownKey = Object.keys(a).find((k) => !["install", "path", "dir"].includes(k));
-  if (unknownKey) return `agent.${unknownKey}: unknown field; expected install, path or dir`;
+  const unknownKey = Object.keys(a).find((k) => !["install", "path", "dir", "lingerSeconds"].includes(k));
+  if (unknownKey) return `agent.${unknownKey}: unknown field; expected install, path, dir or lingerSeconds`;
+  const linger = a.lingerSeconds;
+  if (linger !== undefined && linger !== UNKNOWN && (typeof linger !== "number" || !Number.isInteger(linger) || linger < 0 || linger > MAX_LINGER_SECONDS)) {
+    return `agent.lingerSeconds: must be a whole number of seconds from 0 to ${MAX_LINGER_SECONDS}, got ${JSON.stringify(linger)}`;
+  }
+  if (typeof linger === "number" && linger > 0 && a.install === "never") return 'agent.lingerSeconds: only used with install: "auto" (the deployed agent)';
   if (a.install !== undefined && a.install !== "auto" && a.install !== "never") return `agent.install: must be "auto" or "never", got ${JSON.stringify(a.install)}`;
   for (const key of ["path", "dir"] as const) {
     const v = a[key];
@@ -81,6 +87,13 @@ export function checkInputs(news: Record<string, unknown>): CheckFailure[] {
   if (news.agent !== undefined && !hasUnknown(news.agent)) fail("agent", checkAgent(news.agent));
   if (news.agent !== undefined && news.connection === undefined && (news.agent as AgentSettings).dir !== undefined) {
     fail("agent", "agent.dir: only used for remote hosts (with a connection)");
+  }
+  const linger = (news.agent as AgentSettings | undefined)?.lingerSeconds;
+  if (typeof linger === "number" && linger > 0) {
+    const conn = news.connection as SshConnection | undefined;
+    if (conn === undefined) fail("agent", "agent.lingerSeconds: only used for remote hosts (with a connection)");
+    // A resident root agent would give every process of the SSH user a way to it.
+    else if ((conn as unknown) !== UNKNOWN && conn.sudo === true) fail("agent", "agent.lingerSeconds: not with connection.sudo: log in as the user the agent runs as (root), or set lingerSeconds to 0");
   }
 
   const timeouts = news.timeouts as OperationTimeouts | undefined;

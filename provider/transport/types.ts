@@ -29,6 +29,12 @@ export interface AgentSettings {
   path?: string;
   /** With install "auto": the folder on the host that holds deployed agents (default ~/.lockmem/agent). */
   dir?: string;
+  /**
+   * With install "auto": keep the agent running on the host this many seconds after its
+   * last request (default 0: it ends with the SSH session), so that later runs reach it over
+   * SSH without starting Node. Not with sudo.
+   */
+  lingerSeconds?: number;
 }
 
 /**

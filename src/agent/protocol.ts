@@ -15,6 +15,13 @@ export const PROTOCOL_VERSION = 1;
 /** Largest request the agent reads; the biggest legitimate request is a few KiB. */
 export const MAX_REQUEST_BYTES = 64 * 1024;
 
+/** The longest agent.lingerSeconds: how long a resident agent (resident.ts) may stay idle. */
+export const MAX_LINGER_SECONDS = 3600;
+/** The resident agent's socket, in its bundle folder. */
+export const SOCKET_NAME = "agent.sock";
+/** What the provider's presumed command prints, with the socket's path, instead of starting Node when a resident agent is there. */
+export const RESIDENT_LINE = "lockmem-resident";
+
 /** How long a changing op waits for another agent working on the same target, by default. */
 export const DEFAULT_WAIT_MS = 30_000;
 export const MAX_WAIT_MS = 600_000;

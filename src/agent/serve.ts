@@ -1,9 +1,11 @@
 // `lockmem agent --serve`: many requests over one run, one JSON line in, one JSON line out,
 // in order, until stdin ends. The provider keeps one per SSH connection, so that an
 // operation costs a line on an open channel instead of starting Node on the host.
+import { Readable, Writable } from "stream";
 import { StringDecoder } from "string_decoder";
 import { AgentReply, MAX_REQUEST_BYTES, errorReply } from "./protocol";
 import { handleRequest } from "./server";
+import { lingerOf, listenResident } from "./resident";
 
 /**
  * Requests read but not answered yet, at most: past it the agent stops reading its input
@@ -11,10 +13,10 @@ import { handleRequest } from "./server";
  */
 export const MAX_PENDING_REQUESTS = 16;
 
-/** Writes one reply line, waiting for the pipe to take it when it is full. */
-function writeLine(text: string): Promise<void> {
+/** Writes one reply line, waiting for the stream to take it when it is full. */
+function writeLine(out: Writable, text: string): Promise<void> {
   return new Promise((resolve) => {
-    const out = process.stdout;
+    if (out.destroyed || out.writableEnded) return resolve();
     if (out.write(text + "\n")) return resolve();
     const done = (): void => {
       out.off("drain", done);
@@ -97,22 +99,44 @@ class RequestLines {
   }
 }
 
-export async function agentServe(): Promise<void> {
-  // The agent must finish what it started even if the SSH session that ran it goes away.
-  process.on("SIGHUP", () => undefined);
-  process.stdout.on("error", () => undefined);
-  const stdin = process.stdin;
-  const input = new RequestLines();
+/**
+ * The requests of every stream this agent serves, one at a time in arrival order: the
+ * agent never runs two operations at once (a resident agent serves several connections).
+ */
+export class RequestQueue {
+  private tail: Promise<void> = Promise.resolve();
+  private running = 0;
+  /** When the last request ended (ms since the epoch). */
+  lastActivity = Date.now();
+
+  get idle(): boolean {
+    return this.running === 0;
+  }
+
+  run(work: () => Promise<void>): Promise<void> {
+    this.running++;
+    const done = this.tail.then(work).finally(() => {
+      this.running--;
+      this.lastActivity = Date.now();
+    });
+    this.tail = done.catch(() => undefined);
+    return done;
+  }
+}
+
+/** Serves the JSON lines of `input` until it ends and every request read is answered on `output`. */
+export async function serveStream(input: Readable, output: Writable, queue: RequestQueue): Promise<void> {
+  const lines = new RequestLines();
   let pending = 0;
-  let queue = Promise.resolve();
+  let answered: Promise<void> = Promise.resolve();
   let finished: () => void = () => undefined;
   const allAnswered = new Promise<void>((resolve) => (finished = resolve));
 
   const answer = (item: string | typeof OVERSIZE): void => {
     pending++;
-    queue = queue.then(async () => {
+    answered = queue.run(async () => {
       const reply = item === OVERSIZE ? oversizeReply() : (await handleRequest(item)).reply;
-      await writeLine(JSON.stringify(reply));
+      await writeLine(output, JSON.stringify(reply));
       pending--;
       pump();
     });
@@ -121,31 +145,44 @@ export async function agentServe(): Promise<void> {
   // Takes complete lines while fewer than MAX_PENDING_REQUESTS wait (the text after the
   // last newline is looked at even then), and pauses or resumes reading accordingly.
   const pump = (): void => {
-    while (pending < MAX_PENDING_REQUESTS || input.drained) {
-      const item = input.next();
+    while (pending < MAX_PENDING_REQUESTS || lines.drained) {
+      const item = lines.next();
       if (item === undefined) break;
       answer(item);
     }
-    if (input.ended) {
-      if (pending === 0 && input.drained) finished();
+    if (lines.ended) {
+      if (pending === 0 && lines.drained) finished();
     } else if (pending >= MAX_PENDING_REQUESTS) {
-      stdin.pause();
+      input.pause();
     } else {
-      stdin.resume();
+      input.resume();
     }
   };
 
   const end = (): void => {
-    if (input.ended) return;
-    input.finish();
+    if (lines.ended) return;
+    lines.finish();
     pump();
   };
-  stdin.on("data", (chunk: Buffer) => {
-    input.add(chunk);
+  input.on("data", (chunk: Buffer) => {
+    lines.add(chunk);
     pump();
   });
-  stdin.on("end", end);
-  stdin.on("error", end);
+  input.on("end", end);
+  input.on("close", end);
+  input.on("error", end);
   await allAnswered;
-  await queue;
+  await answered.catch(() => undefined);
+}
+
+export async function agentServe(): Promise<void> {
+  // The agent must finish what it started even if the SSH session that ran it goes away.
+  process.on("SIGHUP", () => undefined);
+  process.stdout.on("error", () => undefined);
+  process.stderr.on("error", () => undefined);
+  const queue = new RequestQueue();
+  const linger = lingerOf(process.argv);
+  const resident = linger === undefined ? undefined : await listenResident(linger, queue);
+  await serveStream(process.stdin, process.stdout, queue);
+  await resident?.untilIdle();
 }

@@ -28,6 +28,13 @@ export interface BootstrapHandover {
   addon: Buffer;
 }
 
+/** The bundle folder the bootstrap checked and loaded from, once loadVerifiedAddon ran in the bundle. */
+let verifiedDir: string | undefined;
+
+export function verifiedBundleDir(): string | undefined {
+  return verifiedDir;
+}
+
 /** Linux's O_TMPFILE (__O_TMPFILE | O_DIRECTORY; O_DIRECTORY differs between x86_64 and arm64). */
 const O_TMPFILE = 0o20000000 | fs.constants.O_DIRECTORY;
 
@@ -142,6 +149,7 @@ export function loadVerifiedAddon(): void {
     const mod = { exports: {} as NativeAddon };
     process.dlopen(mod, `/proc/self/fd/${fd}`);
     useAddon(mod.exports);
+    verifiedDir = fs.realpathSync(handover.dir);
   } finally {
     fs.closeSync(fd);
   }

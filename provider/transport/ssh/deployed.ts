@@ -18,11 +18,11 @@ const UNREACHABLE = new Set(["ECONNECT", "EHOSTKEY", "EAUTH", "ETIMEDOUT", "EUSA
  * as it should (not deployed yet, tampered, no suitable node): nothing but that handshake
  * ran, and the caller deploys. Unreachable hosts fail here as they would anywhere.
  */
-async function presumedAgent(conn: SshConnection, dir: string | undefined, timeoutMs: number): Promise<SshTransport | undefined> {
+async function presumedAgent(conn: SshConnection, dir: string | undefined, linger: number | undefined, timeoutMs: number): Promise<SshTransport | undefined> {
   if (deployedHere(conn, dir)) return undefined;
   const command = presumedAgentCommand(conn, dir);
   if (!command) return undefined;
-  const transport = new SshTransport(conn, { agentCommand: command, persistent: true });
+  const transport = new SshTransport(conn, { agentCommand: command, persistent: true, lingerSeconds: linger });
   try {
     const reply = await transport.run({ v: PROTOCOL_VERSION, op: "version" }, { timeoutMs });
     return supportedNode(resultOf<VersionResult>(reply, transport.where).node) ? transport : undefined;
@@ -33,14 +33,16 @@ async function presumedAgent(conn: SshConnection, dir: string | undefined, timeo
 }
 
 /** The agent `ensureAgent` deployed, on its persistent session; its version is known. */
-function deployedTransport(conn: SshConnection, agent: DeployedAgent): SshTransport {
-  return new SshTransport(conn, { agentCommand: agent.command, agentVersion: agent.version, persistent: true });
+function deployedTransport(conn: SshConnection, agent: DeployedAgent, linger: number | undefined): SshTransport {
+  return new SshTransport(conn, { agentCommand: agent.command, agentVersion: agent.version, persistent: true, lingerSeconds: linger });
 }
 
 export class DeployedAgentTransport implements Transport {
   constructor(
     private readonly conn: SshConnection,
     private readonly dir: string | undefined,
+    /** agent.lingerSeconds, when above 0. */
+    private readonly linger?: number,
   ) {}
 
   /** As SshTransport names it (computed when asked: the settings are checked on the first run). */
@@ -51,18 +53,18 @@ export class DeployedAgentTransport implements Transport {
   async run(request: AgentRequest, opts: RunOptions = {}): Promise<AgentReply> {
     const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_OPERATION_TIMEOUT_MS);
     const left = (): number => Math.max(1, deadline - Date.now());
-    const ready = await presumedAgent(this.conn, this.dir, left());
+    const ready = await presumedAgent(this.conn, this.dir, this.linger, left());
     if (ready) return ready.run(request, { timeoutMs: left() });
     const agent = await ensureAgent(this.conn, { dir: this.dir, timeoutMs: left() });
     try {
-      return await deployedTransport(this.conn, agent).run(request, { timeoutMs: left() });
+      return await deployedTransport(this.conn, agent, this.linger).run(request, { timeoutMs: left() });
     } catch (e) {
       // The bootstrap refused files that do not match (tampered, or half replaced by
       // hand): nothing ran. Upload the bundle again and retry once.
       const missing = e instanceof TransportError && e.code === "ENOAGENT";
       if (!isHashMismatch(e) && !missing) throw e;
       const again = await ensureAgent(this.conn, { dir: this.dir, timeoutMs: left(), force: true });
-      return deployedTransport(this.conn, again).run(request, { timeoutMs: left() });
+      return deployedTransport(this.conn, again, this.linger).run(request, { timeoutMs: left() });
     }
   }
 

@@ -31,7 +31,7 @@ export function sshKind(conn: SshConnection | undefined): TransportKind | undefi
     where: () => hopWhere(conn),
     open(agent: AgentSettings | undefined): Transport {
       if (agent?.install === "never") return installedAgent(new SshTransport({ ...conn, agentPath: agent.path }), agent.path, true);
-      return new DeployedAgentTransport(conn, agent?.dir);
+      return new DeployedAgentTransport(conn, agent?.dir, agent?.lingerSeconds || undefined);
     },
   };
 }

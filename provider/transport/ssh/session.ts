@@ -1,7 +1,7 @@
 // The persistent agent: one `<command> --serve` per pooled connection and agent command,
 // fed one JSON line per request, instead of an agent process (Node on the host) per request.
 import { ClientChannel } from "ssh2";
-import { AgentReply, AgentRequest } from "../../../src/agent/protocol";
+import { AgentReply, AgentRequest, RESIDENT_LINE, SOCKET_NAME } from "../../../src/agent/protocol";
 import { AgentExit, MAX_AGENT_OUTPUT, interpretAgentExit } from "../agent-output";
 import { timeLeft } from "../deadline";
 import { cannotStart, collectOutput, noAnswer } from "./exec";
@@ -9,22 +9,40 @@ import type { Pooled } from "./pool";
 import { TransportError } from "../types";
 import { trace } from "../../trace";
 
+/** The presumed command's line naming a resident agent's socket (an absolute path, as sun_path takes it). */
+const RESIDENT = new RegExp(`^${RESIDENT_LINE} (/[^\\0]{1,100}/${SOCKET_NAME})$`);
+
+interface Waiting {
+  resolve: (r: AgentReply) => void;
+  reject: (e: unknown) => void;
+  line: string;
+  /** The channel the line went to (a presumed command that named a resident never read it). */
+  writtenTo?: ClientChannel;
+}
+
 /**
  * One long-lived agent on a pooled connection: requests go one at a time, in order, as
  * JSON lines; replies come back as lines. A channel that closes, or a request past its
- * deadline, ends the session (the next request starts a new one).
+ * deadline, ends the session (the next request starts a new one). With `linger`
+ * (agent.lingerSeconds), the agent stays on the host after the session and later sessions
+ * reach it through a direct-streamlocal channel to its socket, which sshd opens (no process
+ * started on the host); the presumed command names that socket instead of starting Node.
  */
 export class AgentSession {
   private channel?: ClientChannel;
   private opening?: Promise<ClientChannel>;
   private chain: Promise<unknown> = Promise.resolve();
-  private waiting?: { resolve: (r: AgentReply) => void; reject: (e: unknown) => void };
+  private waiting?: Waiting;
   private buffered = "";
+  /** The exec channel whose first line may name a resident agent, until that line came. */
+  private firstLineOf?: ClientChannel;
+  private deadline = 0;
 
   constructor(
     private readonly p: Pooled,
     private readonly command: string,
     private readonly sudo: boolean,
+    private readonly linger?: number,
   ) {}
 
   request(request: AgentRequest, deadline: number): Promise<AgentReply> {
@@ -33,34 +51,99 @@ export class AgentSession {
     return run;
   }
 
+  private commandLine(bind: boolean): string {
+    if (this.linger === undefined) return `${this.command} --serve`;
+    return `${this.command} --serve --linger=${this.linger}${bind ? " --bind" : ""}`;
+  }
+
   private open(deadline: number): Promise<ClientChannel> {
+    this.deadline = deadline;
     if (this.channel) return Promise.resolve(this.channel);
     if (!this.opening) {
-      const where = this.p.endpoint.where;
-      this.opening = new Promise<ClientChannel>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new TransportError({ code: "ETIMEDOUT", where, message: "starting the agent did not finish within the deadline" })), timeLeft(deadline));
-        trace("session-exec", where);
-        this.p.client.exec(`${this.command} --serve`, (err, stream) => {
-          clearTimeout(timer);
-          trace("session-open", where);
-          if (err) return reject(cannotStart(this.p, this.command, err));
-          this.buffered = "";
-          collectOutput(
-            stream,
-            ({ stderr, exitCode, signal }) => this.channel === stream && this.onClose({ stdout: "", stderr, exitCode: exitCode ?? null, signal, command: this.command, where, sudo: this.sudo }),
-            // Data of a stream this session already dropped (reply too long) is ignored.
-            (text) => {
-              if (this.channel === stream) this.onData(text);
-            },
-          );
-          this.channel = stream;
-          resolve(stream);
-        });
-      }).finally(() => {
+      this.opening = this.exec(false, deadline).finally(() => {
         this.opening = undefined;
       });
     }
     return this.opening;
+  }
+
+  private exec(bind: boolean, deadline: number): Promise<ClientChannel> {
+    const where = this.p.endpoint.where;
+    return new Promise<ClientChannel>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new TransportError({ code: "ETIMEDOUT", where, message: "starting the agent did not finish within the deadline" })), timeLeft(deadline));
+      trace("session-exec", where);
+      this.p.client.exec(this.commandLine(bind), (err, stream) => {
+        clearTimeout(timer);
+        trace("session-open", where);
+        if (err) return reject(cannotStart(this.p, this.command, err));
+        this.attach(stream, this.linger !== undefined && !bind);
+        resolve(stream);
+      });
+    });
+  }
+
+  /** The resident agent's socket, through sshd: no process starts on the host. */
+  private forward(socket: string, deadline: number): Promise<ClientChannel> {
+    const where = this.p.endpoint.where;
+    return new Promise<ClientChannel>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new TransportError({ code: "ETIMEDOUT", where, message: "reaching the resident agent did not finish within the deadline" })), timeLeft(deadline));
+      this.p.client.openssh_forwardOutStreamLocal(socket, (err, stream) => {
+        clearTimeout(timer);
+        trace("session-resident", where);
+        if (err) return reject(err);
+        this.attach(stream, false);
+        resolve(stream);
+      });
+    });
+  }
+
+  private attach(stream: ClientChannel, mayNameResident: boolean): void {
+    const where = this.p.endpoint.where;
+    this.buffered = "";
+    this.firstLineOf = mayNameResident ? stream : undefined;
+    collectOutput(
+      stream,
+      ({ stderr, exitCode, signal }) => this.channel === stream && this.onClose({ stdout: "", stderr, exitCode: exitCode ?? null, signal, command: this.command, where, sudo: this.sudo }),
+      // Data of a stream this session already dropped (reply too long, resident named) is ignored.
+      (text) => {
+        if (this.channel === stream) this.onData(text);
+      },
+    );
+    this.channel = stream;
+  }
+
+  /**
+   * The presumed command named a resident agent's socket and exited without reading
+   * anything: the session moves to that socket, and the request waiting (never read) is
+   * written there. A socket that does not answer (its agent gone) is taken over by a new
+   * agent, started with --bind.
+   */
+  private moveToResident(socket: string): void {
+    this.channel = undefined;
+    this.buffered = "";
+    const deadline = this.deadline;
+    const moving = this.forward(socket, deadline)
+      .catch(() => this.exec(true, deadline))
+      .then((channel) => {
+        this.writeWaiting(channel);
+        return channel;
+      });
+    moving.catch((e: unknown) => {
+      const w = this.waiting;
+      this.waiting = undefined;
+      w?.reject(e);
+    });
+    this.opening = moving.finally(() => {
+      if (this.opening === moving) this.opening = undefined;
+    });
+  }
+
+  private writeWaiting(channel: ClientChannel): void {
+    const w = this.waiting;
+    if (!w || w.writtenTo === channel || this.channel !== channel) return;
+    w.writtenTo = channel;
+    trace("request-sent", this.p.endpoint.where);
+    channel.write(w.line);
   }
 
   private onData(text: string): void {
@@ -68,6 +151,11 @@ export class AgentSession {
     for (let nl = this.buffered.indexOf("\n"); nl >= 0; nl = this.buffered.indexOf("\n")) {
       const line = this.buffered.slice(0, nl);
       this.buffered = this.buffered.slice(nl + 1);
+      if (this.firstLineOf !== undefined) {
+        this.firstLineOf = undefined;
+        const resident = RESIDENT.exec(line);
+        if (resident) return this.moveToResident(resident[1]);
+      }
       const w = this.waiting;
       this.waiting = undefined;
       trace("reply", this.p.endpoint.where);
@@ -113,15 +201,15 @@ export class AgentSession {
   }
 
   private async send(request: AgentRequest, deadline: number): Promise<AgentReply> {
-    const channel = await this.open(deadline);
     const where = this.p.endpoint.where;
-    return new Promise<AgentReply>((resolve, reject) => {
+    const reply = new Promise<AgentReply>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting = undefined;
         this.end();
         reject(noAnswer(where, request.op));
       }, timeLeft(deadline));
       this.waiting = {
+        line: JSON.stringify(request) + "\n",
         resolve: (r) => {
           clearTimeout(timer);
           resolve(r);
@@ -131,9 +219,15 @@ export class AgentSession {
           reject(e);
         },
       };
-      trace("request-sent", `${where} ${request.op}`);
-      channel.write(JSON.stringify(request) + "\n");
     });
+    const w = this.waiting;
+    try {
+      this.writeWaiting(await this.open(deadline));
+    } catch (e) {
+      if (this.waiting === w) this.waiting = undefined;
+      w?.reject(e);
+    }
+    return reply;
   }
 
   /** Ends the agent: its stdin closes, it finishes what it does and exits. */
@@ -145,10 +239,10 @@ export class AgentSession {
 }
 
 /** The session of `command` on `p`, started if there is none (the agent itself starts on the first request). */
-export function sessionOf(p: Pooled, command: string, sudo: boolean): AgentSession {
+export function sessionOf(p: Pooled, command: string, sudo: boolean, linger?: number): AgentSession {
   let session = p.sessions.get(command);
   if (!session) {
-    session = new AgentSession(p, command, sudo);
+    session = new AgentSession(p, command, sudo, linger);
     p.sessions.set(command, session);
   }
   return session;

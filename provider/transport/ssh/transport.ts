@@ -30,6 +30,8 @@ export interface SshTransportOptions {
    * known to serve (the provider's deployed bundle).
    */
   persistent?: boolean;
+  /** With persistent: the agent stays on the host this many seconds after its last request (session.ts). */
+  lingerSeconds?: number;
 }
 
 export class SshTransport implements Transport {
@@ -40,6 +42,7 @@ export class SshTransport implements Transport {
   private readonly sudo: boolean;
   private readonly knownVersion?: VersionResult;
   private readonly persistent: boolean;
+  private readonly linger?: number;
 
   constructor(conn: SshConnection, opts: SshTransportOptions = {}) {
     const { endpoint, proxy } = endpointsOf(conn);
@@ -50,6 +53,7 @@ export class SshTransport implements Transport {
     this.sudo = conn.sudo ?? false;
     this.knownVersion = opts.agentVersion;
     this.persistent = opts.persistent === true;
+    this.linger = this.sudo ? undefined : opts.lingerSeconds;
     installExitHook();
   }
 
@@ -76,7 +80,7 @@ export class SshTransport implements Transport {
 
   /** One request to the agent: on the connection's session if persistent, else a one-shot run. */
   private send(p: Pooled, request: AgentRequest, deadline: number): Promise<AgentReply> {
-    return this.persistent ? sessionOf(p, this.command, this.sudo).request(request, deadline) : execAgent(p, this.command, request, deadline, this.sudo);
+    return this.persistent ? sessionOf(p, this.command, this.sudo, this.linger).request(request, deadline) : execAgent(p, this.command, request, deadline, this.sudo);
   }
 
   /** The version handshake, once per connection and agent command (on the session, if persistent). */
