@@ -53,6 +53,13 @@ function scaleHosts(): number[] {
 }
 export const SCALE_HOSTS = scaleHosts();
 
+/**
+ * agent.lingerSeconds of the "resident" approach (lockmem with a lingering agent, each host
+ * with its own agent folder, as separate machines would have): long enough to outlive the
+ * whole bench, whose fleet kills them at its end.
+ */
+export const RESIDENT_LINGER = envInt("BENCH_LINGER", 900, 1);
+
 export const GOAL_UP: Record<TargetMode, number> = { sleep: 3, spin: 1.5 };
 export const GOAL_STALL = 10;
 export const GOAL_DESTROY = 2;

@@ -8,13 +8,15 @@ import { packageRoot } from "../../provider/agent/bundle";
 import { startSshFixture } from "../../tests/support/sshd";
 import { startTarget, stopAllTargets } from "../../tests/support/target";
 import { ANON_MB, HEARTBEAT_US, TargetMode } from "./config";
-import { buildSubreaper, installToolWrappers } from "./host-cpu";
+import { buildSubreaper, installToolWrappers, lingeringAgents } from "./host-cpu";
 import { pinHostSide } from "./pin";
 import { Fleet } from "./recipes";
 import { RunContext } from "./run";
 
 export interface Scratch {
   ctx: RunContext;
+  /** Where the "resident" approach's hosts keep their agents. */
+  agentBase: string;
   binDir: string;
   /** Starts each sshd as a child subreaper (subreaper.c). */
   launcher: string[];
@@ -33,6 +35,7 @@ export function makeScratch(envVars: Record<string, string>): Scratch {
   const workDir = fs.mkdtempSync(path.join(workBase, "fleet-"));
   return {
     ctx: { workDir, toolLogDir, envVars },
+    agentBase: path.join(dir, "agents"),
     binDir,
     launcher: buildSubreaper(dir),
     remove: () => {
@@ -47,7 +50,7 @@ export async function startFleet(scratch: Scratch, hosts: number, perHost: numbe
   const fx = await startSshFixture({ hosts, firstOctet: 200, agentBinDir: scratch.binDir, agentWrapper: "/nonexistent/lockmem", launcher: scratch.launcher });
   try {
     for (const h of fx.hosts) pinHostSide(h.pid);
-    return { fx, targets: await startTargets(hosts, perHost, mode) };
+    return { fx, agentBase: scratch.agentBase, targets: await startTargets(hosts, perHost, mode) };
   } catch (e) {
     await fx.stop();
     throw e;
@@ -70,6 +73,14 @@ export async function startTargets(hosts: number, perHost: number, mode: TargetM
 
 export async function stopFleet(fleet: Fleet): Promise<void> {
   await closeAll();
+  // The lingering agents of the "resident" approach (ours, found by their folder) go with the fleet.
+  for (const pid of lingeringAgents(fleet.agentBase)) {
+    try {
+      process.kill(pid, "SIGTERM");
+    } catch {
+      // gone already
+    }
+  }
   try {
     await fleet.fx.stop();
   } finally {

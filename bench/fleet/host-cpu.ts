@@ -55,6 +55,8 @@ export function installToolWrappers(binDir: string, logDir: string): void {
     const script = [
       "#!/bin/bash",
       `# bench:fleet: runs ${tool} as a child, then logs the CPU it used (bash \`times\`, second line).`,
+      // A lingering agent outlives its session: measured live instead (lingeringCpu).
+      tool === "node" ? `case " $* " in *" --linger="*) exec ${JSON.stringify(realBinary(tool))} "$@";; esac` : "",
       kind,
       `out=${JSON.stringify(logDir)}/${tool}-$kind.$$`,
       ': >"$out.running"',
@@ -113,12 +115,50 @@ export async function takeToolCpu(logDir: string, what: string): Promise<ToolCpu
   return out;
 }
 
+function argvOf(pid: number): string[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+  } catch {
+    return [];
+  }
+}
+
+/** An agent run with --linger (agent.lingerSeconds), or its guardian stub (a fork of it). */
+const isLingering = (argv: string[]): boolean => argv.some((a) => a.startsWith("--linger="));
+
+/** Our lingering agents and their stubs whose agent folder lies under `agentBase`. */
+export function lingeringAgents(agentBase: string): number[] {
+  return fs
+    .readdirSync("/proc")
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number)
+    .filter((pid) => {
+      const argv = argvOf(pid);
+      return isLingering(argv) && argv.some((a) => a.startsWith(agentBase + "/"));
+    });
+}
+
+/** Per host: the lingering agents (and stubs) under its sshd. */
+function lingeringOf(fx: SshFixture): number[][] {
+  return fx.hosts.map((h) => h.sessionPids().filter((pid) => isLingering(argvOf(pid))));
+}
+
 /**
- * Waits until no host has a descendant left: the operation's plugins closed their
- * connections and every session and orphan has been reaped (zombies are still listed).
+ * Waits until no host has a descendant left but lingering agents: the operation's plugins
+ * closed their connections and every session and orphan has been reaped (zombies are
+ * still listed).
  */
 export async function sessionsEnded(fx: SshFixture, what: string): Promise<void> {
-  await waitUntil(() => fx.hosts.every((h) => h.sessionPids().length === 0), `every sshd session to end after ${what}`, { timeoutMs: 60_000 });
+  const done = (): boolean => fx.hosts.every((h) => h.sessionPids().every((pid) => isLingering(argvOf(pid))));
+  await waitUntil(done, `every sshd session to end after ${what}`, { timeoutMs: 60_000 });
+}
+
+/** Per host: the CPU so far of its lingering agents (their own and their reaped children's), in ms. */
+export function lingeringCpu(fx: SshFixture): number[] {
+  return lingeringOf(fx).map((pids) => pids.reduce((sum, pid) => {
+    const c = procCpuMs(pid);
+    return sum + (c ? c.own + c.children : 0);
+  }, 0));
 }
 
 /** Per host: the listener's CPU plus that of every process it reaped so far, in ms. */

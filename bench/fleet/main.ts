@@ -26,7 +26,7 @@ import { ANON_MB, HEARTBEAT_US, HOSTS, PARALLEL_TEXT, PER_HOST, ROUNDS, SCALE, T
 import { Scratch, makeScratch, startFleet, stopFleet } from "./fleet";
 import { COMMAND_VERSION, CommandPlugin, findCommandPlugin, pluginEnv } from "./plugin";
 import { Approach } from "./recipes";
-import { report } from "./report";
+import { approachLabel, report } from "./report";
 import { measureRounds, runCycle } from "./run";
 import { measureScale } from "./scale";
 import { pinController, pinText } from "./pin";
@@ -42,14 +42,16 @@ function recipeText(plugin: CommandPlugin | undefined): string {
 async function measureMode(mode: TargetMode, scratch: Scratch, recipe: Approach, deploy: boolean): Promise<void> {
   const fleet = await startFleet(scratch, HOSTS, PER_HOST, mode);
   try {
-    let firstCycle = "";
-    if (deploy) {
-      // Deploy the agent once so that every measured lockmem round is a steady-state one
-      // (the first `up` on a fresh host also uploads the bundle: reported separately).
-      const first = await runCycle("lockmem", fleet, scratch.ctx);
-      firstCycle = `(first lockmem cycle, agent upload included: up ${first.phases.up.ms.toFixed(0)} ms, preview ${first.phases.preview.ms.toFixed(0)} ms, destroy ${first.phases.destroy.ms.toFixed(0)} ms)`;
+    // Deploy the agent once so that every measured lockmem round is a steady-state one
+    // (the first `up` on a fresh host also uploads the bundle: reported separately).
+    // The resident approach's first cycle also leaves its agents lingering on the hosts.
+    const firsts: string[] = [];
+    for (const a of (deploy ? ["lockmem", "resident"] : ["resident"]) as Approach[]) {
+      const first = await runCycle(a, fleet, scratch.ctx);
+      firsts.push(`${approachLabel(a)}: up ${first.phases.up.ms.toFixed(0)} ms, preview ${first.phases.preview.ms.toFixed(0)} ms, destroy ${first.phases.destroy.ms.toFixed(0)} ms`);
     }
-    const results = await measureRounds(["lockmem", recipe, "engine"], ROUNDS, fleet, scratch.ctx, `[${mode}]`);
+    const firstCycle = `(first cycle, agent upload included: ${firsts.join("; ")})`;
+    const results = await measureRounds(["lockmem", "resident", recipe, "engine"], ROUNDS, fleet, scratch.ctx, `[${mode}]`);
     const beat = mode === "sleep" ? `sleeping ${HEARTBEAT_US} us between heartbeats` : "spinning (no pause between heartbeats)";
     console.log(`\nbench:fleet [${mode}]: ${HOSTS} hosts x ${PER_HOST} targets (${ANON_MB} MiB resident each, ${beat}), real sshd on 127.0.0.x, real Pulumi engine (parallel ${PARALLEL_TEXT}), ${ROUNDS} round(s)`);
     if (firstCycle) console.log(firstCycle);

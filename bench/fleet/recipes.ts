@@ -9,13 +9,16 @@
 import * as pulumi from "@pulumi/pulumi";
 import { remote } from "@pulumi/command";
 import { LockedProcessMemory } from "../../provider";
+import { RESIDENT_LINGER } from "./config";
 import { SshFixture } from "../../tests/support/sshd";
 import { Target } from "../../tests/support/target";
 
-export type Approach = "lockmem" | "command" | "gdb" | "engine";
+export type Approach = "lockmem" | "resident" | "command" | "gdb" | "engine";
 
 export interface Fleet {
   fx: SshFixture;
+  /** Agent folders for the "resident" approach: one per host under it (`host-N`). */
+  agentBase: string;
   targets: { host: number; target: Target }[];
 }
 
@@ -117,9 +120,11 @@ export function program(approach: Approach, fleet: Fleet): () => Promise<Record<
   return async () => {
     fleet.targets.forEach(({ host, target }, n) => {
       const h = fleet.fx.hosts[host];
-      if (approach === "lockmem") {
+      if (approach === "lockmem" || approach === "resident") {
         new LockedProcessMemory(`t${n}`, {
           connection: { host: h.address, port: h.port, user: "root", privateKey: fleet.fx.userKey.privateKey, hostKey: h.hostKey },
+          // Every host here is this machine: one agent folder per host, as separate machines have.
+          agent: approach === "resident" ? { dir: `${fleet.agentBase}/host-${host}`, lingerSeconds: RESIDENT_LINGER } : undefined,
           target: { pid: target.pid },
           mappings: { all: true },
           future: true,

@@ -5,7 +5,7 @@ import { TestStack, withStack } from "../../tests/support/stack";
 import { trace } from "../../provider/trace";
 import { ANON_MB, PARALLEL } from "./config";
 import { ControllerCpu, ControllerPart, startControllerMeter } from "./controller-cpu";
-import { ToolCpu, sessionsEnded, sshdCpu, takeToolCpu } from "./host-cpu";
+import { ToolCpu, lingeringCpu, sessionsEnded, sshdCpu, takeToolCpu } from "./host-cpu";
 import { Approach, Fleet, program } from "./recipes";
 import { phaseTimeline } from "./timeline";
 
@@ -45,6 +45,7 @@ export interface RunContext {
 async function measured(label: string, fleet: Fleet, ctx: RunContext, fn: (onOutput: () => void) => Promise<unknown>): Promise<PhaseResult> {
   await takeToolCpu(ctx.toolLogDir, `before ${label}`); // whatever earlier phases left
   const sshd0 = sshdCpu(fleet.fx);
+  const resident0 = lingeringCpu(fleet.fx);
   const meter = startControllerMeter();
   const t0 = process.hrtime.bigint();
   let last = t0;
@@ -54,8 +55,12 @@ async function measured(label: string, fleet: Fleet, ctx: RunContext, fn: (onOut
   trace("bench-end", label);
   const controller = meter.stop();
   await sessionsEnded(fleet.fx, label);
-  const sshd = sshdCpu(fleet.fx).map((v, i) => v - sshd0[i]);
+  // A lingering agent that exits moves its CPU from the live count to sshd's reaped one: the sum holds.
+  const residentMs = lingeringCpu(fleet.fx).map((v, i) => v - resident0[i]);
+  const sshd = sshdCpu(fleet.fx).map((v, i) => v - sshd0[i] + residentMs[i]);
   const tools = await takeToolCpu(ctx.toolLogDir, label);
+  const lingered = residentMs.reduce((a, b) => a + b, 0);
+  if (lingered !== 0) tools["node-resident"] = { runs: residentMs.filter((v) => v !== 0).length, ms: lingered };
   const c = controller;
   trace("bench-cpu", `${label} controller ms: program ${c.program.toFixed(0)} engine ${c.engine.toFixed(0)} dynamic-provider-host ${c.dynamicHost.toFixed(0)} command-plugin ${c.commandPlugin.toFixed(0)}; hosts ms: ${sshd.map((v) => v.toFixed(0)).join(" ")}`);
   const pluginStarts = meter.starts();

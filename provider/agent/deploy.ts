@@ -14,7 +14,7 @@ import { AgentBundle, BUNDLE_FILES, MANIFEST, loadBundle } from "./bundle";
 import { EXIT_HASH_MISMATCH, hostNodeCommand, presumedCommandPerArch, q, runtimeCommand, shellDir } from "./command";
 import { DeployError, MIN_NODE_MAJOR, checkHost, checkRuntimeHost, exec, nodeFix, probe, usableHostNode } from "./host-probe";
 import { CachedRuntime, NODE_RUNTIMES, RUNTIME_BINARY, cacheDir, nodeRuntime, runtimeFolderName } from "./runtime";
-import { VersionResult } from "../../src/agent/protocol";
+import { SOCKET_NAME, VersionResult } from "../../src/agent/protocol";
 import { Arch, SHIPPED_ARCHES, unameNames } from "../../src/arch";
 import { SshConnection, withSshClient } from "../transport/ssh";
 import { trace } from "../trace";
@@ -281,6 +281,19 @@ export function presumedAgentCommand(conn: SshConnection, agentDir = DEFAULT_AGE
       return { unames: unameNames(arch), runtime, dir: shellDir(`${agentDir}/${folderName(bundle)}`), bundle };
     }),
   );
+}
+
+/**
+ * Where a resident agent (agent.lingerSeconds) of each shipped architecture would have its
+ * socket, tried before anything runs on the host. A "~/" folder is guessed as /root or
+ * /home/USER (a wrong guess only costs a refused channel: the presumed command then names
+ * the socket, or starts the agent). Only paths that fit sun_path.
+ */
+export function residentSocketGuesses(conn: SshConnection, agentDir = DEFAULT_AGENT_DIR): string[] {
+  const user = conn.user ?? DEFAULT_SSH_USER;
+  const home = user === "root" ? "/root" : `/home/${user}`;
+  const base = agentDir.startsWith("~/") ? `${home}/${agentDir.slice(2)}` : agentDir;
+  return SHIPPED_ARCHES.map((a) => path.posix.join(base, folderName(loadBundle(a)), SOCKET_NAME)).filter((s) => path.posix.isAbsolute(s) && Buffer.byteLength(s) <= 107);
 }
 
 /** Whether ensureAgent has deployed (or is deploying) to this host in this process. */

@@ -6,7 +6,7 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { ensureAgent, presumedAgentCommand } from "../../provider/agent/deploy";
+import { ensureAgent, presumedAgentCommand, residentSocketGuesses } from "../../provider/agent/deploy";
 import { SshConnection, SshTransport, closeAll } from "../../provider/transport/ssh";
 import { AgentReply, PROTOCOL_VERSION, SOCKET_NAME } from "../../src/agent/protocol";
 import { ensureBuilt } from "../e2e/lockmem-helpers";
@@ -114,6 +114,10 @@ test("a later run reaches the agent the former run left, and no Node starts on t
 
   await call(presumed(agentDir, 60), "unlock", t.pid);
   await call(presumed(agentDir, 60), "status", t.pid);
+  // Where the provider can guess the socket's path, it runs nothing on the host at all: this
+  // transport's command would fail if it ran.
+  const direct = new SshTransport(conn(), { agentCommand: "exit 97", persistent: true, lingerSeconds: 60, residentSockets: residentSocketGuesses(conn(), agentDir) });
+  await call(direct, "status", t.pid);
   expect(starts()).toBe(before + 1);
   expect(residents()).toEqual([resident]);
   expect(lockedVmas(t)).toBe(0);

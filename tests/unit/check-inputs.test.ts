@@ -21,3 +21,23 @@ test.each([
 test("good settings pass", () => {
   expect(checkInputs({ target, connection: { ...base, port: 2222, user: "ops", agentPath: "/usr/local/bin/lockmem" } })).toEqual([]);
 });
+
+test.each([
+  [{ lingerSeconds: -1 }, base, /agent\.lingerSeconds: must be a whole number of seconds from 0 to 3600, got -1/],
+  [{ lingerSeconds: 1.5 }, base, /agent\.lingerSeconds: must be a whole number/],
+  [{ lingerSeconds: 3601 }, base, /agent\.lingerSeconds: must be a whole number/],
+  [{ lingerSeconds: "60" }, base, /agent\.lingerSeconds: must be a whole number.*got "60"/],
+  [{ lingerSeconds: 60, install: "never" }, base, /agent\.lingerSeconds: only used with install: "auto"/],
+  [{ lingerSeconds: 60 }, { ...base, sudo: true }, /agent\.lingerSeconds: not with connection\.sudo/],
+  [{ lingerSeconds: 60 }, undefined, /agent\.lingerSeconds: only used for remote hosts/],
+])("agent %j with connection %j is refused, naming agent.lingerSeconds", (agent, connection, reason) => {
+  const failures = checkInputs({ target, connection, agent });
+  expect(failures).toHaveLength(1);
+  expect(failures[0].property).toBe("agent");
+  expect(failures[0].reason).toMatch(reason);
+});
+
+test("a lingering agent over SSH without sudo passes, and 0 passes anywhere", () => {
+  expect(checkInputs({ target, connection: base, agent: { lingerSeconds: 600 } })).toEqual([]);
+  expect(checkInputs({ target, connection: { ...base, sudo: true }, agent: { lingerSeconds: 0 } })).toEqual([]);
+});

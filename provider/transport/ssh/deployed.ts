@@ -4,7 +4,7 @@
 // not (first run, tampered, no suitable node), it is deployed (provider/agent/deploy.ts)
 // and started with the command the deployment gives.
 import { AgentReply, AgentRequest, PROTOCOL_VERSION, VersionResult } from "../../../src/agent/protocol";
-import { DeployedAgent, deployedHere, ensureAgent, isHashMismatch, presumedAgentCommand, supportedNode } from "../../agent/deploy";
+import { DeployedAgent, deployedHere, ensureAgent, isHashMismatch, presumedAgentCommand, residentSocketGuesses, supportedNode } from "../../agent/deploy";
 import { DEFAULT_OPERATION_TIMEOUT_MS, RunOptions, Transport, TransportError, resultOf } from "../types";
 import { SshConnection, transportWhere } from "./settings";
 import { SshTransport } from "./transport";
@@ -22,7 +22,8 @@ async function presumedAgent(conn: SshConnection, dir: string | undefined, linge
   if (deployedHere(conn, dir)) return undefined;
   const command = presumedAgentCommand(conn, dir);
   if (!command) return undefined;
-  const transport = new SshTransport(conn, { agentCommand: command, persistent: true, lingerSeconds: linger });
+  const residentSockets = linger === undefined ? undefined : residentSocketGuesses(conn, dir);
+  const transport = new SshTransport(conn, { agentCommand: command, persistent: true, lingerSeconds: linger, residentSockets });
   try {
     const reply = await transport.run({ v: PROTOCOL_VERSION, op: "version" }, { timeoutMs });
     return supportedNode(resultOf<VersionResult>(reply, transport.where).node) ? transport : undefined;

@@ -43,6 +43,8 @@ export class AgentSession {
     private readonly command: string,
     private readonly sudo: boolean,
     private readonly linger?: number,
+    /** Where a resident agent's socket may be: tried first, in order (deploy.ts residentSocketGuesses). */
+    private readonly residentSockets: string[] = [],
   ) {}
 
   request(request: AgentRequest, deadline: number): Promise<AgentReply> {
@@ -60,11 +62,23 @@ export class AgentSession {
     this.deadline = deadline;
     if (this.channel) return Promise.resolve(this.channel);
     if (!this.opening) {
-      this.opening = this.exec(false, deadline).finally(() => {
+      this.opening = this.openFirst(deadline).finally(() => {
         this.opening = undefined;
       });
     }
     return this.opening;
+  }
+
+  /** A resident agent's socket where one is guessed to be, else the agent's command. */
+  private async openFirst(deadline: number): Promise<ClientChannel> {
+    for (const socket of this.residentSockets) {
+      try {
+        return await this.forward(socket, deadline);
+      } catch {
+        // Not there (another architecture's folder, another home, no resident): next.
+      }
+    }
+    return this.exec(false, deadline);
   }
 
   private exec(bind: boolean, deadline: number): Promise<ClientChannel> {
@@ -239,10 +253,10 @@ export class AgentSession {
 }
 
 /** The session of `command` on `p`, started if there is none (the agent itself starts on the first request). */
-export function sessionOf(p: Pooled, command: string, sudo: boolean, linger?: number): AgentSession {
+export function sessionOf(p: Pooled, command: string, sudo: boolean, linger?: number, residentSockets: string[] = []): AgentSession {
   let session = p.sessions.get(command);
   if (!session) {
-    session = new AgentSession(p, command, sudo, linger);
+    session = new AgentSession(p, command, sudo, linger, residentSockets);
     p.sessions.set(command, session);
   }
   return session;

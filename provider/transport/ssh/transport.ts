@@ -32,6 +32,8 @@ export interface SshTransportOptions {
   persistent?: boolean;
   /** With persistent: the agent stays on the host this many seconds after its last request (session.ts). */
   lingerSeconds?: number;
+  /** With lingerSeconds: where a resident agent's socket may be, tried before running anything. */
+  residentSockets?: string[];
 }
 
 export class SshTransport implements Transport {
@@ -43,6 +45,7 @@ export class SshTransport implements Transport {
   private readonly knownVersion?: VersionResult;
   private readonly persistent: boolean;
   private readonly linger?: number;
+  private readonly residentSockets: string[];
 
   constructor(conn: SshConnection, opts: SshTransportOptions = {}) {
     const { endpoint, proxy } = endpointsOf(conn);
@@ -54,6 +57,7 @@ export class SshTransport implements Transport {
     this.knownVersion = opts.agentVersion;
     this.persistent = opts.persistent === true;
     this.linger = this.sudo ? undefined : opts.lingerSeconds;
+    this.residentSockets = this.linger === undefined ? [] : (opts.residentSockets ?? []);
     installExitHook();
   }
 
@@ -80,7 +84,7 @@ export class SshTransport implements Transport {
 
   /** One request to the agent: on the connection's session if persistent, else a one-shot run. */
   private send(p: Pooled, request: AgentRequest, deadline: number): Promise<AgentReply> {
-    return this.persistent ? sessionOf(p, this.command, this.sudo, this.linger).request(request, deadline) : execAgent(p, this.command, request, deadline, this.sudo);
+    return this.persistent ? sessionOf(p, this.command, this.sudo, this.linger, this.residentSockets).request(request, deadline) : execAgent(p, this.command, request, deadline, this.sudo);
   }
 
   /** The version handshake, once per connection and agent command (on the session, if persistent). */
