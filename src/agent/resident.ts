@@ -26,6 +26,17 @@ import { MAX_LINGER_SECONDS, SOCKET_NAME } from "./protocol";
 const MAX_SOCKET_PATH = 107;
 /** How often the resident looks at its socket path and its idle time. */
 const CHECK_MS = 1000;
+/**
+ * The longest a resident keeps taking new connections (LOCKMEM_RESIDENT_MAX_AGE_MS in tests):
+ * a cron job every few minutes would otherwise keep one Node process alive for good. Past it
+ * the resident gives up its socket (the next run starts a fresh agent) and leaves once idle.
+ */
+export const MAX_RESIDENT_AGE_MS = 6 * 3600_000;
+
+function maxAgeMs(): number {
+  const test = Number(process.env.LOCKMEM_RESIDENT_MAX_AGE_MS);
+  return Number.isSafeInteger(test) && test > 0 ? test : MAX_RESIDENT_AGE_MS;
+}
 
 /** `--linger=N` among the arguments: N seconds, 1..MAX_LINGER_SECONDS, else undefined. */
 export function lingerOf(argv: readonly string[]): number | undefined {
@@ -117,6 +128,7 @@ export async function listenResident(lingerSeconds: number, queue: RequestQueue)
   fs.chmodSync(mine, 0o600);
   fs.renameSync(mine, socket);
   const ino = inodeOf(socket);
+  const retireAt = Date.now() + maxAgeMs();
   let stdinDone = false;
   let stopped = false;
   let wake: () => void = () => undefined;
@@ -130,6 +142,8 @@ export async function listenResident(lingerSeconds: number, queue: RequestQueue)
     wake();
   };
   const timer = setInterval(() => {
+    const retired = Date.now() >= retireAt;
+    if (retired && inodeOf(socket) === ino) fs.rmSync(socket, { force: true });
     const lost = inodeOf(socket) !== ino;
     if (lost) server.close();
     const idle = stdinDone && connections.size === 0 && queue.idle;

@@ -1,0 +1,111 @@
+// A resident agent (agent.lingerSeconds) killed in a later request, at every fault point:
+// its guardian stub, forked in an earlier request and kept through the idle time between,
+// still has the target running again, untraced, with no journal left, without anyone
+// acting. The bundle runs here through its own bootstrap (as the provider starts it on a
+// host), from a private folder; requests come over its socket.
+import { ChildProcess, spawn } from "child_process";
+import * as fs from "fs";
+import * as net from "net";
+import * as os from "os";
+import * as path from "path";
+import { BUNDLE_FILES, MANIFEST, bundleDir, loadBundle } from "../../provider/agent/bundle";
+import { hostNodeCommand } from "../../provider/agent/command";
+import { AgentReply, PROTOCOL_VERSION, SOCKET_NAME } from "../../src/agent/protocol";
+import { hostArch } from "../../src/arch";
+import { ensureBuilt } from "../e2e/lockmem-helpers";
+import { FAULT_POINTS, journalsIn, procState, safetySuite } from "../support/safety";
+import { isTraced } from "../support/smaps";
+import { stressLabel } from "../support/stress";
+import { stopAllTargets, waitUntil } from "../support/target";
+import { startWaiters } from "../support/waiters";
+
+jest.setTimeout(10 * 60_000);
+
+const stateDir = safetySuite("resident");
+let folder: string;
+let command: string;
+
+beforeAll(() => {
+  ensureBuilt();
+  const arch = hostArch()!;
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), "lockmem-resident-safety-"));
+  folder = path.join(base, "bundle");
+  fs.mkdirSync(folder, { mode: 0o700 });
+  for (const f of [...BUNDLE_FILES, MANIFEST]) fs.copyFileSync(path.join(bundleDir(arch), f), path.join(folder, f));
+  command = `${hostNodeCommand(process.env.LOCKMEM_SYSTEM_NODE || "node", folder, loadBundle(arch, folder))} --serve --linger=60`;
+});
+
+afterAll(async () => {
+  await stopAllTargets();
+  if (folder) fs.rmSync(path.dirname(folder), { recursive: true, force: true });
+});
+
+/** Starts the agent as the provider does and ends its stdin session: it stays, on its socket. */
+async function resident(killAt: string, env: NodeJS.ProcessEnv = {}): Promise<ChildProcess> {
+  const socket = path.join(folder, SOCKET_NAME);
+  fs.rmSync(socket, { force: true });
+  const child = spawn("bash", ["-c", command], { env: { ...process.env, LOCKMEM_STATE_DIR: stateDir, LOCKMEM_TEST_KILL_AT: killAt, ...env }, stdio: ["pipe", "ignore", "inherit"] });
+  child.stdin!.end();
+  await waitUntil(() => fs.existsSync(socket) && fs.lstatSync(socket).isSocket(), "the resident's socket", { timeoutMs: 30_000 });
+  return child;
+}
+
+/** Sends one request on a connection of its own; undefined when the agent closed it without a reply. */
+function request(body: object): Promise<AgentReply | undefined> {
+  return new Promise((resolve) => {
+    const c = net.connect(path.join(folder, SOCKET_NAME));
+    let text = "";
+    c.on("data", (d: Buffer) => {
+      text += d.toString("utf8");
+      if (text.includes("\n")) {
+        c.end();
+        resolve(JSON.parse(text.slice(0, text.indexOf("\n"))) as AgentReply);
+      }
+    });
+    c.on("error", () => undefined);
+    c.on("close", () => resolve(undefined));
+    c.write(JSON.stringify({ v: PROTOCOL_VERSION, ...body }) + "\n");
+  });
+}
+
+test(`killed in its second request at every fault point: the target runs again, nobody acting (${stressLabel()})`, async () => {
+  const w = await startWaiters(["epoll_wait", "nanosleep", "read"]);
+  const target = { pid: w.pid };
+  const running = (): boolean => !/[tT]/.test(procState(w.pid)) && !isTraced(w.pid) && journalsIn(stateDir).length === 0;
+  for (const point of FAULT_POINTS) {
+    // The first request (a lock: every point passed once) forks the guardian stub; the
+    // second (an unlock) is killed at the point's second pass.
+    const agent = await resident(`${point}:2`);
+    const exited = new Promise<string | null>((resolve) => agent.on("exit", (_code, signal) => resolve(signal)));
+    const locked = await request({ op: "lock", args: { target, mappings: { all: true } } });
+    expect({ point, ok: locked?.ok }).toEqual({ point, ok: true });
+    expect(await request({ op: "unlock", args: { target, mappings: { all: true } } })).toBeUndefined();
+    expect({ point, signal: await exited }).toEqual({ point, signal: "SIGKILL" });
+    await waitUntil(running, `process ${w.pid} running again after the resident died at ${point}`, { timeoutMs: 30_000 });
+    // Whatever the kill left (locked or not), a new run converges.
+    const again = await resident("none");
+    expect((await request({ op: "unlock", args: { target, mappings: { all: true } } }))?.ok).toBe(true);
+    again.kill("SIGTERM");
+    await new Promise((r) => again.on("exit", r));
+  }
+  expect(Object.values(w.eintrs()).reduce((a, b) => a + b, 0)).toBe(0);
+});
+
+test("past its maximum age a busy resident gives up its socket and leaves once idle", async () => {
+  const w = await startWaiters(["nanosleep"]);
+  const agent = await resident("none", { LOCKMEM_RESIDENT_MAX_AGE_MS: "3000" });
+  const exited = new Promise<number | null>((resolve) => agent.on("exit", (code) => resolve(code)));
+  // Requests keep coming (lingerSeconds is 60): only the age ends it.
+  const deadline = Date.now() + 20_000;
+  let served = 0;
+  while (fs.existsSync(path.join(folder, SOCKET_NAME)) && Date.now() < deadline) {
+    const reply = await request({ op: "status", args: { target: { pid: w.pid } } });
+    // Between the look at the path and the connect, it may just have retired.
+    if (reply === undefined && !fs.existsSync(path.join(folder, SOCKET_NAME))) break;
+    expect(reply?.ok).toBe(true);
+    served++;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  expect(served).toBeGreaterThan(5);
+  expect(await exited).toBe(0);
+});
