@@ -138,6 +138,7 @@ test("it leaves after lingerSeconds without requests, and takes its socket with 
   const t = await startTarget({ mode: "sleep" });
   const { agentDir, bundleDir } = await deployed("leave");
   await call(presumed(agentDir, 2), "lock", t.pid);
+  expect(fs.lstatSync(path.join(bundleDir, SOCKET_NAME)).isSocket()).toBe(true);
   await closeAll();
   await waitUntil(() => (residents().length === 0 ? true : undefined), "the resident's exit", { timeoutMs: 20_000 });
   expect(fs.existsSync(path.join(bundleDir, SOCKET_NAME))).toBe(false);
