@@ -9,7 +9,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { LockedProcessMemory } from "../../provider";
 import { countChanges, withStack } from "../support/stack";
 import { SshFixture, startSshFixture } from "../support/sshd";
-import { Target, startTarget, stopAllTargets } from "../support/target";
+import { Target, startTarget, stopAllTargets, waitUntil } from "../support/target";
 import { codeLocked, ensureBuilt, mappingsWith, nothingLocked, stackWorkDir, uniqueName } from "./lockmem-helpers";
 
 jest.setTimeout(600_000);
@@ -141,6 +141,37 @@ test("fleet: deploy, lock every host, tamper, drift, unreachable host, destroy",
     expect(destroyed.changes.delete).toBe(HOSTS + 1);
     for (const t of targets) expect(nothingLocked(t.pid)).toBe(true);
   }, { workDir: work.workDir });
+});
+
+test("agent.lingerSeconds: later operations reach the lingering agent with no remote command at all; it leaves when idle", async () => {
+  const comm = uniqueName("lmlinger");
+  const t = await startTarget({ comm, anonMb: 4 });
+  const agentDir = path.join(scratch, "linger", "agents");
+  const h = fx.hosts[0];
+  const program = async (): Promise<Record<string, pulumi.Output<unknown>>> => {
+    const r = new LockedProcessMemory("db", {
+      connection: { host: h.address, port: h.port, user: "root", privateKey: fx.userKey.privateKey, hostKey: h.hostKey },
+      agent: { dir: agentDir, lingerSeconds: 20 },
+      target: { name: comm },
+    });
+    return { bytes: r.lockedBytes };
+  };
+  const commands = (): number => (h.log().match(/Starting session: command/g) ?? []).length;
+  const socket = (): string => path.join(agentDir, fs.readdirSync(agentDir).find((d) => !d.startsWith("node-"))!, "agent.sock");
+  await withStack(program, async (s) => {
+    expect((await s.up({ program })).changes.create).toBe(2);
+    expect(codeLocked(t.pid)).toBe(true);
+    expect(fs.lstatSync(socket()).isSocket()).toBe(true);
+    // Each operation is a new provider process: it opens the agent's socket through sshd.
+    const before = commands();
+    expect(countChanges((await s.refresh()).changes)).toBe(0);
+    expect(countChanges((await s.preview({ program, expectNoChanges: true })).changes)).toBe(0);
+    expect((await s.destroy()).changes.delete).toBe(2);
+    expect(commands() - before).toBe(0);
+    expect(nothingLocked(t.pid)).toBe(true);
+  }, { workDir: work.workDir });
+  // 20 idle seconds later it is gone, its socket with it.
+  await waitUntil(() => !fs.existsSync(socket()), "the lingering agent to leave", { timeoutMs: 60_000, intervalMs: 200 });
 });
 
 test("a host with an old Node.js and a glibc too old for the runtime gets a clear error naming the host and what is missing; nothing is uploaded", async () => {
