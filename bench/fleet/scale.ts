@@ -1,12 +1,12 @@
 // BENCH_SCALE=1: fleets of SCALE_HOSTS hosts x 1 sleeping target each (default 10 and 40),
-// lockmem and the recipe, to see how `up` and the controller's CPU per host grow with the
+// lockmem (by default and with a lingering agent) and the recipe, to see how `up` and the controller's CPU per host grow with the
 // number of hosts (the goal: controller CPU per host roughly constant).
 import { ROUNDS, SCALE_HOSTS } from "./config";
 import { controllerTotal } from "./controller-cpu";
 import { Scratch, startFleet, stopFleet } from "./fleet";
 import { Approach } from "./recipes";
 import { approachLabel, cpuTable, med } from "./report";
-import { PHASES, Phase, Results, measureRounds } from "./run";
+import { PHASES, Phase, Results, measureRounds, runCycle } from "./run";
 
 interface Row {
   hosts: number;
@@ -40,11 +40,13 @@ function printScale(rows: Row[], approaches: Approach[]): void {
 }
 
 export async function measureScale(scratch: Scratch, recipe: Approach): Promise<void> {
-  const approaches: Approach[] = ["lockmem", recipe];
+  const approaches: Approach[] = ["lockmem", "resident", recipe];
   const rows: Row[] = [];
   for (const hosts of SCALE_HOSTS) {
     const fleet = await startFleet(scratch, hosts, 1, "sleep");
     try {
+      // Deploys to the hosts the resident approach has not seen and leaves its agents there.
+      await runCycle("resident", fleet, scratch.ctx);
       const results = await measureRounds(approaches, ROUNDS, fleet, scratch.ctx, `[scale ${hosts}]`);
       rows.push({ hosts, results });
       console.log(`\n[scale ${hosts} hosts x 1 target]`);
