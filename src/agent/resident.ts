@@ -119,14 +119,22 @@ export async function listenResident(lingerSeconds: number, queue: RequestQueue)
       connections.delete(conn);
     });
   });
-  const oldMask = process.umask(0o077);
   try {
-    await listen(server, mine);
-  } finally {
-    process.umask(oldMask);
+    const oldMask = process.umask(0o077);
+    try {
+      await listen(server, mine);
+    } finally {
+      process.umask(oldMask);
+    }
+    fs.chmodSync(mine, 0o600);
+    fs.renameSync(mine, socket);
+  } catch {
+    // Something else holds the path (a folder named like the socket, say): no resident,
+    // this agent serves its own session as without lingerSeconds.
+    server.close();
+    fs.rmSync(mine, { force: true });
+    return undefined;
   }
-  fs.chmodSync(mine, 0o600);
-  fs.renameSync(mine, socket);
   const ino = inodeOf(socket);
   const retireAt = Date.now() + maxAgeMs();
   let stdinDone = false;

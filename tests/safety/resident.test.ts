@@ -112,3 +112,23 @@ test("past its maximum age a busy resident gives up its socket and leaves once i
   const exitedSoon = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r("still running"), 15_000))]);
   expect(exitedSoon).toBe(0);
 });
+
+test("a folder where the socket would go (same user, by mistake or on purpose): the agent serves its own session and does not linger", async () => {
+  const w = await startWaiters(["nanosleep"]);
+  const socket = path.join(folder, SOCKET_NAME);
+  fs.rmSync(socket, { recursive: true, force: true });
+  fs.mkdirSync(socket);
+  try {
+    const child = spawn("bash", ["-c", command], { env: { ...process.env, LOCKMEM_STATE_DIR: stateDir }, stdio: ["pipe", "pipe", "inherit"] });
+    let out = "";
+    child.stdout!.on("data", (d: Buffer) => (out += d.toString("utf8")));
+    const code = new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
+    child.stdin!.end(JSON.stringify({ v: PROTOCOL_VERSION, op: "status", args: { target: { pid: w.pid } } }) + "\n");
+    expect(await code).toBe(0);
+    expect((JSON.parse(out.split("\n")[0]) as AgentReply).ok).toBe(true);
+    expect(fs.lstatSync(socket).isDirectory()).toBe(true);
+    expect(fs.readdirSync(folder).filter((n) => n.startsWith(`${SOCKET_NAME}.`))).toEqual([]);
+  } finally {
+    fs.rmSync(socket, { recursive: true, force: true });
+  }
+});
