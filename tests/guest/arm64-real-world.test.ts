@@ -6,9 +6,12 @@
 // - two agents at once on one target (cron and an operator), while two shell loops keep
 //   both guest CPUs busy: every run done (the target lock serialises them) or refused with
 //   EBUSY, never a target stopped, traced, or an EINTR.
+// - a lingering agent (agent.lingerSeconds): a later run reaches it through sshd at the
+//   socket guessed for the arm64 bundle folder, without running anything on the guest.
 // Targets are the waiters fixture with the EINTR-prone calls of arm64, whose re-arm needs
 // the call's first argument the stop hides (native/arch/aarch64.cc).
-import { DeployedAgent } from "../../provider/agent/deploy";
+import { DeployedAgent, presumedAgentCommand, residentSocketGuesses } from "../../provider/agent/deploy";
+import { SshTransport, closeAll } from "../../provider/transport/ssh";
 import { resultOf } from "../../provider/transport/types";
 import { PROTOCOL_VERSION } from "../../src/agent/protocol";
 import { HostReport, ProcessResult } from "../../src/ops/types";
@@ -115,6 +118,29 @@ test(`two agents at once on one target, both guest CPUs busy: ${CYCLES} rounds, 
     console.log(`${g.image.name}: two agents at once under load, ${CYCLES} rounds: ${outcomes.join(" ")}; no EINTR`);
   } finally {
     await guest.run(`kill -9 ${spinners.join(" ")}`);
+    await w.stop();
+  }
+});
+
+test("a lingering agent: the next run opens its socket in the arm64 bundle folder, running nothing on the guest", async () => {
+  const w: GuestWaiters = await startGuestWaiters(guest, [...EINTR_PRONE, ...RESTARTED]);
+  const conn = guest.connection();
+  const socket = `${deployed.dir}/agent.sock`;
+  try {
+    const before = await w.eintrs();
+    const first = new SshTransport(conn, { agentCommand: presumedAgentCommand(conn), persistent: true, lingerSeconds: 60 });
+    expect(resultOf<HostReport<ProcessResult>>(await first.run({ v: PROTOCOL_VERSION, op: "lock", args: { target: { pid: w.pid } } }, { timeoutMs: OP_TIMEOUT_MS }), first.where).processes[0].error).toBeUndefined();
+    await closeAll();
+    expect(await guest.check(`test -S ${socket} && echo socket`)).toContain("socket");
+    // This transport's command would fail if it ran: only the socket can answer.
+    const next = new SshTransport(conn, { agentCommand: "exit 97", persistent: true, lingerSeconds: 60, residentSockets: residentSocketGuesses(conn) });
+    expect(resultOf<HostReport<ProcessResult>>(await next.run({ v: PROTOCOL_VERSION, op: "unlock", args: { target: { pid: w.pid } } }, { timeoutMs: OP_TIMEOUT_MS }), next.where).processes[0].error).toBeUndefined();
+    expect(await unharmed(w.pid)).toEqual([]);
+    expect(eintrDiff(await w.eintrs(), before)).toEqual({});
+  } finally {
+    await closeAll();
+    // Without its socket the lingering agent leaves within a second.
+    await guest.run(`rm -f ${socket}`);
     await w.stop();
   }
 });
