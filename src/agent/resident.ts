@@ -90,6 +90,33 @@ function listen(server: net.Server, file: string): Promise<void> {
   });
 }
 
+/**
+ * Binds `server` under a name of our own, then renames it over `socket` in one step: a
+ * client never finds the path missing or half made, and two agents starting at once do not
+ * remove each other's socket (the one renamed over sees its path gone and stops). False
+ * when something else holds the path (a folder named like the socket, say): then no
+ * resident, and the agent serves its own session as without lingerSeconds.
+ */
+async function bindSocket(server: net.Server, socket: string): Promise<boolean> {
+  const mine = `${socket}.${process.pid}`;
+  fs.rmSync(mine, { force: true });
+  try {
+    const oldMask = process.umask(0o077);
+    try {
+      await listen(server, mine);
+    } finally {
+      process.umask(oldMask);
+    }
+    fs.chmodSync(mine, 0o600);
+    fs.renameSync(mine, socket);
+    return true;
+  } catch {
+    server.close();
+    fs.rmSync(mine, { force: true });
+    return false;
+  }
+}
+
 export interface Resident {
   /** Resolves when the agent has been idle for its linger time (or lost its socket) and stopped listening. */
   untilIdle(): Promise<void>;
@@ -105,11 +132,6 @@ export async function listenResident(lingerSeconds: number, queue: RequestQueue)
   const socket = path.join(dir, SOCKET_NAME);
   if (Buffer.byteLength(socket) > MAX_SOCKET_PATH || unfitFolder(dir) !== undefined) return undefined;
   if (inodeOf(socket) !== undefined && (await answers(socket))) return undefined;
-  // Bound under a name of our own, then renamed over the stale one in one step: a client
-  // never finds the path missing or half made, and two agents starting at once do not
-  // remove each other's socket (the one renamed over sees its path gone and stops).
-  const mine = path.join(dir, `${SOCKET_NAME}.${process.pid}`);
-  fs.rmSync(mine, { force: true });
   const connections = new Set<net.Socket>();
   const server = net.createServer((conn) => {
     connections.add(conn);
@@ -119,22 +141,7 @@ export async function listenResident(lingerSeconds: number, queue: RequestQueue)
       connections.delete(conn);
     });
   });
-  try {
-    const oldMask = process.umask(0o077);
-    try {
-      await listen(server, mine);
-    } finally {
-      process.umask(oldMask);
-    }
-    fs.chmodSync(mine, 0o600);
-    fs.renameSync(mine, socket);
-  } catch {
-    // Something else holds the path (a folder named like the socket, say): no resident,
-    // this agent serves its own session as without lingerSeconds.
-    server.close();
-    fs.rmSync(mine, { force: true });
-    return undefined;
-  }
+  if (!(await bindSocket(server, socket))) return undefined;
   const ino = inodeOf(socket);
   const retireAt = Date.now() + maxAgeMs();
   let stdinDone = false;
