@@ -14,7 +14,7 @@ import { AgentBundle, BUNDLE_FILES, MANIFEST, loadBundle } from "./bundle";
 import { EXIT_HASH_MISMATCH, hostNodeCommand, presumedCommandPerArch, q, runtimeCommand, shellDir } from "./command";
 import { DeployError, MIN_NODE_MAJOR, checkHost, checkRuntimeHost, exec, nodeFix, probe, usableHostNode } from "./host-probe";
 import { CachedRuntime, NODE_RUNTIMES, RUNTIME_BINARY, cacheDir, nodeRuntime, runtimeFolderName } from "./runtime";
-import { SOCKET_NAME, VersionResult } from "../../src/agent/protocol";
+import { MAX_SOCKET_PATH_BYTES, SOCKET_NAME, VersionResult } from "../../src/agent/protocol";
 import { Arch, SHIPPED_ARCHES, unameNames } from "../../src/arch";
 import { SshConnection, withSshClient } from "../transport/ssh";
 import { trace } from "../trace";
@@ -293,7 +293,7 @@ export function residentSocketGuesses(conn: SshConnection, agentDir = DEFAULT_AG
   const user = conn.user ?? DEFAULT_SSH_USER;
   const home = user === "root" ? "/root" : `/home/${user}`;
   const base = agentDir.startsWith("~/") ? `${home}/${agentDir.slice(2)}` : agentDir;
-  return SHIPPED_ARCHES.map((a) => path.posix.join(base, folderName(loadBundle(a)), SOCKET_NAME)).filter((s) => path.posix.isAbsolute(s) && Buffer.byteLength(s) <= 107);
+  return SHIPPED_ARCHES.map((a) => path.posix.join(base, folderName(loadBundle(a)), SOCKET_NAME)).filter((s) => path.posix.isAbsolute(s) && Buffer.byteLength(s) <= MAX_SOCKET_PATH_BYTES);
 }
 
 /** Whether ensureAgent has deployed (or is deploying) to this host in this process. */

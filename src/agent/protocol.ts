@@ -19,6 +19,8 @@ export const MAX_REQUEST_BYTES = 64 * 1024;
 export const MAX_LINGER_SECONDS = 3600;
 /** The resident agent's socket, in its bundle folder. */
 export const SOCKET_NAME = "agent.sock";
+/** The longest socket path a unix socket takes (sun_path holds 108 bytes, its NUL included). */
+export const MAX_SOCKET_PATH_BYTES = 107;
 /** What the provider's presumed command prints, with the socket's path, instead of starting Node when a resident agent is there. */
 export const RESIDENT_LINE = "lockmem-resident";
 

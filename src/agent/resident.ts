@@ -20,10 +20,8 @@ import * as path from "path";
 import type { RequestQueue } from "./serve";
 import { serveStream } from "./serve";
 import { verifiedBundleDir } from "./verified-addon";
-import { MAX_LINGER_SECONDS, SOCKET_NAME } from "./protocol";
+import { MAX_LINGER_SECONDS, MAX_SOCKET_PATH_BYTES, SOCKET_NAME } from "./protocol";
 
-/** sun_path holds 108 bytes, its terminating NUL included. */
-const MAX_SOCKET_PATH = 107;
 /** How often the resident looks at its socket path and its idle time. */
 const CHECK_MS = 1000;
 /**
@@ -47,13 +45,10 @@ export function lingerOf(argv: readonly string[]): number | undefined {
   return /^[0-9]+$/.test(text) && n >= 1 && n <= MAX_LINGER_SECONDS ? n : undefined;
 }
 
-/** Why `dir` cannot hold our socket, or undefined. */
-function unfitFolder(dir: string): string | undefined {
+/** A folder of ours that group and others cannot enter: only we (and root) reach a socket in it. */
+function privateFolder(dir: string): boolean {
   const st = fs.lstatSync(dir);
-  if (!st.isDirectory()) return "not a folder";
-  if (st.uid !== process.geteuid?.()) return `belongs to uid ${st.uid}`;
-  if ((st.mode & 0o077) !== 0) return `mode ${(st.mode & 0o777).toString(8)} lets others in`;
-  return undefined;
+  return st.isDirectory() && st.uid === process.geteuid?.() && (st.mode & 0o077) === 0;
 }
 
 /** Whether an agent answers on `socket` (a live resident), within a second. */
@@ -130,7 +125,7 @@ export async function listenResident(lingerSeconds: number, queue: RequestQueue)
   const dir = verifiedBundleDir();
   if (dir === undefined) return undefined;
   const socket = path.join(dir, SOCKET_NAME);
-  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH || unfitFolder(dir) !== undefined) return undefined;
+  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH_BYTES || !privateFolder(dir)) return undefined;
   if (inodeOf(socket) !== undefined && (await answers(socket))) return undefined;
   const connections = new Set<net.Socket>();
   const server = net.createServer((conn) => {

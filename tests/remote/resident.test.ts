@@ -96,6 +96,12 @@ async function call(t: SshTransport, op: "lock" | "unlock" | "status", pid: numb
   return reply;
 }
 
+/** The one lingering agent of this test, once it is there. */
+async function theResident(what = "the resident agent"): Promise<number> {
+  const [pid] = await waitUntil(() => (residents().length === 1 ? residents() : undefined), what);
+  return pid;
+}
+
 function lockedVmas(t: Target): number {
   return kernelMappings(t.pid).filter(isLockedVma).length;
 }
@@ -109,7 +115,7 @@ test("a later run reaches the agent the former run left, and no Node starts on t
   expect(lockedVmas(t)).toBeGreaterThan(0);
   // The run ends: its connection closes, as when the provider's process exits.
   await closeAll();
-  const [resident] = await waitUntil(() => (residents().length === 1 ? residents() : undefined), "the resident agent");
+  const resident = await theResident();
   expect(fs.lstatSync(path.join(bundleDir, SOCKET_NAME)).isSocket()).toBe(true);
 
   await call(presumed(agentDir, 60), "unlock", t.pid);
@@ -151,7 +157,7 @@ test("the socket of a dead resident is taken over by a new agent", async () => {
   const { agentDir, bundleDir } = await deployed("stale");
   await call(presumed(agentDir, 60), "lock", t.pid);
   await closeAll();
-  const [dead] = await waitUntil(() => (residents().length === 1 ? residents() : undefined), "the resident agent");
+  const dead = await theResident();
   process.kill(dead, "SIGKILL");
   await waitUntil(() => (residents().length === 0 ? true : undefined), "the resident's death");
   expect(fs.lstatSync(path.join(bundleDir, SOCKET_NAME)).isSocket()).toBe(true);
@@ -160,7 +166,7 @@ test("the socket of a dead resident is taken over by a new agent", async () => {
   expect(starts()).toBe(before + 1);
   expect(lockedVmas(t)).toBe(0);
   await closeAll();
-  const [fresh] = await waitUntil(() => (residents().length === 1 ? residents() : undefined), "the new resident");
+  const fresh = await theResident("the new resident");
   expect(fresh).not.toBe(dead);
   await call(presumed(agentDir, 60), "status", t.pid);
   expect(starts()).toBe(before + 1);
@@ -173,7 +179,7 @@ test("no other user can reach the resident, and a folder others can enter gets n
   const { agentDir, bundleDir } = await deployed("private");
   await call(presumed(agentDir, 60), "lock", t.pid);
   await closeAll();
-  const [resident] = await waitUntil(() => (residents().length === 1 ? residents() : undefined), "the resident agent");
+  const resident = await theResident();
   const socket = path.join(bundleDir, SOCKET_NAME);
   // Even with the folders above it opened up, the socket itself is the owner's alone.
   const opened = [agentDir, bundleDir];

@@ -13,7 +13,8 @@ import { hostNodeCommand } from "../../provider/agent/command";
 import { AgentReply, PROTOCOL_VERSION, SOCKET_NAME } from "../../src/agent/protocol";
 import { hostArch } from "../../src/arch";
 import { ensureBuilt } from "../e2e/lockmem-helpers";
-import { FAULT_POINTS, journalsIn, procState, safetySuite } from "../support/safety";
+import { FAULT_POINTS, journalsIn, procState, runLockmem, safetySuite } from "../support/safety";
+import { descendants } from "../support/sshd";
 import { isTraced } from "../support/smaps";
 import { stressLabel } from "../support/stress";
 import { stopAllTargets, waitUntil } from "../support/target";
@@ -131,4 +132,31 @@ test("a folder where the socket would go (same user, by mistake or on purpose): 
   } finally {
     fs.rmSync(socket, { recursive: true, force: true });
   }
+});
+
+test(`a target that is pid 1 of a child pid namespace, the lingering agent beside a second lockmem (the CLI) on it: every run done or EBUSY, no harm (${stressLabel()})`, async () => {
+  const prefix = ["unshare", "--fork", "--pid", "--mount-proc"];
+  const w = await startWaiters(["epoll_wait", "nanosleep", "read"], {
+    prefix,
+    resolvePid: (outer) => waitUntil(() => descendants(outer).find((pid) => fs.readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "waiters"), "the waiters inside the namespace"),
+  });
+  expect(fs.readFileSync(`/proc/${w.pid}/status`, "utf8")).toMatch(/^NSpid:\s+\d+\s+1$/m);
+  const agent = await resident("none");
+  const target = { pid: w.pid };
+  const outcomes: string[] = [];
+  try {
+    for (let i = 0; i < 6; i++) {
+      const op = i % 2 === 0 ? "lock" : "unlock";
+      const [viaResident, viaCli] = await Promise.all([request({ op, args: { target } }), runLockmem(stateDir, [op, "--pid", String(w.pid)])]);
+      outcomes.push(viaResident?.ok ? "ok" : (viaResident?.error?.code ?? "no reply"), viaCli.code === 0 ? "ok" : `cli ${viaCli.code}: ${viaCli.stderr.trim().slice(0, 120)}`);
+      expect(!/[tT]/.test(procState(w.pid)) && !isTraced(w.pid)).toBe(true);
+    }
+  } finally {
+    agent.kill("SIGTERM");
+    await new Promise((r) => agent.on("exit", r));
+  }
+  // The target lock serialises them: each run either did its work or was told EBUSY.
+  expect(outcomes.filter((o) => o !== "ok" && o !== "EBUSY" && !/EBUSY|busy/i.test(o))).toEqual([]);
+  expect(journalsIn(stateDir)).toEqual([]);
+  expect(Object.values(w.eintrs()).reduce((a, b) => a + b, 0)).toBe(0);
 });

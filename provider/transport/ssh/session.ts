@@ -16,6 +16,8 @@ interface Waiting {
   resolve: (r: AgentReply) => void;
   reject: (e: unknown) => void;
   line: string;
+  /** The request's op, for LOCKMEM_TRACE. */
+  op: string;
   /** The channel the line went to (a presumed command that named a resident never read it). */
   writtenTo?: ClientChannel;
 }
@@ -156,7 +158,7 @@ export class AgentSession {
     const w = this.waiting;
     if (!w || w.writtenTo === channel || this.channel !== channel) return;
     w.writtenTo = channel;
-    trace("request-sent", this.p.endpoint.where);
+    trace("request-sent", `${this.p.endpoint.where} ${w.op}`);
     channel.write(w.line);
   }
 
@@ -224,6 +226,7 @@ export class AgentSession {
       }, timeLeft(deadline));
       this.waiting = {
         line: JSON.stringify(request) + "\n",
+        op: request.op,
         resolve: (r) => {
           clearTimeout(timer);
           resolve(r);
