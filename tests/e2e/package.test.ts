@@ -14,7 +14,7 @@ import * as path from "path";
 import { repoRoot } from "../support/repo";
 import { NODE_RUNTIMES, runtimeFolderName } from "../../provider/agent/runtime";
 import { SshFixture, startSshFixture } from "../support/sshd";
-import { Target, startTarget, stopAllTargets } from "../support/target";
+import { Target, startTarget, stopAllTargets, waitUntil } from "../support/target";
 import { codeLocked, nothingLocked } from "./lockmem-helpers";
 
 jest.setTimeout(1_200_000);
@@ -109,6 +109,7 @@ interface ResourceSpec {
   name: string;
   host?: number;
   agentDir?: string;
+  lingerSeconds?: number;
   target: { pid: number };
 }
 
@@ -125,6 +126,7 @@ function runApp(stack: string, resources: ResourceSpec[], ops: string[]): OpLine
       return {
         name: r.name,
         agentDir: r.agentDir,
+        lingerSeconds: r.lingerSeconds,
         target: r.target,
         connection: h ? { host: h.address, port: h.port, user: "root", privateKey: fx.userKey.privateKey, hostKey: h.hostKey } : undefined,
       };
@@ -201,6 +203,40 @@ test("a host without Node.js gets the pinned runtime once; refresh shows no drif
   expect(sha256(runtime)).toBe(NODE_RUNTIMES.x64.nodeSha256);
   expect(ok(destroyed).changes?.delete).toBe(2);
   expect(nothingLocked(t.pid)).toBe(true);
+});
+
+/** Agents run with --linger from `agentDir` (the lingering agent and its guardian stub). */
+function lingering(agentDir: string): number[] {
+  return fs
+    .readdirSync("/proc")
+    .filter((n) => /^\d+$/.test(n))
+    .filter((n) => {
+      try {
+        const argv = fs.readFileSync(`/proc/${n}/cmdline`, "utf8").split("\0");
+        return argv.some((a) => a.startsWith("--linger=")) && argv.some((a) => a.startsWith(agentDir + "/"));
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+test("agent.lingerSeconds from the installed package, on a host without Node.js: the next process reaches the same agent; it leaves when its socket goes", async () => {
+  const t: Target = await startTarget({});
+  const agentDir = path.join(work, "host0-lingering");
+  const resources = [{ name: "linger", host: 0, agentDir, lingerSeconds: 60, target: { pid: t.pid } }];
+  expect(ok(runApp("linger", resources, ["up"])[0]).changes?.create).toBe(2);
+  const first = lingering(agentDir);
+  expect(first.length).toBeGreaterThan(0);
+  const [refresh, destroyed] = runApp("linger", resources, ["refresh", "destroy"]);
+  expect(changed(ok(refresh))).toBe(0);
+  expect(ok(destroyed).changes?.delete).toBe(2);
+  expect(nothingLocked(t.pid)).toBe(true);
+  // Served by the agent the first process left: no other agent started.
+  expect(lingering(agentDir).sort()).toEqual(first.sort());
+  const socket = fs.readdirSync(agentDir).map((d) => path.join(agentDir, d, "agent.sock")).find((f) => fs.existsSync(f))!;
+  fs.rmSync(socket);
+  await waitUntil(() => lingering(agentDir).length === 0, "the lingering agent to leave once its socket is gone", { timeoutMs: 20_000 });
 });
 
 test("a local target from the installed package locks with its prebuilt addon", async () => {
